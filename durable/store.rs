@@ -1,0 +1,202 @@
+//! The room's SQLite storage: messages, the log position, idempotency keys.
+//!
+//! Invariants:
+//! - `hub_messages` holds the contiguous ids `first_kept ..= last_id`, each
+//!   row the envelope exactly as it was sent.
+//! - `hub_meta.last_id` is the last id ever assigned; it survives retention,
+//!   so ids continue after a restart and are never reused.
+//! - `hub_meta.epoch` is drawn once, when the room's storage is created.
+//! - Every write of one publish happens in one synchronous stretch with no
+//!   `.await` in between, so the runtime commits them atomically, and its
+//!   output gate holds the `201`/`ack` until they are durable.
+
+use crate::core::cursor::{Epoch, Seq};
+use crate::core::error::HubError;
+use serde::Deserialize;
+use worker::{SqlStorage, SqlStorageValue};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS hub_messages (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS hub_idempotency (scope TEXT NOT NULL, key TEXT NOT NULL, \
+     id INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS hub_idempotency_by_id ON hub_idempotency (id)",
+];
+
+/// A message to store in one step.
+pub struct NewMessage<'a> {
+    pub id: Seq,
+    pub envelope: &'a str,
+    pub ts_ms: u64,
+    /// `(scope, key)` of an `Idempotency-Key` or WebSocket `cid`.
+    pub idempotency: Option<(&'a str, &'a str)>,
+    /// Retention: drop every message with an id up to this one.
+    pub drop_through: Option<Seq>,
+}
+
+/// What storage holds about the log when the room wakes.
+pub struct Restored {
+    pub epoch: Epoch,
+    pub last_id: Seq,
+    pub kept: u64,
+}
+
+pub struct Store {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct ValueRow {
+    value: i64,
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    n: i64,
+}
+
+#[derive(Deserialize)]
+struct BodyRow {
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct IdemRow {
+    id: i64,
+    ts: i64,
+}
+
+fn int(n: u64) -> SqlStorageValue {
+    SqlStorageValue::from(n as i64)
+}
+
+fn storage_error(e: worker::Error) -> HubError {
+    HubError::Internal(format!("storage: {e}"))
+}
+
+impl Store {
+    /// Creates the schema if needed and reads the log position. `new_epoch`
+    /// is used only when the room's storage is brand new.
+    pub fn open(
+        sql: SqlStorage,
+        new_epoch: impl FnOnce() -> u32,
+    ) -> Result<(Store, Restored), HubError> {
+        let store = Store { sql };
+        for stmt in SCHEMA {
+            store.exec(stmt, vec![])?;
+        }
+        let epoch = match store.meta("epoch")? {
+            Some(e) => Epoch(e as u32),
+            None => {
+                let e = new_epoch();
+                store.set_meta("epoch", u64::from(e))?;
+                Epoch(e)
+            }
+        };
+        let last_id = Seq(store.meta("last_id")?.unwrap_or(0));
+        let kept = store
+            .sql
+            .exec("SELECT COUNT(*) AS n FROM hub_messages", None)
+            .and_then(|c| c.one::<CountRow>())
+            .map_err(storage_error)?
+            .n as u64;
+        Ok((
+            store,
+            Restored {
+                epoch,
+                last_id,
+                kept,
+            },
+        ))
+    }
+
+    fn exec(
+        &self,
+        query: &str,
+        bindings: Vec<SqlStorageValue>,
+    ) -> Result<worker::SqlCursor, HubError> {
+        self.sql.exec(query, Some(bindings)).map_err(storage_error)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<u64>, HubError> {
+        let rows: Vec<ValueRow> = self
+            .exec("SELECT value FROM hub_meta WHERE key = ?", vec![key.into()])?
+            .to_array()
+            .map_err(storage_error)?;
+        Ok(rows.first().map(|r| r.value as u64))
+    }
+
+    fn set_meta(&self, key: &str, value: u64) -> Result<(), HubError> {
+        self.exec(
+            "INSERT INTO hub_meta (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            vec![key.into(), int(value)],
+        )?;
+        Ok(())
+    }
+
+    /// Stores one accepted message, its idempotency key and the retention
+    /// trim, all before the caller answers.
+    pub fn append(&self, msg: &NewMessage<'_>) -> Result<(), HubError> {
+        self.exec(
+            "INSERT INTO hub_messages (id, body) VALUES (?, ?)",
+            vec![int(msg.id.0), msg.envelope.into()],
+        )?;
+        self.set_meta("last_id", msg.id.0)?;
+        if let Some((scope, key)) = msg.idempotency {
+            self.exec(
+                "INSERT INTO hub_idempotency (scope, key, id, ts) VALUES (?, ?, ?, ?)",
+                vec![scope.into(), key.into(), int(msg.id.0), int(msg.ts_ms)],
+            )?;
+        }
+        if let Some(through) = msg.drop_through {
+            self.exec(
+                "DELETE FROM hub_messages WHERE id <= ?",
+                vec![int(through.0)],
+            )?;
+            // A key outlives nothing it protects: once its message is gone
+            // from history, so is the key.
+            self.exec(
+                "DELETE FROM hub_idempotency WHERE id <= ?",
+                vec![int(through.0)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The id and timestamp a key was first accepted with, if it still is kept.
+    pub fn idempotent(&self, scope: &str, key: &str) -> Result<Option<(Seq, u64)>, HubError> {
+        let rows: Vec<IdemRow> = self
+            .exec(
+                "SELECT id, ts FROM hub_idempotency WHERE scope = ? AND key = ?",
+                vec![scope.into(), key.into()],
+            )?
+            .to_array()
+            .map_err(storage_error)?;
+        Ok(rows.first().map(|r| (Seq(r.id as u64), r.ts as u64)))
+    }
+
+    /// Up to `limit` envelopes with ids greater than `after`, oldest first.
+    pub fn read_after(&self, after: Seq, limit: u32) -> Result<Vec<String>, HubError> {
+        self.bodies(
+            "SELECT body FROM hub_messages WHERE id > ? ORDER BY id LIMIT ?",
+            vec![int(after.0), int(u64::from(limit))],
+        )
+    }
+
+    /// The newest `limit` envelopes, oldest first.
+    pub fn read_last(&self, limit: u32) -> Result<Vec<String>, HubError> {
+        self.bodies(
+            "SELECT body FROM (SELECT id, body FROM hub_messages ORDER BY id DESC LIMIT ?) ORDER BY id",
+            vec![int(u64::from(limit))],
+        )
+    }
+
+    fn bodies(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<String>, HubError> {
+        let rows: Vec<BodyRow> = self
+            .exec(query, bindings)?
+            .to_array()
+            .map_err(storage_error)?;
+        Ok(rows.into_iter().map(|r| r.body).collect())
+    }
+}

@@ -1,0 +1,242 @@
+//! Room log: the position and window of one room's ordered history.
+//!
+//! Each accepted message gets the next [`Seq`]; the last `HISTORY_LIMIT`
+//! are kept, so the kept ids are always the contiguous range
+//! `first_kept ..= last_id`. A resume from a cursor older than that window,
+//! or from a cursor ahead of the log (the room's storage was lost and began
+//! a new [`Epoch`]), yields [`Resume::Reset`]: we never skip silently
+//! (cf. centrifuge's `StreamPosition.Epoch`).
+//!
+//! The log also owns the room's current ETag, recomputed once per accepted
+//! message so a conditional poll compares two strings and nothing more.
+//!
+//! Pure: no `worker` types, clock or I/O. `durable/store.rs` persists the
+//! messages themselves and restores this state from SQLite.
+
+use super::cursor::{Epoch, Seq};
+use super::etag::etag_for;
+
+/// Why a resume could not continue exactly where the client stood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// Messages after the cursor were already dropped by retention.
+    HistoryExceeded,
+    /// The cursor is past the room's last id: the room's storage is not the
+    /// one the client saw (lost, or a different deployment).
+    CursorAhead,
+}
+
+impl ResetReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::HistoryExceeded => "history_exceeded",
+            ResetReason::CursorAhead => "cursor_ahead",
+        }
+    }
+}
+
+/// What a client resuming after a cursor receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Every kept message with an id greater than `after`, no signal needed.
+    Replay { after: Seq },
+    /// A `reset` signal first, then every kept message from `first_id` on.
+    Reset { reason: ResetReason, first_id: Seq },
+}
+
+impl Resume {
+    /// The id after which replay starts.
+    pub fn replay_after(self) -> Seq {
+        match self {
+            Resume::Replay { after } => after,
+            Resume::Reset { first_id, .. } => Seq(first_id.0.saturating_sub(1)),
+        }
+    }
+}
+
+/// The position of a room's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomLog {
+    epoch: Epoch,
+    last_id: Seq,
+    kept: u64,
+    history_limit: u64,
+    etag: String,
+}
+
+impl RoomLog {
+    /// Restores a log from what storage holds: the epoch, the last id ever
+    /// assigned and how many messages are kept.
+    pub fn restore(epoch: Epoch, last_id: Seq, kept: u64, history_limit: u32) -> Self {
+        let history_limit = u64::from(history_limit.max(1));
+        RoomLog {
+            epoch,
+            last_id,
+            kept: kept.min(history_limit).min(last_id.0),
+            history_limit,
+            etag: etag_for(epoch, last_id),
+        }
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn last_id(&self) -> Seq {
+        self.last_id
+    }
+
+    /// The oldest kept id; `last_id + 1` when nothing is kept.
+    pub fn first_kept(&self) -> Seq {
+        Seq(self.last_id.0 + 1 - self.kept)
+    }
+
+    /// The current ETag, quotes included.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// The id the next accepted message gets.
+    pub fn next_id(&self) -> Seq {
+        self.last_id.next()
+    }
+
+    /// Retention: once the message `id` is stored, every id up to the
+    /// returned one (inclusive) is dropped. Computed from the id alone, so
+    /// a lowered `HISTORY_LIMIT` trims the surplus on the next publish.
+    pub fn drop_through(&self, id: Seq) -> Option<Seq> {
+        id.0.checked_sub(self.history_limit)
+            .filter(|&n| n > 0)
+            .map(Seq)
+    }
+
+    /// Records that the message with [`Self::next_id`] is stored.
+    pub fn append(&mut self) {
+        self.last_id = self.last_id.next();
+        self.kept = (self.kept + 1).min(self.history_limit);
+        self.etag = etag_for(self.epoch, self.last_id);
+    }
+
+    /// How a client standing after `since` resumes.
+    pub fn resume(&self, since: Seq) -> Resume {
+        if since > self.last_id {
+            return Resume::Reset {
+                reason: ResetReason::CursorAhead,
+                first_id: self.first_kept(),
+            };
+        }
+        // Messages since+1 .. first_kept-1 existed and are gone.
+        if since.0 + 1 < self.first_kept().0 {
+            return Resume::Reset {
+                reason: ResetReason::HistoryExceeded,
+                first_id: self.first_kept(),
+            };
+        }
+        Resume::Replay { after: since }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(last: u64, kept: u64, limit: u32) -> RoomLog {
+        RoomLog::restore(Epoch(7), Seq(last), kept, limit)
+    }
+
+    #[test]
+    fn ids_start_at_one_and_always_increase() {
+        let mut l = log(0, 0, 3);
+        let mut prev = Seq::ZERO;
+        for _ in 0..10 {
+            let id = l.next_id();
+            assert!(id > prev);
+            l.append();
+            assert_eq!(l.last_id(), id);
+            prev = id;
+        }
+        assert_eq!(l.last_id(), Seq(10));
+        assert_eq!(l.first_kept(), Seq(8));
+    }
+
+    #[test]
+    fn retention_drops_all_but_the_last_limit() {
+        let l = log(0, 0, 2);
+        assert_eq!(l.drop_through(Seq(1)), None);
+        assert_eq!(l.drop_through(Seq(2)), None);
+        assert_eq!(l.drop_through(Seq(3)), Some(Seq(1)));
+        assert_eq!(l.drop_through(Seq(10)), Some(Seq(8)));
+    }
+
+    #[test]
+    fn resume_table() {
+        use ResetReason::*;
+        // Ids 6..=10 kept.
+        let l = log(10, 5, 5);
+        let table: &[(u64, Resume)] = &[
+            (10, Resume::Replay { after: Seq(10) }),
+            (7, Resume::Replay { after: Seq(7) }),
+            (5, Resume::Replay { after: Seq(5) }),
+            (
+                4,
+                Resume::Reset {
+                    reason: HistoryExceeded,
+                    first_id: Seq(6),
+                },
+            ),
+            (
+                0,
+                Resume::Reset {
+                    reason: HistoryExceeded,
+                    first_id: Seq(6),
+                },
+            ),
+            (
+                11,
+                Resume::Reset {
+                    reason: CursorAhead,
+                    first_id: Seq(6),
+                },
+            ),
+        ];
+        for (since, want) in table {
+            assert_eq!(l.resume(Seq(*since)), *want, "since={since}");
+        }
+        // A fresh room: since=0 is a plain replay; anything else is ahead.
+        let empty = log(0, 0, 5);
+        assert_eq!(empty.resume(Seq(0)), Resume::Replay { after: Seq(0) });
+        assert!(matches!(
+            empty.resume(Seq(3)),
+            Resume::Reset {
+                reason: CursorAhead,
+                ..
+            }
+        ));
+        // Nothing dropped yet: since=0 replays everything without a reset.
+        assert_eq!(
+            log(3, 3, 5).resume(Seq(0)),
+            Resume::Replay { after: Seq(0) }
+        );
+    }
+
+    #[test]
+    fn reset_replays_from_the_first_kept_id() {
+        let l = log(10, 5, 5);
+        assert_eq!(l.resume(Seq(1)).replay_after(), Seq(5));
+    }
+
+    #[test]
+    fn etag_follows_every_append() {
+        let mut l = log(4, 4, 10);
+        let before = l.etag().to_owned();
+        l.append();
+        assert_ne!(l.etag(), before);
+        assert_eq!(l.etag(), "\"00000007-5\"");
+    }
+
+    #[test]
+    fn restore_clamps_kept_to_the_limit() {
+        let l = log(100, 100, 10);
+        assert_eq!(l.first_kept(), Seq(91));
+    }
+}

@@ -1,0 +1,13 @@
+//! The hub's pure core: protocol, validation, the room log and its
+//! decisions. No `worker` types, no clock, no I/O, so `cargo test` runs it
+//! natively; `src/routes.rs` and `durable/` carry its decisions out.
+
+pub mod cursor;
+pub mod error;
+pub mod etag;
+pub mod log;
+pub mod names;
+pub mod protocol;
+pub mod query;
+pub mod route;
+pub mod settings;

@@ -1,0 +1,224 @@
+//! Settings from `[vars]`, with PROTOCOL.md's defaults.
+//!
+//! Every value is validated once, when the first request arrives. A value
+//! that does not parse is an error ([`HubError::BadConfig`]) that fails every
+//! request loudly, never a silent fallback to the default.
+//!
+//! Pure: the glue passes a lookup function over the Worker's environment.
+
+use super::error::HubError;
+
+/// The hub's settings. See the README's Settings table for what each does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Messages kept per room; older ones are dropped.
+    pub history_limit: u32,
+    /// Largest request body, WebSocket frame and stored envelope, in bytes.
+    pub max_message_bytes: usize,
+    /// Token-bucket refill per second; 0 turns rate limiting off.
+    pub rate_per_sec: u32,
+    /// Token-bucket size.
+    pub rate_burst: u32,
+    /// Live connections per user per room; 0 turns the limit off.
+    pub max_connections_per_user: u32,
+    /// Seconds between SSE heartbeats.
+    pub heartbeat_secs: u32,
+    /// Longest long-poll `wait`, in seconds.
+    pub long_poll_max_secs: u32,
+    /// Origins allowed for WebSocket upgrades and CORS.
+    pub allowed_origins: AllowedOrigins,
+}
+
+/// `ALLOWED_ORIGINS`: `*` or a comma-separated list of exact origins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a request's `Origin` is allowed. A request without `Origin`
+    /// (curl, a server, a native app) is not a cross-site browser request.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (AllowedOrigins::Any, _) | (_, None) => true,
+            (AllowedOrigins::List(list), Some(o)) => list.iter().any(|a| a == o),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            history_limit: 1000,
+            max_message_bytes: 65536,
+            rate_per_sec: 20,
+            rate_burst: 40,
+            max_connections_per_user: 5,
+            heartbeat_secs: 15,
+            long_poll_max_secs: 30,
+            allowed_origins: AllowedOrigins::Any,
+        }
+    }
+}
+
+/// Upper bounds that keep a typo from turning into an outage.
+const MAX_HISTORY_LIMIT: u32 = 100_000;
+/// The runtime's WebSocket message limit is 1 MiB.
+const MAX_MESSAGE_BYTES_CEILING: usize = 1 << 20;
+const MAX_LONG_POLL_SECS: u32 = 300;
+const MAX_HEARTBEAT_SECS: u32 = 3600;
+
+impl Settings {
+    /// Reads every setting through `lookup`, which returns a `[vars]` value or `None`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, HubError> {
+        let d = Settings::default();
+        Ok(Settings {
+            history_limit: number(
+                &lookup,
+                "HISTORY_LIMIT",
+                d.history_limit,
+                1,
+                MAX_HISTORY_LIMIT,
+            )?,
+            max_message_bytes: number(
+                &lookup,
+                "MAX_MESSAGE_BYTES",
+                d.max_message_bytes as u32,
+                256,
+                MAX_MESSAGE_BYTES_CEILING as u32,
+            )? as usize,
+            rate_per_sec: number(&lookup, "RATE_PER_SEC", d.rate_per_sec, 0, 100_000)?,
+            rate_burst: number(&lookup, "RATE_BURST", d.rate_burst, 0, 1_000_000)?,
+            max_connections_per_user: number(
+                &lookup,
+                "MAX_CONNECTIONS_PER_USER",
+                d.max_connections_per_user,
+                0,
+                32_768,
+            )?,
+            heartbeat_secs: number(
+                &lookup,
+                "HEARTBEAT_SECS",
+                d.heartbeat_secs,
+                1,
+                MAX_HEARTBEAT_SECS,
+            )?,
+            long_poll_max_secs: number(
+                &lookup,
+                "LONG_POLL_MAX_SECS",
+                d.long_poll_max_secs,
+                0,
+                MAX_LONG_POLL_SECS,
+            )?,
+            allowed_origins: match lookup("ALLOWED_ORIGINS") {
+                None => d.allowed_origins,
+                Some(v) => parse_origins(&v)?,
+            },
+        })
+    }
+}
+
+fn number(
+    lookup: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, HubError> {
+    let Some(raw) = lookup(key) else {
+        return Ok(default);
+    };
+    let n: u32 = raw
+        .trim()
+        .parse()
+        .map_err(|_| HubError::BadConfig(format!("{key}={raw:?}: expected a whole number")))?;
+    if n < min || n > max {
+        return Err(HubError::BadConfig(format!(
+            "{key}={n}: expected {min}..={max}"
+        )));
+    }
+    Ok(n)
+}
+
+fn parse_origins(raw: &str) -> Result<AllowedOrigins, HubError> {
+    if raw.trim() == "*" {
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut list = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let valid = (part.starts_with("https://") || part.starts_with("http://"))
+            && !part.ends_with('/')
+            && !part.contains(char::is_whitespace);
+        if !valid {
+            return Err(HubError::BadConfig(format!(
+                "ALLOWED_ORIGINS: {part:?} is not an origin like https://example.com"
+            )));
+        }
+        list.push(part.to_owned());
+    }
+    if list.is_empty() {
+        return Err(HubError::BadConfig(
+            "ALLOWED_ORIGINS is empty; use * or a list of origins".into(),
+        ));
+    }
+    Ok(AllowedOrigins::List(list))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, HubError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| pairs.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_match_the_protocol() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.history_limit, 1000);
+        assert_eq!(s.max_message_bytes, 65536);
+        assert_eq!((s.rate_per_sec, s.rate_burst), (20, 40));
+        assert_eq!(s.max_connections_per_user, 5);
+        assert_eq!((s.heartbeat_secs, s.long_poll_max_secs), (15, 30));
+    }
+
+    #[test]
+    fn values_parse_and_bad_values_fail_loudly() {
+        let s = with(&[("HISTORY_LIMIT", "10"), ("RATE_PER_SEC", "0")]).unwrap();
+        assert_eq!((s.history_limit, s.rate_per_sec), (10, 0));
+        let bad: &[(&str, &str)] = &[
+            ("HISTORY_LIMIT", "0"),
+            ("HISTORY_LIMIT", "ten"),
+            ("HISTORY_LIMIT", "-1"),
+            ("MAX_MESSAGE_BYTES", "2000000"),
+            ("HEARTBEAT_SECS", "0"),
+            ("LONG_POLL_MAX_SECS", "1.5"),
+            ("ALLOWED_ORIGINS", "example.com"),
+            ("ALLOWED_ORIGINS", "https://a.com/"),
+            ("ALLOWED_ORIGINS", " , "),
+        ];
+        for (k, v) in bad {
+            assert!(
+                matches!(with(&[(k, v)]), Err(HubError::BadConfig(_))),
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let s = with(&[("ALLOWED_ORIGINS", "https://a.com, http://localhost:8787")]).unwrap();
+        assert!(s.allowed_origins.allows(Some("https://a.com")));
+        assert!(s.allowed_origins.allows(Some("http://localhost:8787")));
+        assert!(!s.allowed_origins.allows(Some("https://evil.com")));
+        assert!(!s.allowed_origins.allows(Some("https://a.com.evil.com")));
+        assert!(s.allowed_origins.allows(None));
+        assert!(AllowedOrigins::Any.allows(Some("https://evil.com")));
+    }
+}

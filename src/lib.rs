@@ -1,0 +1,22 @@
+//! An edge real-time hub: one Rust crate, compiled to WebAssembly, running
+//! as a Cloudflare Worker that routes every room to a Durable Object.
+//!
+//! Module map:
+//! - [`core`]: pure protocol, validation, room log, ETags, settings and the
+//!   error enum. No `worker` types, no clock, no I/O: `cargo test` runs it.
+//! - `routes` (wasm32): the Worker entry; routes requests, answers what
+//!   needs no room, forwards the rest to the room's Durable Object.
+//! - `respond` (wasm32): turns core results and errors into responses.
+//! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object:
+//!   SQLite storage, polling and long-polling.
+
+pub mod core;
+
+#[cfg(target_arch = "wasm32")]
+mod respond;
+#[cfg(target_arch = "wasm32")]
+mod routes;
+
+#[cfg(target_arch = "wasm32")]
+#[path = "../durable/mod.rs"]
+mod durable;
