@@ -1,40 +1,54 @@
 //! The `RoomObject` Durable Object: one room, one thread, one ordered log.
 //!
 //! Requests arrive here from the Worker (`src/routes.rs`) already routed
-//! and checked for origin. The object loads its log position from SQLite
-//! on the first request after it starts (or wakes), then serves every
-//! transport from that one log.
+//! and checked for origin. The object loads its room from SQLite on the
+//! first event after it starts or wakes from hibernation (a request, or a
+//! WebSocket event that carries no path), then serves every transport from
+//! that one log.
 //!
 //! Invariants:
 //! - All `RefCell` borrows end before any `.await`: handlers interleave at
 //!   awaits, and a borrow held across one would panic the instance.
 //! - A message is acknowledged only after [`room::LoadedRoom::accept`]
-//!   stored it; live delivery happens after that, in id order.
+//!   stored it; [`RoomObject::deliver`] then hands it to every subscriber
+//!   of every transport, in id order, in the same synchronous stretch.
+//! - Nothing here panics on input: handlers return errors, which become
+//!   JSON errors, `error` frames or close codes.
 //!
 //! Module map: `store` (SQLite), `room` (accepting messages), `poll`
-//! (polling and long-polling).
+//! (polling and long-polling), `sockets` (WebSocket sessions with the
+//! Hibernation API), `fanout` (broadcast in one boundary crossing).
 
+mod fanout;
 mod poll;
 mod room;
+mod sockets;
 mod store;
 
 use crate::core::error::HubError;
 use crate::core::log::RoomLog;
 use crate::core::names::RoomName;
+use crate::core::presence::Presence;
 use crate::core::protocol::{ConnectionCounts, Publish, Published, RoomState};
-use crate::core::route::{route, Action, Method};
+use crate::core::route::{route, Action, Method, Route};
+use crate::core::session::message_frame;
 use crate::core::settings::Settings;
 use crate::respond::{self, Cors};
 use futures_channel::oneshot;
 use room::{LoadedRoom, Origin};
 use std::cell::{Cell, RefCell};
-use worker::{durable_object, js_sys, DurableObject, Env, Request, Response, State};
+use worker::{
+    durable_object, js_sys, worker_sys::WebSocketRequestResponsePair, DurableObject, Env, Request,
+    Response, State, WebSocket, WebSocketIncomingMessage,
+};
 
 #[durable_object]
 pub struct RoomObject {
     state: State,
     env: Env,
     room: RefCell<Option<LoadedRoom>>,
+    /// Who holds which WebSocket; rebuilt from attachments after a wake.
+    presence: RefCell<Option<Presence>>,
     /// Long polls waiting for the next message; each is woken once.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Long polls currently held (for `GET /rooms/{room}`).
@@ -43,10 +57,17 @@ pub struct RoomObject {
 
 impl DurableObject for RoomObject {
     fn new(state: State, env: Env) -> Self {
+        // The runtime answers `ping` with `pong` itself, so keep-alives
+        // never wake a hibernated room. Registering is idempotent.
+        match WebSocketRequestResponsePair::new("ping", "pong") {
+            Ok(pair) => state.set_websocket_auto_response(&pair),
+            Err(e) => worker::console_error!("auto-response: {:?}", e),
+        }
         RoomObject {
             state,
             env,
             room: RefCell::new(None),
+            presence: RefCell::new(None),
             waiters: RefCell::new(Vec::new()),
             held_polls: Cell::new(0),
         }
@@ -64,6 +85,32 @@ impl DurableObject for RoomObject {
             Err(e) => Ok(respond::error(&e, &cors)),
         }
     }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        self.on_socket_message(&ws, message);
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        reason: String,
+        _was_clean: bool,
+    ) -> worker::Result<()> {
+        self.on_socket_close(&ws, code, &reason);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> worker::Result<()> {
+        worker::console_warn!("websocket error: {}", error);
+        self.on_socket_gone(&ws);
+        Ok(())
+    }
 }
 
 /// Reads the settings from `[vars]`; the Worker and the room share this.
@@ -76,6 +123,11 @@ pub fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
+/// A random id for connections and epochs: only needs to be unique in its room.
+fn random_u32() -> u32 {
+    (js_sys::Math::random() * f64::from(u32::MAX)) as u32
+}
+
 impl RoomObject {
     async fn handle(
         &self,
@@ -83,26 +135,38 @@ impl RoomObject {
         settings: Settings,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        let crate::core::route::Route { room, endpoint } = route(&req.path())?;
+        let Route { room, endpoint } = route(&req.path())?;
         let action = endpoint.action(Method::parse(req.method().as_ref()))?;
-        self.load(room, settings)?;
+        self.load(Some(room), Some(settings))?;
         match action {
             Action::Publish => self.on_publish(req, cors).await,
             Action::Poll => self.on_poll(req, cors).await,
             Action::ReadState => self.on_read_state(cors),
-            Action::OpenSocket | Action::OpenEvents => Err(HubError::NotFound),
+            Action::OpenSocket => self.on_open_socket(&req),
+            Action::OpenEvents => Err(HubError::NotFound),
         }
     }
 
-    /// Loads the room's log position from storage once per instance.
-    fn load(&self, name: RoomName, settings: Settings) -> Result<(), HubError> {
+    /// Loads the room from storage once per instance. A request passes its
+    /// room name and settings; a WebSocket event after a wake passes none,
+    /// and they come from storage and `[vars]`.
+    fn load(&self, name: Option<RoomName>, settings: Option<Settings>) -> Result<(), HubError> {
         if self.room.borrow().is_some() {
             return Ok(());
         }
-        let (store, restored) = store::Store::open(self.state.storage().sql(), || {
-            // A fresh room's epoch only has to differ from a lost one's.
-            (js_sys::Math::random() * f64::from(u32::MAX)) as u32
-        })?;
+        let settings = match settings {
+            Some(s) => s,
+            None => settings_from_env(&self.env)?,
+        };
+        let (store, restored) = store::Store::open(
+            self.state.storage().sql(),
+            name.as_ref().map(RoomName::as_str),
+            random_u32,
+        )?;
+        let name = match name {
+            Some(n) => n,
+            None => RoomName::parse(&restored.name)?,
+        };
         let log = RoomLog::restore(
             restored.epoch,
             restored.last_id,
@@ -114,6 +178,7 @@ impl RoomObject {
             settings,
             log,
             store,
+            loads: restored.loads,
         });
         Ok(())
     }
@@ -159,9 +224,8 @@ impl RoomObject {
             .transpose()?;
         let origin = Origin { from: None, key };
         let accepted = self.with_room(|r| r.accept(&publish, &origin, now_ms()))??;
-        let replayed = accepted.envelope.is_none();
-        if !replayed {
-            self.deliver();
+        if let Some(envelope) = &accepted.envelope {
+            self.deliver(envelope);
         }
         let resp = respond::json(
             201,
@@ -172,7 +236,7 @@ impl RoomObject {
             cors,
         )
         .map_err(respond::internal)?;
-        if replayed {
+        if accepted.envelope.is_none() {
             resp.headers()
                 .set("Idempotent-Replayed", "true")
                 .map_err(respond::internal)?;
@@ -180,8 +244,10 @@ impl RoomObject {
         Ok(resp)
     }
 
-    /// Hands a newly stored message to every live subscriber.
-    fn deliver(&self) {
+    /// Hands a newly stored message to every live subscriber of every
+    /// transport: WebSockets (one frame, built once), then long polls.
+    fn deliver(&self, envelope: &str) {
+        fanout::broadcast(&self.state, &message_frame(envelope), None);
         for waiter in self.waiters.borrow_mut().drain(..) {
             // A waiter whose poll already timed out has dropped its receiver.
             let _ = waiter.send(());
@@ -189,6 +255,7 @@ impl RoomObject {
     }
 
     fn on_read_state(&self, cors: &Cors) -> Result<Response, HubError> {
+        let (ws, presence) = self.with_presence(|p| (p.connections() as u32, p.members()))?;
         let body = self
             .with_room(|r| {
                 serde_json::to_string(&RoomState {
@@ -196,12 +263,13 @@ impl RoomObject {
                     last_id: r.log.last_id().0,
                     first_id: r.log.first_kept().0,
                     connections: ConnectionCounts {
-                        ws: 0,
+                        ws,
                         sse: 0,
                         poll: self.held_polls.get(),
                     },
-                    presence: Vec::new(),
+                    presence,
                     open: true,
+                    loads: r.loads,
                 })
             })?
             .map_err(|e| HubError::Internal(e.to_string()))?;

@@ -18,6 +18,8 @@ pub struct LoadedRoom {
     pub settings: Settings,
     pub log: RoomLog,
     pub store: Store,
+    /// How many times this room was loaded (see `store::Restored::loads`).
+    pub loads: u64,
 }
 
 /// The outcome of a publish.

@@ -21,6 +21,9 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS hub_idempotency (scope TEXT NOT NULL, key TEXT NOT NULL, \
      id INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS hub_idempotency_by_id ON hub_idempotency (id)",
+    // The room's own name: a room woken by a WebSocket event has no request
+    // path to read it from.
+    "CREATE TABLE IF NOT EXISTS hub_room (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
 ];
 
 /// A message to store in one step.
@@ -34,11 +37,15 @@ pub struct NewMessage<'a> {
     pub drop_through: Option<Seq>,
 }
 
-/// What storage holds about the log when the room wakes.
+/// What storage holds about the room when it wakes.
 pub struct Restored {
+    pub name: String,
     pub epoch: Epoch,
     pub last_id: Seq,
     pub kept: u64,
+    /// How many times the room was loaded, this time included: once per
+    /// start or wake of its Durable Object.
+    pub loads: u64,
 }
 
 pub struct Store {
@@ -53,6 +60,11 @@ struct ValueRow {
 #[derive(Deserialize)]
 struct CountRow {
     n: i64,
+}
+
+#[derive(Deserialize)]
+struct NameRow {
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -75,16 +87,40 @@ fn storage_error(e: worker::Error) -> HubError {
 }
 
 impl Store {
-    /// Creates the schema if needed and reads the log position. `new_epoch`
-    /// is used only when the room's storage is brand new.
+    /// Creates the schema if needed and reads the room's state. `name` is
+    /// the room's name when the caller knows it (a request path), recorded
+    /// for later wakes that do not; `new_epoch` is used only when the
+    /// room's storage is brand new.
     pub fn open(
         sql: SqlStorage,
+        name: Option<&str>,
         new_epoch: impl FnOnce() -> u32,
     ) -> Result<(Store, Restored), HubError> {
         let store = Store { sql };
         for stmt in SCHEMA {
             store.exec(stmt, vec![])?;
         }
+        let name = match name {
+            Some(n) => {
+                store.exec(
+                    "INSERT INTO hub_room (id, name) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+                    vec![n.into()],
+                )?;
+                n.to_owned()
+            }
+            None => {
+                let rows: Vec<NameRow> = store
+                    .exec("SELECT name FROM hub_room WHERE id = 1", vec![])?
+                    .to_array()
+                    .map_err(storage_error)?;
+                rows.into_iter()
+                    .next()
+                    .map(|r| r.name)
+                    .ok_or_else(|| HubError::Internal("room woke without a recorded name".into()))?
+            }
+        };
+        let loads = store.meta("loads")?.unwrap_or(0) + 1;
+        store.set_meta("loads", loads)?;
         let epoch = match store.meta("epoch")? {
             Some(e) => Epoch(e as u32),
             None => {
@@ -103,9 +139,11 @@ impl Store {
         Ok((
             store,
             Restored {
+                name,
                 epoch,
                 last_id,
                 kept,
+                loads,
             },
         ))
     }

@@ -8,6 +8,8 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// HUB_BUILD_DIR lets a second checkout test a snapshot of build/.
+const buildDir = process.env.HUB_BUILD_DIR ?? join(root, 'build');
 
 /** A fresh directory for persisted Durable Object state; removed by `cleanup`. */
 export function stateDir() {
@@ -24,10 +26,10 @@ export async function startHub({ vars = {}, persistDir, port = 0 } = {}) {
     host: '127.0.0.1',
     port,
     compatibilityDate: '2026-04-20',
-    modulesRoot: join(root, 'build'),
+    modulesRoot: buildDir,
     modules: [
-      { type: 'ESModule', path: join(root, 'build/index.js') },
-      { type: 'CompiledWasm', path: join(root, 'build/index_bg.wasm') },
+      { type: 'ESModule', path: join(buildDir, 'index.js') },
+      { type: 'CompiledWasm', path: join(buildDir, 'index_bg.wasm') },
     ],
     durableObjects: { ROOMS: { className: 'RoomObject', useSQLite: true } },
     durableObjectsPersist: persistDir ?? false,

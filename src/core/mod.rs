@@ -5,9 +5,12 @@
 pub mod cursor;
 pub mod error;
 pub mod etag;
+pub mod limits;
 pub mod log;
 pub mod names;
+pub mod presence;
 pub mod protocol;
 pub mod query;
 pub mod route;
+pub mod session;
 pub mod settings;

@@ -181,6 +181,9 @@ pub struct RoomState<'a> {
     pub presence: Vec<String>,
     /// `true` when `HUB_SECRET` is unset and the room is open to anyone.
     pub open: bool,
+    /// How many times the room's Durable Object loaded it: once per start
+    /// or wake from hibernation. Operators see wakes; tests prove them.
+    pub loads: u64,
 }
 
 #[cfg(test)]

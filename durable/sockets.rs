@@ -1,0 +1,215 @@
+//! WebSocket sessions with the Hibernation API.
+//!
+//! Each socket is accepted by the room's state (not by this instance), so
+//! the room can hibernate while sockets stay open. Everything a socket must
+//! remember lives in its attachment ([`SocketMeta`]); presence lives in
+//! memory and is rebuilt from the attachments after a wake.
+//!
+//! Invariants:
+//! - A socket's first frame is `welcome`, then `reset` if its cursor is
+//!   older than the kept history, then the replay, then live messages;
+//!   nothing can interleave because all of it is sent without an `.await`.
+//! - Every close from a client is answered with a close frame, so clients
+//!   never hang in CLOSING.
+//! - `join` goes out when a member's first socket opens and `leave` when
+//!   their last one closes, once each (presence is keyed by connection).
+
+use super::fanout;
+use super::room::Origin;
+use super::{now_ms, random_u32, RoomObject};
+use crate::core::cursor::{parse_seq, Seq};
+use crate::core::error::{HubError, CLOSE_NORMAL};
+use crate::core::log::Resume;
+use crate::core::presence::Presence;
+use crate::core::protocol::ResetInfo;
+use crate::core::session::{
+    ack_frame, binary_frame_error, error_frame, join_frame, leave_frame, message_frame,
+    on_text_frame, presence_frame, reset_frame, welcome_frame, SocketMeta, Step,
+};
+use crate::respond;
+use worker::{Request, Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+
+/// Rows read from storage per batch when replaying to a new socket.
+const REPLAY_BATCH: u32 = 500;
+
+impl RoomObject {
+    /// Runs `f` on the room's presence, rebuilding it from the sockets'
+    /// attachments first if this instance has not yet (after a wake).
+    pub(super) fn with_presence<T>(
+        &self,
+        f: impl FnOnce(&mut Presence) -> T,
+    ) -> Result<T, HubError> {
+        let mut guard = self.presence.borrow_mut();
+        let presence = guard.get_or_insert_with(|| {
+            let mut p = Presence::default();
+            for ws in self.state.get_websockets() {
+                if let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() {
+                    p.add(&meta.presence_name(), &meta.conn);
+                }
+            }
+            p
+        });
+        Ok(f(presence))
+    }
+
+    /// `GET /rooms/{room}/ws` with an upgrade: accept, welcome, replay.
+    pub(super) fn on_open_socket(&self, req: &Request) -> Result<Response, HubError> {
+        let url = req.url().map_err(respond::internal)?;
+        let since = url
+            .query_pairs()
+            .filter(|(k, _)| k == "since")
+            .last()
+            .map(|(_, v)| parse_seq("since", &v))
+            .transpose()?;
+        let settings = self.with_room(|r| r.settings.clone())?;
+        let meta = SocketMeta::new(
+            format!("{:08x}", random_u32()),
+            None,
+            true,
+            &settings,
+            now_ms(),
+        );
+
+        // Presence must be built before the new socket is accepted, or a
+        // rebuild would count it and its join would never be announced.
+        self.with_presence(|_| ())?;
+        let pair = WebSocketPair::new().map_err(respond::internal)?;
+        let server = pair.server;
+        self.state.accept_websocket_with_tags(&server, &[]);
+        server
+            .serialize_attachment(&meta)
+            .map_err(respond::internal)?;
+
+        let member = meta.presence_name();
+        let (first, members) = self.with_presence(|p| (p.add(&member, &meta.conn), p.members()))?;
+        let (welcome, replay_from, reset) = self.with_room(|r| {
+            let welcome = welcome_frame(r.name.as_str(), r.log.last_id(), &meta, &members);
+            match since.map(|s| r.log.resume(s)) {
+                None => (welcome, None, None),
+                Some(resume) => {
+                    let reset = match resume {
+                        Resume::Reset { reason, first_id } => {
+                            Some(ResetInfo::new(reason, first_id))
+                        }
+                        Resume::Replay { .. } => None,
+                    };
+                    (welcome, Some(resume.replay_after()), reset)
+                }
+            }
+        })?;
+        send(&server, &welcome);
+        if let Some(reset) = reset {
+            send(&server, &reset_frame(reset));
+        }
+        if let Some(mut after) = replay_from {
+            loop {
+                let batch = self.with_room(|r| r.store.read_after(after, REPLAY_BATCH))??;
+                for envelope in &batch {
+                    send(&server, &message_frame(envelope));
+                }
+                if (batch.len() as u32) < REPLAY_BATCH {
+                    break;
+                }
+                // Kept ids are contiguous, so the batch covered exactly these.
+                after = Seq(after.0 + batch.len() as u64);
+            }
+        }
+        if first {
+            fanout::broadcast(&self.state, &join_frame(&member), Some(&meta.conn));
+        }
+        Response::from_websocket(pair.client).map_err(respond::internal)
+    }
+
+    /// A frame from a client.
+    pub(super) fn on_socket_message(&self, ws: &WebSocket, message: WebSocketIncomingMessage) {
+        if let Err(e) = self.load(None, None) {
+            close(ws, &e);
+            return;
+        }
+        let Ok(Some(mut meta)) = ws.deserialize_attachment::<SocketMeta>() else {
+            close(ws, &HubError::Internal("socket without attachment".into()));
+            return;
+        };
+        let text = match message {
+            WebSocketIncomingMessage::String(text) => text,
+            WebSocketIncomingMessage::Binary(_) => {
+                send(ws, &binary_frame_error());
+                return;
+            }
+        };
+        let step = match self.with_room(|r| on_text_frame(&mut meta, &text, &r.settings, now_ms()))
+        {
+            Ok(step) => step,
+            Err(e) => {
+                close(ws, &e);
+                return;
+            }
+        };
+        // The rate budget changed; keep it across hibernation.
+        if let Err(e) = ws.serialize_attachment(&meta) {
+            worker::console_error!("attachment: {}", e);
+        }
+        match step {
+            Step::Reply(frame) => send(ws, &frame),
+            Step::Close(err) => {
+                send(ws, &error_frame(&err));
+                close(ws, &err);
+                self.on_socket_gone(ws);
+            }
+            Step::Presence => match self.with_presence(|p| p.members()) {
+                Ok(members) => send(ws, &presence_frame(&members)),
+                Err(e) => send(ws, &error_frame(&e)),
+            },
+            Step::Publish { publish, cid } => {
+                let origin = Origin {
+                    from: meta.user.as_deref(),
+                    key: cid.as_deref(),
+                };
+                match self
+                    .with_room(|r| r.accept(&publish, &origin, now_ms()))
+                    .and_then(|r| r)
+                {
+                    Ok(accepted) => {
+                        send(ws, &ack_frame(cid.as_deref(), accepted.id));
+                        if let Some(envelope) = &accepted.envelope {
+                            self.deliver(envelope);
+                        }
+                    }
+                    Err(e) => send(ws, &error_frame(&e)),
+                }
+            }
+        }
+    }
+
+    /// The client closed: answer its close frame, then forget the socket.
+    pub(super) fn on_socket_close(&self, ws: &WebSocket, code: usize, reason: &str) {
+        // 1005 (no code), 1006 (abnormal) and 1015 (TLS) may not be sent.
+        let code = match code {
+            1000 | 1001 | 1002 | 1003 | 1007..=1014 | 3000..=4999 => code as u16,
+            _ => CLOSE_NORMAL,
+        };
+        let _ = ws.close(Some(code), Some(reason));
+        self.on_socket_gone(ws);
+    }
+
+    /// Forgets a socket that closed or failed; announces `leave` when it
+    /// was its member's last.
+    pub(super) fn on_socket_gone(&self, ws: &WebSocket) {
+        let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() else {
+            return;
+        };
+        let member = meta.presence_name();
+        if let Ok(true) = self.with_presence(|p| p.remove(&member, &meta.conn)) {
+            fanout::broadcast(&self.state, &leave_frame(&member), Some(&meta.conn));
+        }
+    }
+}
+
+fn send(ws: &WebSocket, frame: &str) {
+    // A send fails only on a socket that is already closing.
+    let _ = ws.send_with_str(frame);
+}
+
+fn close(ws: &WebSocket, err: &HubError) {
+    let _ = ws.close(Some(err.close_code()), Some(err.close_reason()));
+}
