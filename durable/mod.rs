@@ -17,12 +17,14 @@
 //!
 //! Module map: `store` (SQLite), `room` (accepting messages), `poll`
 //! (polling and long-polling), `sockets` (WebSocket sessions with the
-//! Hibernation API), `fanout` (broadcast in one boundary crossing).
+//! Hibernation API), `sse` (Server-Sent Events streams and their
+//! heartbeat), `fanout` (broadcast in one boundary crossing).
 
 mod fanout;
 mod poll;
 mod room;
 mod sockets;
+mod sse;
 mod store;
 
 use crate::core::error::HubError;
@@ -36,7 +38,10 @@ use crate::core::settings::Settings;
 use crate::respond::{self, Cors};
 use futures_channel::oneshot;
 use room::{LoadedRoom, Origin};
+use sse::SseHub;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use store::StoredMessage;
 use worker::{
     durable_object, js_sys, worker_sys::WebSocketRequestResponsePair, DurableObject, Env, Request,
     Response, State, WebSocket, WebSocketIncomingMessage,
@@ -49,6 +54,8 @@ pub struct RoomObject {
     room: RefCell<Option<LoadedRoom>>,
     /// Who holds which WebSocket; rebuilt from attachments after a wake.
     presence: RefCell<Option<Presence>>,
+    /// Open Server-Sent Events streams; shared with their heartbeat loop.
+    sse: Rc<RefCell<SseHub>>,
     /// Long polls waiting for the next message; each is woken once.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Long polls currently held (for `GET /rooms/{room}`).
@@ -68,6 +75,7 @@ impl DurableObject for RoomObject {
             env,
             room: RefCell::new(None),
             presence: RefCell::new(None),
+            sse: Rc::new(RefCell::new(SseHub::default())),
             waiters: RefCell::new(Vec::new()),
             held_polls: Cell::new(0),
         }
@@ -143,7 +151,7 @@ impl RoomObject {
             Action::Poll => self.on_poll(req, cors).await,
             Action::ReadState => self.on_read_state(cors),
             Action::OpenSocket => self.on_open_socket(&req),
-            Action::OpenEvents => Err(HubError::NotFound),
+            Action::OpenEvents => self.on_open_events(&req, cors),
         }
     }
 
@@ -224,8 +232,8 @@ impl RoomObject {
             .transpose()?;
         let origin = Origin { from: None, key };
         let accepted = self.with_room(|r| r.accept(&publish, &origin, now_ms()))??;
-        if let Some(envelope) = &accepted.envelope {
-            self.deliver(envelope);
+        if let Some(message) = &accepted.stored {
+            self.deliver(message);
         }
         let resp = respond::json(
             201,
@@ -236,7 +244,7 @@ impl RoomObject {
             cors,
         )
         .map_err(respond::internal)?;
-        if accepted.envelope.is_none() {
+        if accepted.stored.is_none() {
             resp.headers()
                 .set("Idempotent-Replayed", "true")
                 .map_err(respond::internal)?;
@@ -246,8 +254,9 @@ impl RoomObject {
 
     /// Hands a newly stored message to every live subscriber of every
     /// transport: WebSockets (one frame, built once), then long polls.
-    fn deliver(&self, envelope: &str) {
-        fanout::broadcast(&self.state, &message_frame(envelope), None);
+    fn deliver(&self, message: &StoredMessage) {
+        fanout::broadcast(&self.state, &message_frame(&message.envelope), None);
+        self.sse.borrow_mut().deliver(message);
         for waiter in self.waiters.borrow_mut().drain(..) {
             // A waiter whose poll already timed out has dropped its receiver.
             let _ = waiter.send(());
@@ -264,7 +273,7 @@ impl RoomObject {
                     first_id: r.log.first_kept().0,
                     connections: ConnectionCounts {
                         ws,
-                        sse: 0,
+                        sse: self.sse.borrow().count() as u32,
                         poll: self.held_polls.get(),
                     },
                     presence,

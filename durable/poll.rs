@@ -81,7 +81,7 @@ impl RoomObject {
     /// older than the kept history), or the newest `limit` without one.
     fn messages(&self, query: &PollQuery, cors: &Cors) -> Result<Response, HubError> {
         let (body, etag) = self.with_room(|r| -> Result<(String, String), HubError> {
-            let (envelopes, reset) = match query.cursor {
+            let (messages, reset) = match query.cursor {
                 Cursor::Latest => (r.store.read_last(query.limit)?, None),
                 Cursor::After(since) => {
                     let resume = r.log.resume(since);
@@ -97,7 +97,7 @@ impl RoomObject {
                     )
                 }
             };
-            let body = poll_body(&r.name, &envelopes, r.log.last_id(), reset);
+            let body = poll_body(&r.name, &messages, r.log.last_id(), reset);
             Ok((body, r.log.etag().to_owned()))
         })??;
         let resp = respond::json_text(200, body, cors).map_err(respond::internal)?;

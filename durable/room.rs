@@ -5,7 +5,7 @@
 //! the envelope once, stores it and only then advances the in-memory log.
 //! It is synchronous, so two publishes can never interleave inside it.
 
-use super::store::{NewMessage, Store};
+use super::store::{NewMessage, Store, StoredMessage};
 use crate::core::cursor::Seq;
 use crate::core::error::HubError;
 use crate::core::log::RoomLog;
@@ -26,9 +26,9 @@ pub struct LoadedRoom {
 pub struct Accepted {
     pub id: Seq,
     pub ts_ms: u64,
-    /// The envelope to deliver live; `None` when this was a retry of an
+    /// The message to deliver live; `None` when this was a retry of an
     /// already-stored message (nothing new to deliver).
-    pub envelope: Option<String>,
+    pub stored: Option<StoredMessage>,
 }
 
 /// Who published, and under which key a retry is recognised.
@@ -52,7 +52,7 @@ impl LoadedRoom {
                 return Ok(Accepted {
                     id,
                     ts_ms,
-                    envelope: None,
+                    stored: None,
                 });
             }
         }
@@ -60,9 +60,13 @@ impl LoadedRoom {
         let envelope =
             publish.envelope(id, origin.from, now_ms, self.settings.max_message_bytes)?;
         let drop_through = self.log.drop_through(id);
-        self.store.append(&NewMessage {
+        let message = StoredMessage {
             id,
-            envelope: &envelope,
+            event: publish.event.as_str().to_owned(),
+            envelope,
+        };
+        self.store.append(&NewMessage {
+            message: &message,
             ts_ms: now_ms,
             idempotency: origin.key.map(|k| (scope, k)),
             drop_through,
@@ -71,7 +75,7 @@ impl LoadedRoom {
         Ok(Accepted {
             id,
             ts_ms: now_ms,
-            envelope: Some(envelope),
+            stored: Some(message),
         })
     }
 }

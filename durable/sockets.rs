@@ -104,8 +104,8 @@ impl RoomObject {
         if let Some(mut after) = replay_from {
             loop {
                 let batch = self.with_room(|r| r.store.read_after(after, REPLAY_BATCH))??;
-                for envelope in &batch {
-                    send(&server, &message_frame(envelope));
+                for message in &batch {
+                    send(&server, &message_frame(&message.envelope));
                 }
                 if (batch.len() as u32) < REPLAY_BATCH {
                     break;
@@ -171,8 +171,8 @@ impl RoomObject {
                 {
                     Ok(accepted) => {
                         send(ws, &ack_frame(cid.as_deref(), accepted.id));
-                        if let Some(envelope) = &accepted.envelope {
-                            self.deliver(envelope);
+                        if let Some(message) = &accepted.stored {
+                            self.deliver(message);
                         }
                     }
                     Err(e) => send(ws, &error_frame(&e)),

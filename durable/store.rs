@@ -17,7 +17,7 @@ use worker::{SqlStorage, SqlStorageValue};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS hub_messages (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS hub_messages (id INTEGER PRIMARY KEY, event TEXT NOT NULL, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS hub_idempotency (scope TEXT NOT NULL, key TEXT NOT NULL, \
      id INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS hub_idempotency_by_id ON hub_idempotency (id)",
@@ -26,10 +26,31 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS hub_room (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
 ];
 
+/// A stored message: its id, its event name (for SSE's `event:` line) and
+/// its envelope exactly as it was first sent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoredMessage {
+    #[serde(deserialize_with = "seq_from_i64")]
+    pub id: Seq,
+    pub event: String,
+    #[serde(rename = "body")]
+    pub envelope: String,
+}
+
+impl AsRef<str> for StoredMessage {
+    fn as_ref(&self) -> &str {
+        &self.envelope
+    }
+}
+
+fn seq_from_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Seq, D::Error> {
+    let n = i64::deserialize(d)?;
+    u64::try_from(n).map(Seq).map_err(serde::de::Error::custom)
+}
+
 /// A message to store in one step.
 pub struct NewMessage<'a> {
-    pub id: Seq,
-    pub envelope: &'a str,
+    pub message: &'a StoredMessage,
     pub ts_ms: u64,
     /// `(scope, key)` of an `Idempotency-Key` or WebSocket `cid`.
     pub idempotency: Option<(&'a str, &'a str)>,
@@ -65,11 +86,6 @@ struct CountRow {
 #[derive(Deserialize)]
 struct NameRow {
     name: String,
-}
-
-#[derive(Deserialize)]
-struct BodyRow {
-    body: String,
 }
 
 #[derive(Deserialize)]
@@ -177,14 +193,23 @@ impl Store {
     /// trim, all before the caller answers.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<(), HubError> {
         self.exec(
-            "INSERT INTO hub_messages (id, body) VALUES (?, ?)",
-            vec![int(msg.id.0), msg.envelope.into()],
+            "INSERT INTO hub_messages (id, event, body) VALUES (?, ?, ?)",
+            vec![
+                int(msg.message.id.0),
+                msg.message.event.as_str().into(),
+                msg.message.envelope.as_str().into(),
+            ],
         )?;
-        self.set_meta("last_id", msg.id.0)?;
+        self.set_meta("last_id", msg.message.id.0)?;
         if let Some((scope, key)) = msg.idempotency {
             self.exec(
                 "INSERT INTO hub_idempotency (scope, key, id, ts) VALUES (?, ?, ?, ?)",
-                vec![scope.into(), key.into(), int(msg.id.0), int(msg.ts_ms)],
+                vec![
+                    scope.into(),
+                    key.into(),
+                    int(msg.message.id.0),
+                    int(msg.ts_ms),
+                ],
             )?;
         }
         if let Some(through) = msg.drop_through {
@@ -215,26 +240,29 @@ impl Store {
     }
 
     /// Up to `limit` envelopes with ids greater than `after`, oldest first.
-    pub fn read_after(&self, after: Seq, limit: u32) -> Result<Vec<String>, HubError> {
-        self.bodies(
-            "SELECT body FROM hub_messages WHERE id > ? ORDER BY id LIMIT ?",
+    pub fn read_after(&self, after: Seq, limit: u32) -> Result<Vec<StoredMessage>, HubError> {
+        self.messages(
+            "SELECT id, event, body FROM hub_messages WHERE id > ? ORDER BY id LIMIT ?",
             vec![int(after.0), int(u64::from(limit))],
         )
     }
 
     /// The newest `limit` envelopes, oldest first.
-    pub fn read_last(&self, limit: u32) -> Result<Vec<String>, HubError> {
-        self.bodies(
-            "SELECT body FROM (SELECT id, body FROM hub_messages ORDER BY id DESC LIMIT ?) ORDER BY id",
+    pub fn read_last(&self, limit: u32) -> Result<Vec<StoredMessage>, HubError> {
+        self.messages(
+            "SELECT id, event, body FROM \
+             (SELECT id, event, body FROM hub_messages ORDER BY id DESC LIMIT ?) ORDER BY id",
             vec![int(u64::from(limit))],
         )
     }
 
-    fn bodies(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<String>, HubError> {
-        let rows: Vec<BodyRow> = self
-            .exec(query, bindings)?
+    fn messages(
+        &self,
+        query: &str,
+        bindings: Vec<SqlStorageValue>,
+    ) -> Result<Vec<StoredMessage>, HubError> {
+        self.exec(query, bindings)?
             .to_array()
-            .map_err(storage_error)?;
-        Ok(rows.into_iter().map(|r| r.body).collect())
+            .map_err(storage_error)
     }
 }

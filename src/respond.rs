@@ -36,7 +36,8 @@ impl Cors {
         }
     }
 
-    fn apply(&self, headers: &Headers) -> worker::Result<()> {
+    /// Adds this decision's CORS headers to a response's headers.
+    pub fn apply_to(&self, headers: &Headers) -> worker::Result<()> {
         match self {
             Cors::None => return Ok(()),
             Cors::Any => headers.set("Access-Control-Allow-Origin", "*")?,
@@ -51,7 +52,7 @@ impl Cors {
     /// The `204` answer to a CORS preflight.
     pub fn preflight(&self, allow_methods: &str) -> worker::Result<Response> {
         let headers = Headers::new();
-        self.apply(&headers)?;
+        self.apply_to(&headers)?;
         headers.set("Access-Control-Allow-Methods", allow_methods)?;
         headers.set("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)?;
         headers.set("Access-Control-Max-Age", "600")?;
@@ -64,7 +65,7 @@ pub fn json_text(status: u16, body: String, cors: &Cors) -> worker::Result<Respo
     let headers = Headers::new();
     headers.set("Content-Type", "application/json; charset=utf-8")?;
     headers.set("Cache-Control", "no-cache")?;
-    cors.apply(&headers)?;
+    cors.apply_to(&headers)?;
     Ok(Response::ok(body)?
         .with_status(status)
         .with_headers(headers))
@@ -111,7 +112,7 @@ pub fn not_modified(etag: &str, cors: &Cors) -> worker::Result<Response> {
     let headers = Headers::new();
     headers.set("ETag", etag)?;
     headers.set("Cache-Control", "no-cache")?;
-    cors.apply(&headers)?;
+    cors.apply_to(&headers)?;
     Ok(Response::empty()?.with_status(304).with_headers(headers))
 }
 

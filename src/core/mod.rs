@@ -14,3 +14,4 @@ pub mod query;
 pub mod route;
 pub mod session;
 pub mod settings;
+pub mod sse;

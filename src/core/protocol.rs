@@ -135,14 +135,14 @@ impl ResetInfo {
 /// The body of a `200` poll: `{"room", "messages", "last_id"}` plus `reset`
 /// when the cursor was older than the kept history. The envelopes are
 /// spliced in as stored, not parsed and re-serialized.
-pub fn poll_body(
+pub fn poll_body<E: AsRef<str>>(
     room: &RoomName,
-    envelopes: &[String],
+    envelopes: &[E],
     last_id: Seq,
     reset: Option<ResetInfo>,
 ) -> String {
     let room_json = serde_json::to_string(room.as_str()).unwrap_or_else(|_| "\"\"".into());
-    let payload: usize = envelopes.iter().map(|e| e.len() + 1).sum();
+    let payload: usize = envelopes.iter().map(|e| e.as_ref().len() + 1).sum();
     let mut out = String::with_capacity(payload + 96);
     out.push_str("{\"room\":");
     out.push_str(&room_json);
@@ -151,7 +151,7 @@ pub fn poll_body(
         if i > 0 {
             out.push(',');
         }
-        out.push_str(env);
+        out.push_str(env.as_ref());
     }
     out.push_str("],\"last_id\":");
     out.push_str(&last_id.0.to_string());
@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn poll_body_splices_envelopes() {
         let room = RoomName::parse("lobby").unwrap();
-        let body = poll_body(
+        let body = poll_body::<String>(
             &room,
             &["{\"id\":1}".into(), "{\"id\":2}".into()],
             Seq(2),
@@ -289,7 +289,7 @@ mod tests {
             body,
             r#"{"room":"lobby","messages":[{"id":1},{"id":2}],"last_id":2}"#
         );
-        let v: Value = serde_json::from_str(&poll_body(
+        let v: Value = serde_json::from_str(&poll_body::<String>(
             &room,
             &[],
             Seq(9),

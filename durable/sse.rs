@@ -1,0 +1,270 @@
+//! Server-Sent Events streams: `GET /rooms/{room}/events`.
+//!
+//! Each stream is a pull-based body over a bounded [`SseBuffer`]: the room
+//! pushes frames in, the runtime pulls them out as the client reads.
+//!
+//! The runtime never tells the room that an SSE client left (TOOLCHAIN.md),
+//! so while any stream is open a heartbeat loop runs every
+//! `HEARTBEAT_SECS`: it queues a comment on every stream and drops every
+//! stream that still holds a frame from `STALL_TICKS` heartbeats ago (the
+//! runtime stopped pulling: the client is gone or not reading). A stream
+//! whose buffer would exceed its byte bound is dropped at once. So a dead
+//! or stalled stream is forgotten within `STALL_TICKS + 1` heartbeats and
+//! the room's memory per stream stays bounded; the client, if alive,
+//! reconnects with `Last-Event-ID` and loses nothing.
+//!
+//! Invariants: a stream's frames are queued in id order; the replay of a
+//! new stream and its registration for live messages happen in one
+//! synchronous stretch, so nothing falls between them.
+
+use super::store::StoredMessage;
+use super::RoomObject;
+use crate::core::cursor::{sse_cursor, Cursor, Seq};
+use crate::core::error::HubError;
+use crate::core::log::Resume;
+use crate::core::protocol::ResetInfo;
+use crate::core::sse::{encode_event, encode_reset, retry_frame, SseBuffer, HEARTBEAT_FRAME};
+use crate::respond::{self, Cors};
+use futures_util::Stream;
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use worker::{wasm_bindgen_futures, Delay, Headers, Request, Response};
+
+/// How long a browser waits before reconnecting a dropped stream.
+const RETRY_MS: u32 = 1000;
+/// Rows read per batch when replaying to a new stream.
+const REPLAY_BATCH: u32 = 200;
+
+/// The smallest per-stream buffer bound; larger when messages may be larger.
+const MIN_STREAM_BUFFER_BYTES: usize = 1 << 20;
+
+/// The byte bound of one stream's buffer.
+pub fn stream_buffer_bytes(max_message_bytes: usize) -> usize {
+    MIN_STREAM_BUFFER_BYTES.max(4 * max_message_bytes)
+}
+
+/// One open stream, shared by the room (which pushes) and the response
+/// body (which the runtime pulls).
+struct Subscriber {
+    buffer: SseBuffer,
+    waker: Option<Waker>,
+    /// No more frames: the body ends once the buffer is drained.
+    closed: bool,
+}
+
+type Shared = Rc<RefCell<Subscriber>>;
+
+impl Subscriber {
+    fn close(&mut self) {
+        self.closed = true;
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Every open stream of the room and the heartbeat clock.
+#[derive(Default)]
+pub struct SseHub {
+    subscribers: Vec<Shared>,
+    /// Heartbeats since the room started.
+    tick: u64,
+    heartbeat_running: bool,
+}
+
+impl SseHub {
+    pub fn count(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// Queues a message on every stream; drops the streams it would overflow.
+    pub fn deliver(&mut self, message: &StoredMessage) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let Some(frame) = encode_event(message.id, &message.event, &message.envelope) else {
+            worker::console_error!("message {} cannot be framed for SSE", message.id);
+            return;
+        };
+        self.push_all(&frame);
+    }
+
+    fn push_all(&mut self, frame: &str) {
+        let tick = self.tick;
+        self.subscribers.retain(|sub| {
+            let mut s = sub.borrow_mut();
+            if s.closed {
+                return false;
+            }
+            match s.buffer.push(frame.to_owned(), tick) {
+                Ok(()) => {
+                    s.wake();
+                    true
+                }
+                Err(_) => {
+                    s.close();
+                    false
+                }
+            }
+        });
+    }
+
+    /// One heartbeat: drop stalled streams, queue a comment on the rest.
+    /// Returns whether any stream is left.
+    fn heartbeat(&mut self) -> bool {
+        self.tick += 1;
+        let tick = self.tick;
+        self.subscribers.retain(|sub| {
+            let mut s = sub.borrow_mut();
+            if s.buffer.stalled(tick) {
+                s.close();
+                return false;
+            }
+            !s.closed
+        });
+        self.push_all(HEARTBEAT_FRAME);
+        !self.subscribers.is_empty()
+    }
+}
+
+/// The response body of one stream.
+struct SseBody {
+    sub: Shared,
+}
+
+impl Stream for SseBody {
+    type Item = Result<Vec<u8>, worker::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut s = self.sub.borrow_mut();
+        if let Some(chunk) = s.buffer.drain() {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if s.closed {
+            return Poll::Ready(None);
+        }
+        s.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for SseBody {
+    /// The runtime cancelled the body: forget the stream at the next push.
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.sub.try_borrow_mut() {
+            s.closed = true;
+        }
+    }
+}
+
+impl RoomObject {
+    /// Opens a stream: `retry`, then `reset` if the cursor is older than the
+    /// kept history, then the replay, then live messages and heartbeats.
+    pub(super) fn on_open_events(&self, req: &Request, cors: &Cors) -> Result<Response, HubError> {
+        let url = req.url().map_err(respond::internal)?;
+        let since = url
+            .query_pairs()
+            .filter(|(k, _)| k == "since")
+            .last()
+            .map(|(_, v)| v.into_owned());
+        let last_event_id = req.headers().get("Last-Event-ID").ok().flatten();
+        let cursor = sse_cursor(since.as_deref(), last_event_id.as_deref())?;
+
+        let (max_message_bytes, heartbeat_secs) =
+            self.with_room(|r| (r.settings.max_message_bytes, r.settings.heartbeat_secs))?;
+        let mut buffer = SseBuffer::new(stream_buffer_bytes(max_message_bytes));
+        let tick = self.sse.borrow().tick;
+        let _ = buffer.push(retry_frame(RETRY_MS), tick);
+        let complete = self.replay_into(&mut buffer, cursor, tick)?;
+        let sub = Rc::new(RefCell::new(Subscriber {
+            buffer,
+            waker: None,
+            // A replay that did not fit ends the stream after it; the client
+            // reconnects from its Last-Event-ID and gets the rest.
+            closed: !complete,
+        }));
+        if complete {
+            self.sse.borrow_mut().subscribers.push(sub.clone());
+            self.start_heartbeat(heartbeat_secs);
+        }
+
+        let headers = Headers::new();
+        let set = |k: &str, v: &str| headers.set(k, v).map_err(respond::internal);
+        set("Content-Type", "text/event-stream; charset=utf-8")?;
+        set("Cache-Control", "no-cache")?;
+        // Ask proxies (nginx and the like) not to buffer the stream.
+        set("X-Accel-Buffering", "no")?;
+        let resp = Response::from_stream(SseBody { sub })
+            .map_err(respond::internal)?
+            .with_headers(headers);
+        cors.apply_to(resp.headers()).map_err(respond::internal)?;
+        Ok(resp)
+    }
+
+    /// Queues the reset signal and the replay for `cursor`. Returns `false`
+    /// when the replay did not fit the stream's buffer.
+    fn replay_into(
+        &self,
+        buffer: &mut SseBuffer,
+        cursor: Cursor,
+        tick: u64,
+    ) -> Result<bool, HubError> {
+        let Cursor::After(since) = cursor else {
+            return Ok(true);
+        };
+        let resume = self.with_room(|r| r.log.resume(since))?;
+        if let Resume::Reset { reason, first_id } = resume {
+            let _ = buffer.push(encode_reset(ResetInfo::new(reason, first_id)), tick);
+        }
+        let mut after = resume.replay_after();
+        loop {
+            let batch = self.with_room(|r| r.store.read_after(after, REPLAY_BATCH))??;
+            for message in &batch {
+                let Some(frame) = encode_event(message.id, &message.event, &message.envelope)
+                else {
+                    continue;
+                };
+                if buffer.push(frame, tick).is_err() {
+                    return Ok(false);
+                }
+            }
+            if (batch.len() as u32) < REPLAY_BATCH {
+                return Ok(true);
+            }
+            // Kept ids are contiguous, so the batch covered exactly these.
+            after = Seq(after.0 + batch.len() as u64);
+        }
+    }
+
+    /// Starts the heartbeat loop unless it runs; it stops by itself when
+    /// the last stream is gone.
+    fn start_heartbeat(&self, heartbeat_secs: u32) {
+        let hub = self.sse.clone();
+        {
+            let mut h = hub.borrow_mut();
+            if h.heartbeat_running {
+                return;
+            }
+            h.heartbeat_running = true;
+        }
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                Delay::from(Duration::from_secs(u64::from(heartbeat_secs))).await;
+                let mut h = hub.borrow_mut();
+                if !h.heartbeat() {
+                    h.heartbeat_running = false;
+                    break;
+                }
+            }
+        });
+    }
+}
