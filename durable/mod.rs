@@ -27,7 +27,9 @@ mod sockets;
 mod sse;
 mod store;
 
+use crate::core::auth::{Identity, PUBLISH_HEADER, USER_HEADER};
 use crate::core::error::HubError;
+use crate::core::limits::TokenBucket;
 use crate::core::log::RoomLog;
 use crate::core::names::RoomName;
 use crate::core::presence::Presence;
@@ -40,6 +42,7 @@ use futures_channel::oneshot;
 use room::{LoadedRoom, Origin};
 use sse::SseHub;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use store::StoredMessage;
 use worker::{
@@ -60,6 +63,10 @@ pub struct RoomObject {
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Long polls currently held (for `GET /rooms/{room}`).
     held_polls: Cell<u32>,
+    /// Long polls currently held per user (for `MAX_CONNECTIONS_PER_USER`).
+    held_polls_by_user: RefCell<HashMap<String, u32>>,
+    /// HTTP publish budgets per user (`RATE_PER_SEC`/`RATE_BURST`).
+    http_buckets: RefCell<HashMap<String, TokenBucket>>,
 }
 
 impl DurableObject for RoomObject {
@@ -78,6 +85,8 @@ impl DurableObject for RoomObject {
             sse: Rc::new(RefCell::new(SseHub::default())),
             waiters: RefCell::new(Vec::new()),
             held_polls: Cell::new(0),
+            held_polls_by_user: RefCell::new(HashMap::new()),
+            http_buckets: RefCell::new(HashMap::new()),
         }
     }
 
@@ -145,13 +154,18 @@ impl RoomObject {
     ) -> Result<Response, HubError> {
         let Route { room, endpoint } = route(&req.path())?;
         let action = endpoint.action(Method::parse(req.method().as_ref()))?;
+        // Set by the Worker after it verified the token; never by a client.
+        let identity = Identity::from_headers(
+            req.headers().get(USER_HEADER).ok().flatten().as_deref(),
+            req.headers().get(PUBLISH_HEADER).ok().flatten().as_deref(),
+        );
         self.load(Some(room), Some(settings))?;
         match action {
-            Action::Publish => self.on_publish(req, cors).await,
-            Action::Poll => self.on_poll(req, cors).await,
+            Action::Publish => self.on_publish(req, &identity, cors).await,
+            Action::Poll => self.on_poll(req, &identity, cors).await,
             Action::ReadState => self.on_read_state(cors),
-            Action::OpenSocket => self.on_open_socket(&req),
-            Action::OpenEvents => self.on_open_events(&req, cors),
+            Action::OpenSocket => self.on_open_socket(&req, &identity),
+            Action::OpenEvents => self.on_open_events(&req, &identity, cors),
         }
     }
 
@@ -200,7 +214,56 @@ impl RoomObject {
         Ok(f(room))
     }
 
-    async fn on_publish(&self, mut req: Request, cors: &Cors) -> Result<Response, HubError> {
+    /// Refuses a new live connection of a user who already holds
+    /// `MAX_CONNECTIONS_PER_USER` in this room, across transports.
+    /// Anonymous connections have no per-user count.
+    fn check_connection_limit(&self, identity: &Identity) -> Result<(), HubError> {
+        let Some(user) = identity.user() else {
+            return Ok(());
+        };
+        let limit = self.with_room(|r| r.settings.max_connections_per_user)?;
+        if limit == 0 {
+            return Ok(());
+        }
+        let sockets = self.with_presence(|p| p.connections_of(user))?;
+        let streams = self.sse.borrow().count_of(user);
+        let polls = self
+            .held_polls_by_user
+            .borrow()
+            .get(user)
+            .copied()
+            .unwrap_or(0) as usize;
+        if sockets + streams + polls >= limit as usize {
+            return Err(HubError::TooManyConnections { limit });
+        }
+        Ok(())
+    }
+
+    /// Takes one token from a user's HTTP publish budget.
+    fn check_http_rate(&self, identity: &Identity) -> Result<(), HubError> {
+        let Some(user) = identity.user() else {
+            return Ok(());
+        };
+        let (rate, burst) = self.with_room(|r| (r.settings.rate_per_sec, r.settings.rate_burst))?;
+        let now = now_ms();
+        let mut buckets = self.http_buckets.borrow_mut();
+        let bucket = buckets
+            .entry(user.to_owned())
+            .or_insert_with(|| TokenBucket::full(burst, now));
+        bucket
+            .take(rate, burst, now)
+            .map_err(|retry_after_s| HubError::RateLimited { retry_after_s })
+    }
+
+    async fn on_publish(
+        &self,
+        mut req: Request,
+        identity: &Identity,
+        cors: &Cors,
+    ) -> Result<Response, HubError> {
+        if !identity.can_publish() {
+            return Err(HubError::Forbidden("the token does not grant publish"));
+        }
         let max = self.with_room(|r| r.settings.max_message_bytes)?;
         let content_type = req
             .headers()
@@ -230,7 +293,11 @@ impl RoomObject {
             .as_deref()
             .map(|k| crate::core::protocol::idempotency_key("Idempotency-Key", k))
             .transpose()?;
-        let origin = Origin { from: None, key };
+        self.check_http_rate(identity)?;
+        let origin = Origin {
+            from: identity.user(),
+            key,
+        };
         let accepted = self.with_room(|r| r.accept(&publish, &origin, now_ms()))??;
         if let Some(message) = &accepted.stored {
             self.deliver(message);
@@ -277,7 +344,7 @@ impl RoomObject {
                         poll: self.held_polls.get(),
                     },
                     presence,
-                    open: true,
+                    open: crate::routes::hub_secret(&self.env).is_none(),
                     loads: r.loads,
                 })
             })?

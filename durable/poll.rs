@@ -7,6 +7,7 @@
 //! published it, and released at its deadline at the latest.
 
 use super::RoomObject;
+use crate::core::auth::Identity;
 use crate::core::cursor::Cursor;
 use crate::core::error::HubError;
 use crate::core::etag::if_none_match;
@@ -30,7 +31,12 @@ enum Answer {
 }
 
 impl RoomObject {
-    pub(super) async fn on_poll(&self, req: Request, cors: &Cors) -> Result<Response, HubError> {
+    pub(super) async fn on_poll(
+        &self,
+        req: Request,
+        identity: &Identity,
+        cors: &Cors,
+    ) -> Result<Response, HubError> {
         let url = req.url().map_err(respond::internal)?;
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         let max_wait = self.with_room(|r| r.settings.long_poll_max_secs)?;
@@ -41,6 +47,7 @@ impl RoomObject {
         let validator = req.headers().get("If-None-Match").ok().flatten();
 
         let deadline_ms = super::now_ms() + u64::from(query.wait_secs) * 1000;
+        let mut holding = false;
         loop {
             let answer = self.with_room(|r| {
                 if let Some(v) = validator.as_deref() {
@@ -63,18 +70,39 @@ impl RoomObject {
                     _ => self.messages(&query, cors),
                 };
             }
-            self.wait_for_message(Duration::from_millis(deadline_ms - now))
+            if !holding {
+                // A held poll is a live connection; an immediate one is not.
+                self.check_connection_limit(identity)?;
+                holding = true;
+            }
+            self.wait_for_message(identity.user(), Duration::from_millis(deadline_ms - now))
                 .await;
         }
     }
 
     /// Holds until the next accepted message or the timeout, whichever is first.
-    async fn wait_for_message(&self, timeout: Duration) {
+    async fn wait_for_message(&self, user: Option<&str>, timeout: Duration) {
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().push(tx);
         self.held_polls.set(self.held_polls.get() + 1);
+        if let Some(u) = user {
+            *self
+                .held_polls_by_user
+                .borrow_mut()
+                .entry(u.to_owned())
+                .or_insert(0) += 1;
+        }
         let _ = select(rx, Delay::from(timeout)).await;
         self.held_polls.set(self.held_polls.get() - 1);
+        if let Some(u) = user {
+            let mut by_user = self.held_polls_by_user.borrow_mut();
+            if let Some(n) = by_user.get_mut(u) {
+                *n -= 1;
+                if *n == 0 {
+                    by_user.remove(u);
+                }
+            }
+        }
     }
 
     /// The `200` answer: messages after the cursor (with `reset` when it is

@@ -17,6 +17,7 @@
 use super::fanout;
 use super::room::Origin;
 use super::{now_ms, random_u32, RoomObject};
+use crate::core::auth::Identity;
 use crate::core::cursor::{parse_seq, Seq};
 use crate::core::error::{HubError, CLOSE_NORMAL};
 use crate::core::log::Resume;
@@ -53,7 +54,11 @@ impl RoomObject {
     }
 
     /// `GET /rooms/{room}/ws` with an upgrade: accept, welcome, replay.
-    pub(super) fn on_open_socket(&self, req: &Request) -> Result<Response, HubError> {
+    pub(super) fn on_open_socket(
+        &self,
+        req: &Request,
+        identity: &Identity,
+    ) -> Result<Response, HubError> {
         let url = req.url().map_err(respond::internal)?;
         let since = url
             .query_pairs()
@@ -61,11 +66,12 @@ impl RoomObject {
             .last()
             .map(|(_, v)| parse_seq("since", &v))
             .transpose()?;
+        self.check_connection_limit(identity)?;
         let settings = self.with_room(|r| r.settings.clone())?;
         let meta = SocketMeta::new(
             format!("{:08x}", random_u32()),
-            None,
-            true,
+            identity.user().map(str::to_owned),
+            identity.can_publish(),
             &settings,
             now_ms(),
         );

@@ -19,6 +19,7 @@
 
 use super::store::StoredMessage;
 use super::RoomObject;
+use crate::core::auth::Identity;
 use crate::core::cursor::{sse_cursor, Cursor, Seq};
 use crate::core::error::HubError;
 use crate::core::log::Resume;
@@ -49,6 +50,8 @@ pub fn stream_buffer_bytes(max_message_bytes: usize) -> usize {
 /// One open stream, shared by the room (which pushes) and the response
 /// body (which the runtime pulls).
 struct Subscriber {
+    /// The verified user, for `MAX_CONNECTIONS_PER_USER`.
+    user: Option<String>,
     buffer: SseBuffer,
     waker: Option<Waker>,
     /// No more frames: the body ends once the buffer is drained.
@@ -84,6 +87,14 @@ pub struct SseHub {
 impl SseHub {
     pub fn count(&self) -> usize {
         self.subscribers.len()
+    }
+
+    /// Open streams of `user`.
+    pub fn count_of(&self, user: &str) -> usize {
+        self.subscribers
+            .iter()
+            .filter(|s| s.borrow().user.as_deref() == Some(user))
+            .count()
     }
 
     /// Queues a message on every stream; drops the streams it would overflow.
@@ -169,7 +180,12 @@ impl Drop for SseBody {
 impl RoomObject {
     /// Opens a stream: `retry`, then `reset` if the cursor is older than the
     /// kept history, then the replay, then live messages and heartbeats.
-    pub(super) fn on_open_events(&self, req: &Request, cors: &Cors) -> Result<Response, HubError> {
+    pub(super) fn on_open_events(
+        &self,
+        req: &Request,
+        identity: &Identity,
+        cors: &Cors,
+    ) -> Result<Response, HubError> {
         let url = req.url().map_err(respond::internal)?;
         let since = url
             .query_pairs()
@@ -178,6 +194,7 @@ impl RoomObject {
             .map(|(_, v)| v.into_owned());
         let last_event_id = req.headers().get("Last-Event-ID").ok().flatten();
         let cursor = sse_cursor(since.as_deref(), last_event_id.as_deref())?;
+        self.check_connection_limit(identity)?;
 
         let (max_message_bytes, heartbeat_secs) =
             self.with_room(|r| (r.settings.max_message_bytes, r.settings.heartbeat_secs))?;
@@ -186,6 +203,7 @@ impl RoomObject {
         let _ = buffer.push(retry_frame(RETRY_MS), tick);
         let complete = self.replay_into(&mut buffer, cursor, tick)?;
         let sub = Rc::new(RefCell::new(Subscriber {
+            user: identity.user().map(str::to_owned),
             buffer,
             waker: None,
             // A replay that did not fit ends the stream after it; the client

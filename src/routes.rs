@@ -4,14 +4,33 @@
 //! The Worker answers on its own what needs no room: unknown routes (404),
 //! wrong methods (405), CORS preflights, cross-site requests from origins
 //! outside `ALLOWED_ORIGINS` (403), WebSocket routes without an upgrade
-//! (426) and bad settings (500). Everything else is the room's.
+//! (426), bad settings (500) and authentication: with `HUB_SECRET` set,
+//! every room request needs a token that grants the room and the action's
+//! capability (401/403). The verified identity travels to the room in
+//! internal headers that the Worker always overwrites, so a client can
+//! never set them. Everything else is the room's.
 
+use crate::core::auth::{self, Identity, PUBLISH_HEADER, USER_HEADER};
 use crate::core::error::HubError;
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::durable::settings_from_env;
 use crate::respond::{self, Cors};
+use std::cell::Cell;
 use worker::{event, Context, Env, Request, Response};
+
+thread_local! {
+    /// Whether this isolate already said that the hub runs open.
+    static OPEN_MODE_ANNOUNCED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `HUB_SECRET`, when set and non-empty.
+pub fn hub_secret(env: &Env) -> Option<String> {
+    env.secret("HUB_SECRET")
+        .ok()
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty())
+}
 
 #[event(start)]
 fn start() {
@@ -50,17 +69,60 @@ async fn handle(
         return cors.preflight(endpoint.allow()).map_err(respond::internal);
     }
     let action = endpoint.action(method)?;
+    let identity = authenticate(&req, &url, env, room.as_str(), action)?;
     if action == Action::OpenSocket && !is_websocket_upgrade(&req) {
         return Err(HubError::UpgradeRequired);
     }
+    let mut forwarded = req.clone_mut().map_err(respond::internal)?;
+    let headers = forwarded.headers_mut().map_err(respond::internal)?;
+    let (user, publish) = identity.to_headers();
+    match user {
+        Some(sub) => headers.set(USER_HEADER, sub),
+        None => headers.delete(USER_HEADER),
+    }
+    .and_then(|()| headers.set(PUBLISH_HEADER, publish))
+    .map_err(respond::internal)?;
     let namespace = env.durable_object("ROOMS").map_err(respond::internal)?;
     let stub = namespace
         .id_from_name(room.as_str())
         .and_then(|id| id.get_stub())
         .map_err(respond::internal)?;
-    stub.fetch_with_request(req)
+    stub.fetch_with_request(forwarded)
         .await
         .map_err(respond::internal)
+}
+
+/// Who the request is: anonymous when `HUB_SECRET` is unset, else the
+/// verified user of a token that grants this room and action.
+fn authenticate(
+    req: &Request,
+    url: &worker::Url,
+    env: &Env,
+    room: &str,
+    action: Action,
+) -> Result<Identity, HubError> {
+    let Some(secret) = hub_secret(env) else {
+        if !OPEN_MODE_ANNOUNCED.with(|a| a.replace(true)) {
+            worker::console_warn!(
+                "HUB_SECRET is not set: every room is open to anyone (development mode)"
+            );
+        }
+        return Ok(Identity::Anonymous);
+    };
+    let authorization = req.headers().get("Authorization").ok().flatten();
+    let query_token = url
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned());
+    let token = auth::token_from(authorization.as_deref(), query_token.as_deref())
+        .ok_or(HubError::Unauthorized("a token is required"))?;
+    let now_s = (worker::js_sys::Date::now() / 1000.0) as u64;
+    let claims = auth::verify(token, secret.as_bytes(), now_s)?;
+    auth::authorize(
+        &claims,
+        room,
+        auth::needed_for_publish(action == Action::Publish),
+    )
 }
 
 fn is_websocket_upgrade(req: &Request) -> bool {

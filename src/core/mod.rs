@@ -2,6 +2,7 @@
 //! decisions. No `worker` types, no clock, no I/O, so `cargo test` runs it
 //! natively; `src/routes.rs` and `durable/` carry its decisions out.
 
+pub mod auth;
 pub mod cursor;
 pub mod error;
 pub mod etag;
