@@ -10,6 +10,8 @@ pub mod limits;
 pub mod log;
 pub mod names;
 pub mod presence;
+#[cfg(test)]
+mod properties;
 pub mod protocol;
 pub mod query;
 pub mod route;

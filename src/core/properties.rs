@@ -1,0 +1,109 @@
+//! Property tests of the pure parsers: whatever bytes arrive, they never
+//! panic, and what they accept keeps the invariants the transports rely on.
+
+use super::auth::{mint, token_from, verify, Claims};
+use super::cursor::Epoch;
+use super::cursor::{parse_seq, sse_cursor, Seq};
+use super::etag::{etag_for, if_none_match};
+use super::names::{EventName, RoomName};
+use super::protocol::Publish;
+use super::query::PollQuery;
+use super::session::{on_text_frame, SocketMeta};
+use super::settings::Settings;
+use super::sse::encode_event;
+use proptest::prelude::*;
+
+const SECRET: &[u8] = b"prop-secret";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn token_verification_never_panics(token in ".{0,600}", now in any::<u64>()) {
+        let _ = verify(&token, SECRET, now);
+    }
+
+    #[test]
+    fn token_shaped_garbage_is_refused(a in "[A-Za-z0-9_-]{0,80}", b in "[A-Za-z0-9_-]{0,200}", c in "[A-Za-z0-9_-]{0,60}") {
+        let token = format!("{a}.{b}.{c}");
+        prop_assert!(verify(&token, SECRET, 0).is_err());
+    }
+
+    #[test]
+    fn a_flipped_signature_byte_is_refused(sub in "[a-z]{1,20}", flip in 0usize..43) {
+        let claims = Claims { sub, exp: 10, nbf: None, rooms: vec!["*".into()], can: None };
+        let token = mint(&claims, SECRET);
+        let sig_start = token.rfind('.').unwrap() + 1;
+        let mut bytes = token.into_bytes();
+        let i = sig_start + flip % (bytes.len() - sig_start);
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        prop_assert!(verify(&tampered, SECRET, 0).is_err());
+    }
+
+    #[test]
+    fn token_sources_never_panic(h in proptest::option::of(".{0,100}"), q in proptest::option::of(".{0,100}")) {
+        let _ = token_from(h.as_deref(), q.as_deref());
+    }
+
+    #[test]
+    fn accepted_names_use_only_the_safe_alphabet(s in ".{0,200}") {
+        let safe = |n: &str| n.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+        if let Ok(room) = RoomName::parse(&s) {
+            prop_assert!(safe(room.as_str()) && !room.as_str().is_empty() && room.as_str().len() <= 128);
+        }
+        if let Ok(event) = EventName::parse(Some(&s)) {
+            prop_assert!(safe(event.as_str()) && event.as_str().len() <= 64);
+        }
+    }
+
+    #[test]
+    fn if_none_match_never_panics_and_finds_the_current_tag(header in ".{0,200}", last in any::<u64>(), epoch in any::<u32>()) {
+        let current = etag_for(Epoch(epoch), Seq(last));
+        let _ = if_none_match(&header, &current);
+        let list = format!("{header:?}, {current}");
+        prop_assert!(if_none_match(&list, &current) || header.contains('"'));
+    }
+
+    #[test]
+    fn cursors_never_panic(since in proptest::option::of(".{0,40}"), last_event_id in proptest::option::of(".{0,40}")) {
+        let _ = sse_cursor(since.as_deref(), last_event_id.as_deref());
+        if let Some(s) = since.as_deref() {
+            if let Ok(seq) = parse_seq("since", s) {
+                let printed = seq.0.to_string();
+                prop_assert_eq!(printed.trim_start_matches('0'), s.trim_start_matches('0'));
+            }
+        }
+    }
+
+    #[test]
+    fn poll_queries_never_panic(pairs in proptest::collection::vec(("(since|limit|wait|x)", ".{0,12}"), 0..6)) {
+        let _ = PollQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), 30);
+    }
+
+    #[test]
+    fn sse_frames_never_carry_a_raw_newline_from_data(text in ".{0,300}", event in "[a-z]{1,10}", id in 1u64..1_000_000) {
+        // Whatever the data string holds, the stored envelope is one line,
+        // so the SSE frame has exactly its three field lines.
+        let body = serde_json::json!({"event": event, "data": text}).to_string();
+        let publish = Publish::from_http_body(&body, 1 << 20).unwrap();
+        let envelope = publish.envelope(Seq(id), Some("u\nx"), 0, 1 << 20).unwrap();
+        let frame = encode_event(Seq(id), &event, &envelope).expect("an envelope always frames");
+        prop_assert!(!envelope.contains('\n') && !envelope.contains('\r'));
+        let lines: Vec<&str> = frame.trim_end_matches('\n').split('\n').collect();
+        prop_assert_eq!(lines.len(), 3);
+        prop_assert!(lines[0].starts_with("id: ") && lines[1].starts_with("event: ") && lines[2].starts_with("data: "));
+    }
+
+    #[test]
+    fn client_frames_never_panic(frame in ".{0,400}") {
+        let settings = Settings::default();
+        let mut meta = SocketMeta::new("c".into(), None, true, &settings, 0);
+        let _ = on_text_frame(&mut meta, &frame, &settings, 0);
+    }
+
+    #[test]
+    fn publish_bodies_never_panic(body in ".{0,400}") {
+        let _ = Publish::from_http_body(&body, 65536);
+    }
+}
