@@ -1,0 +1,1007 @@
+// The Server-Sent Events transport, checked against /work/shared/PROTOCOL.md:
+// GET /rooms/{room}/events — headers and the `retry:` preamble, live delivery,
+// heartbeats, resume by `?since=` and `Last-Event-ID` (and which wins),
+// `reset` signals, ids shared with HTTP and WebSocket publishes, framing that
+// nothing a publisher sends can break, dead and slow streams, room counts.
+//
+// Two kinds of clients: a raw `node:http` stream parsed here frame by frame
+// (to see the exact bytes and their timing), and the `eventsource` package
+// (a real client that reconnects with Last-Event-ID by itself).
+//
+// Run: HUB_BUILD_DIR=/tmp/hub-build-sse node --test --test-timeout=90000 tests/sse.test.mjs
+import { describe, test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { EventSource } from 'eventsource';
+import WebSocket from 'ws';
+import { startHub, stateDir, roomName, publish, getJson } from './harness.mjs';
+
+// ---------------------------------------------------------------- helpers
+
+/** How long any single awaited event may take unless a test says otherwise. */
+const WAIT_MS = 10_000;
+
+const ENVELOPE_KEYS = ['data', 'event', 'from', 'id', 'ts'];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Short rendering of a value for failure messages. */
+function show(value) {
+  const text = typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value);
+  return text && text.length > 160 ? `${text.slice(0, 160)}…(${text.length} chars)` : text;
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function safeMatch(pred, item) {
+  try {
+    return Boolean(pred(item));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A buffered list of everything a client received, in arrival order, with
+ * `next(pred)`: the first buffered or future item matching `pred` that no
+ * earlier `next` took, within a timeout.
+ */
+class Inbox {
+  constructor(label) {
+    this.label = label;
+    this.items = [];
+    this.taken = new Set();
+    this.waiters = [];
+    this.endReason = null;
+  }
+
+  push(item) {
+    const index = this.items.push(item) - 1;
+    for (const w of this.waiters) {
+      if (safeMatch(w.pred, item)) {
+        this.taken.add(index);
+        this.#settle(w);
+        w.resolve(item);
+        break;
+      }
+    }
+  }
+
+  /** No more items can arrive: fail every pending wait now. */
+  end(reason) {
+    if (this.endReason) return;
+    this.endReason = reason;
+    for (const w of [...this.waiters]) {
+      this.#settle(w);
+      w.reject(new Error(`${this.label} ended (${reason}) while waiting for ${w.what}; ${this.seen()}`));
+    }
+  }
+
+  #settle(w) {
+    clearTimeout(w.timer);
+    this.waiters = this.waiters.filter((x) => x !== w);
+  }
+
+  seen() {
+    const list = this.items.slice(-40).map((f, i, arr) => {
+      const index = this.items.length - arr.length + i;
+      return `  #${index}${this.taken.has(index) ? ' (taken)' : ''} ${show(this.describe(f))}`;
+    });
+    const more = this.items.length > 40 ? `  (${this.items.length - 40} earlier items not shown)\n` : '';
+    return `${this.items.length} item(s) on ${this.label}${this.endReason ? ` (ended: ${this.endReason})` : ''}:\n${more}${list.join('\n')}`;
+  }
+
+  describe(item) {
+    return item;
+  }
+
+  next(pred, what = String(pred), ms = WAIT_MS) {
+    for (let i = 0; i < this.items.length; i += 1) {
+      if (!this.taken.has(i) && safeMatch(pred, this.items[i])) {
+        this.taken.add(i);
+        return Promise.resolve(this.items[i]);
+      }
+    }
+    if (this.endReason) {
+      return Promise.reject(new Error(`${this.label} already ended (${this.endReason}) waiting for ${what}; ${this.seen()}`));
+    }
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve, reject, what };
+      w.timer = setTimeout(() => {
+        this.#settle(w);
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}; ${this.seen()}`));
+      }, ms);
+      this.waiters.push(w);
+    });
+  }
+}
+
+/** Every client a test opened, so `closeAll` can end the ones left open. */
+const openClients = new Set();
+
+/**
+ * Parses one SSE frame (the text before a blank line). The hub only ever
+ * writes LF line ends; tests assert separately that no CR is on the wire.
+ */
+function parseFrame(text) {
+  const frame = { raw: `${text}\n\n`, comments: [], fields: [] };
+  const data = [];
+  for (const line of text.split('\n')) {
+    if (line.startsWith(':')) {
+      frame.comments.push(line.slice(1));
+      continue;
+    }
+    const colon = line.indexOf(':');
+    const name = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    frame.fields.push([name, value]);
+    if (name === 'id') frame.id = value;
+    else if (name === 'event') frame.event = value;
+    else if (name === 'data') data.push(value);
+    else if (name === 'retry') frame.retry = value;
+  }
+  frame.comment = frame.fields.length === 0;
+  if (data.length > 0) {
+    frame.data = data.join('\n');
+    try {
+      frame.json = JSON.parse(frame.data);
+    } catch {
+      frame.json = undefined;
+    }
+  }
+  return frame;
+}
+
+/** A raw `node:http` SSE stream; `inbox` holds the parsed frames. */
+class RawStream {
+  constructor(url, path, headers = {}) {
+    this.label = `raw ${path}`;
+    this.inbox = new Inbox(this.label);
+    this.inbox.describe = (f) => (f.raw.length > 200 ? `${f.raw.slice(0, 200)}…` : f.raw);
+    this.raw = '';
+    this.bytes = 0;
+    this.pending = '';
+    this.decoder = new TextDecoder();
+    this.status = null;
+    this.headers = null;
+    this.body = ''; // non-200 answers
+    this.ended = false;
+    openClients.add(this);
+
+    this.req = http.get(`${url}${path}`, { agent: false, headers: { Accept: 'text/event-stream', ...headers } });
+    this.response = new Promise((resolve, reject) => {
+      this.req.once('response', (res) => {
+        this.res = res;
+        this.status = res.statusCode;
+        this.headers = res.headers;
+        res.on('data', (chunk) => this.#onChunk(chunk));
+        res.once('end', () => this.#onEnd('end of body'));
+        res.once('error', (err) => this.#onEnd(`response error: ${err.message}`));
+        res.once('close', () => this.#onEnd('response closed'));
+        resolve(this);
+      });
+      this.req.once('error', (err) => {
+        this.#onEnd(`request error: ${err.message}`);
+        reject(err);
+      });
+    });
+    this.response.catch(() => {});
+    this.endedPromise = new Promise((resolve) => {
+      this.resolveEnded = resolve;
+    });
+  }
+
+  /** Opens a stream and waits for the response head. */
+  static async open(url, path, headers = {}) {
+    const s = new RawStream(url, path, headers);
+    await withTimeout(s.response, WAIT_MS, `response head of ${path}`);
+    return s;
+  }
+
+  #onChunk(chunk) {
+    this.bytes += chunk.length;
+    const text = this.decoder.decode(chunk, { stream: true });
+    if (this.status !== 200) {
+      this.body += text;
+      return;
+    }
+    this.raw += text;
+    this.pending += text;
+    let idx;
+    while ((idx = this.pending.indexOf('\n\n')) !== -1) {
+      const frameText = this.pending.slice(0, idx);
+      this.pending = this.pending.slice(idx + 2);
+      this.inbox.push(parseFrame(frameText));
+    }
+  }
+
+  #onEnd(reason) {
+    if (this.ended) return;
+    this.ended = true;
+    openClients.delete(this);
+    this.inbox.end(reason);
+    this.resolveEnded(reason);
+  }
+
+  next(pred, what, ms) {
+    return this.inbox.next(pred, what, ms);
+  }
+
+  /** The next message frame (one with an `id:` line). */
+  nextMessage(what = 'a message frame', ms) {
+    return this.next((f) => f.id !== undefined, what, ms);
+  }
+
+  nextId(id, ms) {
+    return this.next((f) => f.id === String(id), `message id ${id}`, ms);
+  }
+
+  frames() {
+    return this.inbox.items;
+  }
+
+  /** Ids of every frame with an `id:` line so far, as numbers. */
+  ids() {
+    return this.frames().filter((f) => f.id !== undefined).map((f) => Number(f.id));
+  }
+
+  /** Every frame that is not the retry preamble nor a heartbeat. */
+  events() {
+    return this.frames().filter((f) => !f.comment && f.retry === undefined);
+  }
+
+  /** Ends the client side: destroys the socket. */
+  destroy() {
+    this.req.destroy();
+    openClients.delete(this);
+  }
+
+  close() {
+    this.destroy();
+  }
+}
+
+/** An `eventsource` package client; `inbox` holds the dispatched events. */
+class EsClient {
+  constructor(url, types = ['message', 'reset']) {
+    this.label = `EventSource ${url}`;
+    this.inbox = new Inbox(this.label);
+    this.opens = 0;
+    this.errors = [];
+    this.es = new EventSource(url);
+    openClients.add(this);
+    for (const type of types) {
+      this.es.addEventListener(type, (ev) => {
+        let json;
+        try {
+          json = JSON.parse(ev.data);
+        } catch {
+          json = undefined;
+        }
+        this.inbox.push({ type, data: ev.data, json, lastEventId: ev.lastEventId, at: Date.now() });
+      });
+    }
+    this.openInbox = new Inbox(`${this.label} opens`);
+    this.es.addEventListener('open', () => {
+      this.opens += 1;
+      this.openInbox.push({ open: this.opens, at: Date.now() });
+    });
+    this.es.addEventListener('error', (ev) => {
+      this.errors.push({ message: ev.message, code: ev.code, at: Date.now(), readyState: this.es.readyState });
+    });
+  }
+
+  next(pred, what, ms) {
+    return this.inbox.next(pred, what, ms);
+  }
+
+  nextId(id, ms) {
+    return this.next((e) => e.type === 'message' && e.lastEventId === String(id), `message id ${id}`, ms);
+  }
+
+  messageIds() {
+    return this.inbox.items.filter((e) => e.type === 'message').map((e) => e.json?.id);
+  }
+
+  close() {
+    this.es.close();
+    openClients.delete(this);
+  }
+}
+
+/** A WebSocket client for cross-transport publishes. */
+class WsClient {
+  constructor(url, room) {
+    this.inbox = new Inbox(`ws ${room}`);
+    this.ws = new WebSocket(`${url.replace(/^http/, 'ws')}/rooms/${room}/ws`, { handshakeTimeout: WAIT_MS });
+    openClients.add(this);
+    this.ws.on('message', (data) => {
+      const text = data.toString('utf8');
+      try {
+        this.inbox.push(JSON.parse(text));
+      } catch {
+        this.inbox.push(text);
+      }
+    });
+    this.ws.on('close', (code) => {
+      openClients.delete(this);
+      this.inbox.end(`closed ${code}`);
+    });
+    this.ws.on('error', () => {});
+  }
+
+  static async open(url, room) {
+    const c = new WsClient(url, room);
+    await c.inbox.next((f) => f.type === 'welcome', 'welcome frame');
+    return c;
+  }
+
+  async publish(data, cid, event) {
+    const frame = { type: 'publish', data, cid };
+    if (event !== undefined) frame.event = event;
+    this.ws.send(JSON.stringify(frame));
+    const ack = await this.inbox.next((f) => (f.type === 'ack' && f.cid === cid) || f.type === 'error', `ack for ${cid}`);
+    assert.equal(ack.type, 'ack', `publish ${cid} answered ${show(ack)}`);
+    return ack;
+  }
+
+  close() {
+    this.ws.terminate();
+    openClients.delete(this);
+  }
+}
+
+function closeAll() {
+  for (const c of [...openClients]) c.close();
+}
+
+/** Publishes and asserts 201; returns { id, ts }. */
+async function mustPublish(url, room, payload) {
+  const res = await publish(url, room, payload);
+  assert.equal(res.status, 201, `publish to ${room}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+async function roomState(url, room) {
+  const res = await getJson(url, `/rooms/${room}`);
+  assert.equal(res.status, 200, `GET /rooms/${room}: ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+/** Retries `check` until it holds or `ms` pass; returns { value, elapsed }. */
+async function waitFor(check, ms, what, lastSeen = () => '') {
+  const started = Date.now();
+  const deadline = started + ms;
+  let last;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last) return { value: last, elapsed: Date.now() - started };
+    await sleep(50);
+  }
+  assert.fail(`timed out after ${ms} ms waiting for ${what}${lastSeen()}`);
+}
+
+/** Waits until GET /rooms/{room} reports `connections.sse === n`. */
+async function waitSse(url, room, n, ms = WAIT_MS) {
+  let seen;
+  return waitFor(
+    async () => {
+      seen = (await roomState(url, room)).connections.sse;
+      return seen === n;
+    },
+    ms,
+    `connections.sse === ${n} in ${room}`,
+    () => ` (last seen ${seen})`,
+  );
+}
+
+function range(from, to) {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+/** Asserts a message frame is exactly `id / event / data` and returns its envelope. */
+function assertMessageFrame(frame, { id, event = 'message', ts, data }) {
+  assert.equal(frame.raw, `id: ${id}\nevent: ${event}\ndata: ${frame.data}\n\n`, `frame layout: ${show(frame.raw)}`);
+  assert.ok(frame.json && typeof frame.json === 'object', `data is one line of JSON: ${show(frame.data)}`);
+  assert.deepEqual(Object.keys(frame.json).sort(), ENVELOPE_KEYS);
+  assert.equal(frame.json.id, id);
+  assert.equal(frame.json.event, event);
+  assert.equal(frame.json.from, null);
+  if (ts !== undefined) assert.equal(frame.json.ts, ts);
+  assert.deepEqual(frame.json.data, data);
+  return frame.json;
+}
+
+async function freePort() {
+  const srv = net.createServer();
+  await new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+async function fetchText(url, path, headers = {}) {
+  const res = await fetch(`${url}${path}`, { headers });
+  const text = await res.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, body };
+}
+
+// ---------------------------------------------------------------- main hub
+
+describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
+  let hub;
+  let url;
+
+  before(async () => {
+    hub = await startHub({ vars: { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } });
+    url = hub.url;
+  });
+
+  after(async () => {
+    closeAll();
+    await hub?.stop();
+  });
+
+  afterEach(closeAll);
+
+  describe('stream basics', () => {
+    test('200, text/event-stream; charset=utf-8, no-cache, and the first bytes are "retry: 1000\\n\\n"', async () => {
+      const room = roomName('sse-head');
+      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      assert.equal(s.status, 200);
+      assert.equal(s.headers['content-type'], 'text/event-stream; charset=utf-8');
+      assert.equal(s.headers['cache-control'], 'no-cache');
+      const first = await s.next(() => true, 'the first frame');
+      assert.equal(first.raw, 'retry: 1000\n\n');
+      assert.ok(s.raw.startsWith('retry: 1000\n\n'), `stream starts with the retry line: ${show(s.raw.slice(0, 40))}`);
+      assert.equal(s.frames()[0], first);
+    });
+
+    test('a message published after the stream opened arrives live (< 2 s) as id/event/data', async (t) => {
+      const room = roomName('sse-live');
+      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      await s.next((f) => f.retry !== undefined, 'retry preamble');
+      const started = Date.now();
+      const sent = await mustPublish(url, room, { event: 'chat.msg', data: { a: 1, b: 'héllo 🌍', c: [true, null] } });
+      const frame = await s.nextId(sent.id, 2000);
+      const latency = Date.now() - started;
+      t.diagnostic(`publish -> SSE frame: ${latency} ms`);
+      assert.equal(sent.id, 1);
+      assertMessageFrame(frame, { id: 1, event: 'chat.msg', ts: sent.ts, data: { a: 1, b: 'héllo 🌍', c: [true, null] } });
+
+      // A default event name, and a second message, both live and in order.
+      const second = await mustPublish(url, room, { data: 'two' });
+      const f2 = await s.nextId(second.id, 2000);
+      assertMessageFrame(f2, { id: 2, event: 'message', ts: second.ts, data: 'two' });
+      assert.deepEqual(s.ids(), [1, 2]);
+      assert.deepEqual(s.events().map((f) => f.id), ['1', '2'], 'nothing but the two messages');
+    });
+
+    test('every open stream of the room receives every message, in order', async () => {
+      const room = roomName('sse-fanout');
+      const a = await RawStream.open(url, `/rooms/${room}/events`);
+      const b = await RawStream.open(url, `/rooms/${room}/events`);
+      const sent = [];
+      for (let i = 1; i <= 10; i += 1) sent.push(await mustPublish(url, room, { data: i }));
+      for (const s of [a, b]) {
+        await s.nextId(10);
+        assert.deepEqual(s.ids(), range(1, 10));
+        assert.deepEqual(s.events().map((f) => f.json.data), range(1, 10));
+        assert.deepEqual(s.events().map((f) => f.json.ts), sent.map((x) => x.ts));
+      }
+    });
+
+    test('a heartbeat comment ":\\n\\n" comes every HEARTBEAT_SECS (at least 2 within 4 s)', async (t) => {
+      const room = roomName('sse-hb');
+      const opened = Date.now();
+      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const deadline = opened + 4000;
+      const isHeartbeat = (f) => f.comment;
+      const h1 = await s.next(isHeartbeat, 'first heartbeat', Math.max(1, deadline - Date.now()));
+      const t1 = Date.now() - opened;
+      const h2 = await s.next(isHeartbeat, 'second heartbeat', Math.max(1, deadline - Date.now()));
+      const t2 = Date.now() - opened;
+      t.diagnostic(`heartbeats at ${t1} ms and ${t2} ms after opening`);
+      assert.equal(h1.raw, ':\n\n');
+      assert.equal(h2.raw, ':\n\n');
+      assert.ok(s.raw.startsWith('retry: 1000\n\n:\n\n'), `retry, then heartbeats: ${show(s.raw.slice(0, 40))}`);
+    });
+
+    test('GET /rooms/{room}: connections.sse follows opens and closes', async () => {
+      const room = roomName('sse-count');
+      assert.equal((await roomState(url, room)).connections.sse, 0);
+      const a = await RawStream.open(url, `/rooms/${room}/events`);
+      await waitSse(url, room, 1);
+      const b = await RawStream.open(url, `/rooms/${room}/events`);
+      const c = await RawStream.open(url, `/rooms/${room}/events?since=0`);
+      await waitSse(url, room, 3);
+      const state = await roomState(url, room);
+      assert.equal(state.connections.ws, 0);
+      assert.equal(state.connections.poll, 0);
+      a.destroy();
+      await waitSse(url, room, 2, 10_000);
+      b.destroy();
+      c.destroy();
+      await waitSse(url, room, 0, 10_000);
+    });
+  });
+
+  describe('resume', () => {
+    test('?since=ID replays exactly the messages after ID, then continues live: no gap, no duplicate', async () => {
+      const room = roomName('sse-since');
+      for (let i = 1; i <= 5; i += 1) await mustPublish(url, room, { data: `m${i}` });
+      const s = await RawStream.open(url, `/rooms/${room}/events?since=2`);
+      await s.nextId(5);
+      assert.deepEqual(s.ids(), [3, 4, 5]);
+      const live = await mustPublish(url, room, { data: 'm6' });
+      assert.equal(live.id, 6);
+      await s.nextId(6, 2000);
+      const sentinel = await mustPublish(url, room, { data: 'm7' });
+      await s.nextId(sentinel.id);
+      assert.deepEqual(s.ids(), [3, 4, 5, 6, 7]);
+      assert.deepEqual(s.events().map((f) => f.json.data), ['m3', 'm4', 'm5', 'm6', 'm7']);
+      assert.equal(s.frames()[0].raw, 'retry: 1000\n\n', 'the retry line still comes first');
+      assert.ok(!s.events().some((f) => f.event === 'reset'), 'no reset for a kept cursor');
+    });
+
+    test('?since=0 replays everything from id 1', async () => {
+      const room = roomName('sse-since0');
+      for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
+      const s = await RawStream.open(url, `/rooms/${room}/events?since=0`);
+      await s.nextId(3);
+      await mustPublish(url, room, { data: 4 });
+      await s.nextId(4);
+      assert.deepEqual(s.ids(), [1, 2, 3, 4]);
+      assert.deepEqual(s.events().map((f) => f.json.data), [1, 2, 3, 4]);
+    });
+
+    test('?since=last_id replays nothing and continues live', async () => {
+      const room = roomName('sse-since-last');
+      for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
+      const s = await RawStream.open(url, `/rooms/${room}/events?since=3`);
+      await mustPublish(url, room, { data: 4 });
+      await s.nextId(4);
+      assert.deepEqual(s.ids(), [4]);
+    });
+
+    test('Last-Event-ID header replays exactly the messages after it, then live', async () => {
+      const room = roomName('sse-leid');
+      for (let i = 1; i <= 5; i += 1) await mustPublish(url, room, { data: i });
+      const s = await RawStream.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '3' });
+      await s.nextId(5);
+      await mustPublish(url, room, { data: 6 });
+      await s.nextId(6, 2000);
+      assert.deepEqual(s.ids(), [4, 5, 6]);
+    });
+
+    test('without a cursor only live messages are sent (no replay)', async () => {
+      const room = roomName('sse-nocursor');
+      for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
+      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      await mustPublish(url, room, { data: 4 });
+      await s.nextId(4);
+      assert.deepEqual(s.ids(), [4]);
+    });
+
+    test('an empty Last-Event-ID means no cursor', async () => {
+      const room = roomName('sse-leid-empty');
+      for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
+      const s = await RawStream.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '' });
+      assert.equal(s.status, 200, `status ${s.status}: ${s.body}`);
+      await mustPublish(url, room, { data: 4 });
+      await s.nextId(4);
+      assert.deepEqual(s.ids(), [4]);
+    });
+
+    test('?since= and Last-Event-ID together: the larger wins', async () => {
+      const room = roomName('sse-both');
+      for (let i = 1; i <= 6; i += 1) await mustPublish(url, room, { data: i });
+      const a = await RawStream.open(url, `/rooms/${room}/events?since=2`, { 'Last-Event-ID': '4' });
+      const b = await RawStream.open(url, `/rooms/${room}/events?since=4`, { 'Last-Event-ID': '2' });
+      await mustPublish(url, room, { data: 7 });
+      for (const s of [a, b]) {
+        await s.nextId(7);
+        assert.deepEqual(s.ids(), [5, 6, 7], s.label);
+      }
+    });
+
+    test('bad cursors answer 400 invalid_param (JSON) and open no stream', async () => {
+      const room = roomName('sse-bad');
+      await mustPublish(url, room, { data: 1 });
+      const cases = [
+        ['since=abc', '?since=abc', {}],
+        ['since=-1', '?since=-1', {}],
+        ['since=1.5', '?since=1.5', {}],
+        ['since= (empty)', '?since=', {}],
+        ['Last-Event-ID: x', '', { 'Last-Event-ID': 'x' }],
+        ['Last-Event-ID: -3', '', { 'Last-Event-ID': '-3' }],
+        ['good since, bad Last-Event-ID', '?since=0', { 'Last-Event-ID': 'x' }],
+      ];
+      for (const [label, query, headers] of cases) {
+        const res = await fetchText(url, `/rooms/${room}/events${query}`, headers);
+        assert.equal(res.status, 400, `${label}: ${res.status} ${res.text.slice(0, 200)}`);
+        assert.match(res.headers.get('content-type') ?? '', /application\/json/, `${label}: content-type`);
+        assert.ok(res.body && typeof res.body === 'object', `${label}: JSON body ${res.text.slice(0, 200)}`);
+        assert.equal(res.body.error, 'invalid_param', `${label}: ${res.text}`);
+        assert.equal(typeof res.body.message, 'string', `${label}: message`);
+      }
+      assert.equal((await roomState(url, room)).connections.sse, 0);
+    });
+  });
+
+  describe('with the eventsource package', () => {
+    test('?since=0 delivers ids 1..5 with lastEventId, then live 6', async () => {
+      const room = roomName('es-since0');
+      const sent = [];
+      for (let i = 1; i <= 5; i += 1) sent.push(await mustPublish(url, room, { data: { n: i } }));
+      const es = new EsClient(`${url}/rooms/${room}/events?since=0`);
+      await es.nextId(5);
+      const live = await mustPublish(url, room, { data: { n: 6 } });
+      await es.nextId(6, 2000);
+      assert.equal(live.id, 6);
+      const events = es.inbox.items;
+      assert.deepEqual(events.map((e) => e.type), Array(6).fill('message'));
+      assert.deepEqual(events.map((e) => e.lastEventId), ['1', '2', '3', '4', '5', '6']);
+      assert.deepEqual(events.map((e) => e.json), [...sent, live].map((s, i) => ({
+        id: i + 1, event: 'message', from: null, ts: s.ts, data: { n: i + 1 },
+      })));
+      assert.equal(es.opens, 1);
+      assert.equal(es.errors.length, 0, JSON.stringify(es.errors));
+    });
+
+    test('named events are dispatched under their event name', async () => {
+      const room = roomName('es-named');
+      const es = new EsClient(`${url}/rooms/${room}/events`, ['message', 'reset', 'chat.typing']);
+      await es.openInbox.next(() => true, 'open');
+      const a = await mustPublish(url, room, { event: 'chat.typing', data: 'x' });
+      const b = await mustPublish(url, room, { data: 'y' });
+      await es.nextId(b.id);
+      assert.deepEqual(es.inbox.items.map((e) => [e.type, e.lastEventId, e.json.data]), [
+        ['chat.typing', String(a.id), 'x'],
+        ['message', String(b.id), 'y'],
+      ]);
+    });
+  });
+
+  describe('cross-transport ids', () => {
+    test('HTTP and WebSocket publishes arrive on SSE with the ids of the POST answers and acks, in order', async () => {
+      const room = roomName('sse-cross');
+      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const ws = await WsClient.open(url, room);
+      const expected = []; // [id, data] in publish order
+      for (let i = 0; i < 6; i += 1) {
+        if (i % 2 === 0) {
+          const r = await mustPublish(url, room, { data: { via: 'http', i } });
+          expected.push([r.id, { via: 'http', i }]);
+        } else {
+          const ack = await ws.publish({ via: 'ws', i }, `sse-cross-${process.pid}-${i}`);
+          expected.push([ack.id, { via: 'ws', i }]);
+        }
+      }
+      assert.deepEqual(expected.map(([id]) => id), range(1, 6));
+      // Then both at once: the ids interleave, the stream is still strictly ordered.
+      const concurrent = await Promise.all([
+        ...range(0, 9).map(async (i) => [(await mustPublish(url, room, { data: { via: 'http', c: i } })).id, { via: 'http', c: i }]),
+        ...range(0, 9).map(async (i) => [(await ws.publish({ via: 'ws', c: i }, `sse-cross-c-${process.pid}-${i}`)).id, { via: 'ws', c: i }]),
+      ]);
+      const all = [...expected, ...concurrent].sort((x, y) => x[0] - y[0]);
+      assert.deepEqual(all.map(([id]) => id), range(1, 26), 'ids are 1..26 with no gap');
+      await s.nextId(26);
+      assert.deepEqual(s.ids(), range(1, 26));
+      for (const [i, frame] of s.events().entries()) {
+        assert.equal(frame.json.id, all[i][0]);
+        assert.deepEqual(frame.json.data, all[i][1], `data of id ${all[i][0]}`);
+      }
+    });
+  });
+
+  describe('injection', () => {
+    test('an event name with a line break is refused (400 invalid_event); reserved names too; nothing reaches the stream', async () => {
+      const room = roomName('sse-inj-event');
+      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      for (const event of ['x\ndata: evil', 'x\rdata: evil', 'x\r\nid: 999', 'message\n\nevent: reset']) {
+        const res = await publish(url, room, { event, data: 1 });
+        assert.equal(res.status, 400, `event ${JSON.stringify(event)}: ${res.status} ${JSON.stringify(res.body)}`);
+        assert.equal(res.body?.error, 'invalid_event', `event ${JSON.stringify(event)}: ${JSON.stringify(res.body)}`);
+      }
+      const reserved = await publish(url, room, { event: 'reset', data: { reason: 'history_exceeded', first_id: 1 } });
+      assert.equal(reserved.status, 400, JSON.stringify(reserved.body));
+      assert.equal(reserved.body?.error, 'reserved_event');
+      const ok = await mustPublish(url, room, { data: 'after' });
+      assert.equal(ok.id, 1, 'nothing refused was stored');
+      await s.nextId(1);
+      assert.deepEqual(s.events().map((f) => f.raw), [`id: 1\nevent: message\ndata: ${s.events()[0].data}\n\n`]);
+      assert.ok(!s.raw.includes('evil'));
+    });
+
+    test('data with blank lines, fake fields, CR and CRLF arrives as exactly one event each, unchanged', async () => {
+      const room = roomName('sse-inj-data');
+      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const es = new EsClient(`${url}/rooms/${room}/events`);
+      await es.openInbox.next(() => true, 'EventSource open');
+      const payloads = [
+        '\n\nid: 999\ndata: evil\n\n',
+        'line1\r\nline2\r\n\r\nevent: reset\r\ndata: {}\r\n\r\n',
+        'cr\ronly\r\rretry: 1\r',
+        ': comment\n:\nid:\n',
+        '\u2028\u2029\u0000 end',
+        { nested: '\n\nid: 998\n\n', arr: ['\r\n', 'data: x'] },
+      ];
+      const ids = [];
+      for (const data of payloads) ids.push((await mustPublish(url, room, { data })).id);
+      const sentinel = await mustPublish(url, room, { data: 'sentinel' });
+      await s.nextId(sentinel.id);
+      await es.nextId(sentinel.id);
+
+      const expectedIds = [...ids, sentinel.id];
+      assert.deepEqual(s.ids(), expectedIds);
+      const events = s.events();
+      assert.equal(events.length, expectedIds.length, `exactly one event per publish: ${events.map((f) => show(f.raw)).join(', ')}`);
+      for (const [i, data] of payloads.entries()) {
+        assertMessageFrame(events[i], { id: ids[i], data });
+        assert.equal(events[i].fields.length, 3, `three lines in frame ${ids[i]}: ${show(events[i].raw)}`);
+      }
+      assert.ok(!s.raw.includes('\r'), 'no CR byte on the wire');
+      assert.ok(!s.ids().includes(999) && !s.ids().includes(998));
+
+      // The real client agrees: one message per publish, data intact, no reset.
+      assert.deepEqual(es.inbox.items.map((e) => e.type), Array(expectedIds.length).fill('message'));
+      assert.deepEqual(es.inbox.items.map((e) => e.lastEventId), expectedIds.map(String));
+      assert.deepEqual(es.inbox.items.map((e) => e.json.data), [...payloads, 'sentinel']);
+    });
+  });
+
+  describe('dead and slow streams', () => {
+    test('20 streams whose clients went away leave connections.sse within 10 heartbeats', async (t) => {
+      const room = roomName('sse-dead');
+      const streams = [];
+      for (let i = 0; i < 20; i += 1) streams.push(await RawStream.open(url, `/rooms/${room}/events`));
+      for (const s of streams) assert.equal(s.status, 200);
+      await waitSse(url, room, 20);
+      // Every stream is live before the clients vanish.
+      const probe = await mustPublish(url, room, { data: 'probe' });
+      await Promise.all(streams.map((s) => s.nextId(probe.id)));
+      const destroyedAt = Date.now();
+      for (const s of streams) s.destroy();
+      const { elapsed } = await waitSse(url, room, 0, 10_000);
+      const total = Date.now() - destroyedAt;
+      t.diagnostic(`connections.sse 20 -> 0 in ${elapsed} ms after destroying the client sockets (${total} ms incl. last check)`);
+      // The room keeps working after forgetting them.
+      const s = await RawStream.open(url, `/rooms/${room}/events?since=${probe.id}`);
+      const next = await mustPublish(url, room, { data: 'after' });
+      await s.nextId(next.id);
+      assert.deepEqual(s.ids(), [next.id]);
+    });
+
+    test('a stream that stops reading is dropped, while a reading stream gets every message', async (t) => {
+      const room = roomName('sse-slow');
+      const reader = await RawStream.open(url, `/rooms/${room}/events`);
+      const slow = await RawStream.open(url, `/rooms/${room}/events`);
+      slow.res.pause(); // never read again; the TCP connection stays open
+      await waitSse(url, room, 2);
+
+      const big = 'x'.repeat(60_000);
+      const MAX_BYTES = 8 * 1024 * 1024;
+      const sentIds = [];
+      let publishedBytes = 0;
+      let droppedAfterBytes = null;
+      const started = Date.now();
+      const publishBatch = async (n) => {
+        for (let i = 0; i < n; i += 1) {
+          const r = await mustPublish(url, room, { data: { i: sentIds.length + 1, big } });
+          sentIds.push(r.id);
+          publishedBytes += big.length + 100;
+        }
+      };
+      await publishBatch(40); // ~2.4 MB, beyond the 1 MiB per-stream bound plus kernel buffers
+      // Publish more (up to ~8 MB) only while the slow stream is still counted.
+      while (publishedBytes < MAX_BYTES) {
+        const sse = (await roomState(url, room)).connections.sse;
+        if (sse < 2) {
+          droppedAfterBytes = publishedBytes;
+          break;
+        }
+        await publishBatch(10);
+      }
+      const publishedAt = Date.now();
+      const { elapsed } = await waitSse(url, room, 1, 15_000);
+      t.diagnostic(
+        `slow stream dropped: ${sentIds.length} messages (~${(publishedBytes / 1e6).toFixed(1)} MB) published in ${publishedAt - started} ms; ` +
+          `drop seen ${droppedAfterBytes !== null ? `during publishing (after ~${(droppedAfterBytes / 1e6).toFixed(1)} MB)` : `${elapsed} ms after publishing ended`}; ` +
+          `slow client had received ${slow.bytes} bytes`,
+      );
+      assert.equal(slow.req.destroyed, false, 'the slow client kept its connection open');
+
+      // The reading stream got every message, in order, intact.
+      await reader.nextId(sentIds.at(-1), 15_000);
+      assert.deepEqual(reader.ids(), sentIds);
+      assert.ok(reader.events().every((f, i) => f.json?.data?.i === i + 1 && f.json.data.big === big), 'payloads intact');
+
+      // Once resumed, the dropped stream ends after an in-order prefix with no gap:
+      // a reconnect from its last id loses nothing.
+      slow.res.resume();
+      await withTimeout(slow.endedPromise, 15_000, 'the dropped slow stream to end once read');
+      const got = slow.ids();
+      t.diagnostic(`slow stream held ${got.length} message(s) before its end`);
+      assert.deepEqual(got, sentIds.slice(0, got.length), 'the slow stream got a gapless prefix');
+      assert.ok(got.length < sentIds.length, 'the slow stream did not get everything (it was dropped)');
+
+      // And the room still serves the reader live.
+      const after = await mustPublish(url, room, { data: 'after' });
+      await reader.nextId(after.id, 2000);
+    });
+  });
+});
+
+// ---------------------------------------------------------------- resets
+
+describe('SSE reset with HISTORY_LIMIT=5', () => {
+  let hub;
+  let url;
+  let room;
+
+  before(async () => {
+    hub = await startHub({ vars: { RATE_PER_SEC: '0', HISTORY_LIMIT: '5' } });
+    url = hub.url;
+    room = roomName('sse-reset');
+    for (let i = 1; i <= 12; i += 1) await mustPublish(url, room, { data: i });
+  });
+
+  after(async () => {
+    closeAll();
+    await hub?.stop();
+  });
+
+  afterEach(closeAll);
+
+  test('since=1 (dropped) gets "event: reset" {history_exceeded, first_id 8} without an id line, then ids 8..12', async () => {
+    const s = await RawStream.open(url, `/rooms/${room}/events?since=1`);
+    await s.nextId(12);
+    const frames = s.frames().filter((f) => !f.comment);
+    assert.equal(frames[0].raw, 'retry: 1000\n\n');
+    assert.equal(frames[1].raw, 'event: reset\ndata: {"reason":"history_exceeded","first_id":8}\n\n');
+    assert.equal(frames[1].id, undefined, 'the reset carries no id');
+    assert.deepEqual(frames[1].json, { reason: 'history_exceeded', first_id: 8 });
+    assert.deepEqual(frames.slice(2).map((f) => Number(f.id)), [8, 9, 10, 11, 12]);
+    assert.deepEqual(frames.slice(2).map((f) => f.json.data), [8, 9, 10, 11, 12]);
+  });
+
+  test('since=0 and Last-Event-ID: 3 (dropped) also get the history_exceeded reset', async () => {
+    const a = await RawStream.open(url, `/rooms/${room}/events?since=0`);
+    const b = await RawStream.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '3' });
+    for (const s of [a, b]) {
+      await s.nextId(12);
+      const events = s.events();
+      assert.equal(events[0].event, 'reset', s.label);
+      assert.deepEqual(events[0].json, { reason: 'history_exceeded', first_id: 8 }, s.label);
+      assert.deepEqual(s.ids(), [8, 9, 10, 11, 12], s.label);
+    }
+  });
+
+  test('since=7 (oldest kept is 8) resumes with 8..12 and no reset', async () => {
+    const s = await RawStream.open(url, `/rooms/${room}/events?since=7`);
+    await s.nextId(12);
+    assert.ok(!s.events().some((f) => f.event === 'reset'), 'no reset');
+    assert.deepEqual(s.ids(), [8, 9, 10, 11, 12]);
+  });
+
+  test('since=99 (ahead of the log) gets a cursor_ahead reset, then everything kept, then live', async () => {
+    const s = await RawStream.open(url, `/rooms/${room}/events?since=99`);
+    await s.nextId(12);
+    const events = s.events();
+    assert.equal(events[0].raw, 'event: reset\ndata: {"reason":"cursor_ahead","first_id":8}\n\n');
+    assert.equal(events[0].id, undefined, 'the reset carries no id');
+    // As for history_exceeded: the client's cursor is invalid, so it gets the kept log.
+    assert.deepEqual(s.ids(), [8, 9, 10, 11, 12]);
+    // A room with one message: reset, replay of 1, then live 2.
+    const r = roomName('sse-ahead');
+    await mustPublish(url, r, { data: 1 });
+    const s2 = await RawStream.open(url, `/rooms/${r}/events?since=99`);
+    const reset2 = await s2.next((f) => f.event === 'reset', 'reset');
+    assert.deepEqual(reset2.json, { reason: 'cursor_ahead', first_id: 1 });
+    await s2.nextId(1);
+    const live = await mustPublish(url, r, { data: 2 });
+    await s2.nextId(live.id, 2000);
+    assert.deepEqual(s2.ids(), [1, 2]);
+    assert.deepEqual(s2.events().map((f) => f.event), ['reset', 'message', 'message']);
+  });
+
+  test('the eventsource package sees the reset via addEventListener("reset"), then 8..12 and live', async () => {
+    const r = roomName('es-reset');
+    for (let i = 1; i <= 12; i += 1) await mustPublish(url, r, { data: i });
+    const es = new EsClient(`${url}/rooms/${r}/events?since=1`);
+    await es.nextId(12);
+    const live = await mustPublish(url, r, { data: 13 });
+    await es.nextId(live.id);
+    const items = es.inbox.items;
+    assert.equal(items[0].type, 'reset');
+    assert.deepEqual(items[0].json, { reason: 'history_exceeded', first_id: 8 });
+    assert.equal(items[0].lastEventId, '', 'the reset does not carry an id');
+    assert.deepEqual(items.slice(1).map((e) => [e.type, e.json.id]), range(8, 13).map((id) => ['message', id]));
+    assert.equal(items.length, 7);
+  });
+});
+
+// ---------------------------------------------------------------- reconnect across a restart
+
+describe('SSE reconnect across a hub restart (eventsource package, Last-Event-ID)', () => {
+  let state;
+  let hub;
+
+  before(() => {
+    state = stateDir();
+  });
+
+  after(async () => {
+    closeAll();
+    await hub?.stop();
+    state?.cleanup();
+  });
+
+  test('the client reconnects by itself with Last-Event-ID and gets every id exactly once, in order', async (t) => {
+    const port = await freePort();
+    const vars = { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' };
+    hub = await startHub({ vars, persistDir: state.dir, port });
+    const url = hub.url;
+    assert.equal(new URL(url).port, String(port), `hub listens on the chosen port: ${url}`);
+    const room = roomName('es-restart');
+
+    const es = new EsClient(`${url}/rooms/${room}/events`);
+    await es.openInbox.next((o) => o.open === 1, 'first open');
+    for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: `a${i}` });
+    await es.nextId(3);
+
+    const stoppedAt = Date.now();
+    await hub.stop();
+    hub = undefined;
+    hub = await startHub({ vars, persistDir: state.dir, port });
+    assert.equal(hub.url, url, 'restarted on the same address');
+    const restartedAt = Date.now();
+
+    // Published on the new hub, possibly before the client reconnected (replay path).
+    for (let i = 4; i <= 5; i += 1) {
+      const r = await mustPublish(url, room, { data: `b${i}` });
+      assert.equal(r.id, i, 'ids continue after the restart');
+    }
+    const published5At = Date.now();
+    await es.nextId(5, 15_000);
+    const reopened = await es.openInbox.next((o) => o.open === 2, 'second open');
+    // If 4 and 5 were stored before the client reopened, only its Last-Event-ID
+    // (the URL has no since) can have brought them: the replay path.
+    const path = reopened.at > published5At ? 'replayed from Last-Event-ID' : 'live';
+    t.diagnostic(
+      `hub restart took ${restartedAt - stoppedAt} ms; client reopened ${reopened.at - stoppedAt} ms after stop; ids 4..5 ${path}; ` +
+        `errors seen: ${es.errors.length} (${es.errors.map((e) => e.message).join(' | ')})`,
+    );
+
+    // And live on the new hub.
+    const live = await mustPublish(url, room, { data: 'c6' });
+    await es.nextId(live.id, 2000);
+    const sentinel = await mustPublish(url, room, { data: 'c7' });
+    await es.nextId(sentinel.id);
+
+    assert.deepEqual(es.messageIds(), range(1, 7), 'every id exactly once, in order');
+    assert.deepEqual(es.inbox.items.map((e) => e.json.data), ['a1', 'a2', 'a3', 'b4', 'b5', 'c6', 'c7']);
+    assert.ok(!es.inbox.items.some((e) => e.type === 'reset'), 'no reset for a kept cursor');
+    assert.ok(es.errors.length >= 1, 'the client saw the stream drop');
+  });
+});
