@@ -2,6 +2,8 @@
 //! as a Cloudflare Worker that routes every room to a Durable Object.
 //!
 //! Module map:
+//! - [`assets`]: the browser client (`/client.js`, `/client.d.ts`) and the
+//!   demo page (`/`), embedded at compile time.
 //! - [`core`]: pure protocol, validation, room log, ETags, settings and the
 //!   error enum. No `worker` types, no clock, no I/O: `cargo test` runs it.
 //! - `routes` (wasm32): the Worker entry; routes requests, answers what
@@ -10,6 +12,7 @@
 //! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object:
 //!   SQLite storage, polling and long-polling.
 
+pub mod assets;
 pub mod core;
 
 #[cfg(target_arch = "wasm32")]

@@ -59,6 +59,9 @@ async fn handle(
     cors: &Cors,
 ) -> Result<Response, HubError> {
     let url = req.url().map_err(respond::internal)?;
+    if let Some(asset) = crate::assets::asset(url.path()) {
+        return serve_asset(&req, asset);
+    }
     let Route { room, endpoint } = route(url.path())?;
     let same_origin = origin == Some(url.origin().ascii_serialization().as_str());
     if !same_origin && !settings.allowed_origins.allows(origin) {
@@ -123,6 +126,23 @@ fn authenticate(
         room,
         auth::needed_for_publish(action == Action::Publish),
     )
+}
+
+/// Serves an embedded asset to `GET`/`HEAD`; any other method gets 405.
+fn serve_asset(req: &Request, asset: crate::assets::Asset) -> Result<Response, HubError> {
+    match Method::parse(req.method().as_ref()) {
+        Method::Get | Method::Head => {}
+        _ => return Err(HubError::MethodNotAllowed { allow: "GET, HEAD" }),
+    }
+    let headers = worker::Headers::new();
+    let set = |k: &str, v: &str| headers.set(k, v).map_err(respond::internal);
+    set("Content-Type", asset.content_type)?;
+    // Short: a deploy changes the client, and pages should pick it up soon.
+    set("Cache-Control", "public, max-age=300")?;
+    set("Access-Control-Allow-Origin", "*")?;
+    Ok(Response::ok(asset.body)
+        .map_err(respond::internal)?
+        .with_headers(headers))
 }
 
 fn is_websocket_upgrade(req: &Request) -> bool {

@@ -3,6 +3,7 @@
 // with a fresh or a given persisted state directory, and stops it.
 import { Miniflare } from 'miniflare';
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,4 +69,16 @@ export async function getJson(url, path, headers = {}) {
   const res = await fetch(`${url}${path}`, { headers });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
+}
+
+/** A loopback port that was free a moment ago (for restarts on the same port). */
+export async function freePort() {
+  const srv = net.createServer();
+  await new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
 }

@@ -12,10 +12,9 @@
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import net from 'node:net';
 import { EventSource } from 'eventsource';
 import WebSocket from 'ws';
-import { startHub, stateDir, roomName, publish, getJson } from './harness.mjs';
+import { startHub, stateDir, roomName, publish, getJson, freePort } from './harness.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -420,17 +419,6 @@ function assertMessageFrame(frame, { id, event = 'message', ts, data }) {
   if (ts !== undefined) assert.equal(frame.json.ts, ts);
   assert.deepEqual(frame.json.data, data);
   return frame.json;
-}
-
-async function freePort() {
-  const srv = net.createServer();
-  await new Promise((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = srv.address();
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
 }
 
 async function fetchText(url, path, headers = {}) {
