@@ -91,7 +91,7 @@ impl DurableObject for RoomObject {
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
-        let settings = match settings_from_env(&self.env) {
+        let settings = match crate::config::settings(&self.env) {
             Ok(s) => s,
             Err(e) => return Ok(respond::error(&e, &Cors::None)),
         };
@@ -130,11 +130,6 @@ impl DurableObject for RoomObject {
     }
 }
 
-/// Reads the settings from `[vars]`; the Worker and the room share this.
-pub fn settings_from_env(env: &Env) -> Result<Settings, HubError> {
-    Settings::from_lookup(|key| env.var(key).ok().map(|v| v.to_string()))
-}
-
 /// Milliseconds since the epoch, from the runtime's clock.
 pub fn now_ms() -> u64 {
     js_sys::Date::now() as u64
@@ -149,7 +144,7 @@ impl RoomObject {
     async fn handle(
         &self,
         req: Request,
-        settings: Settings,
+        settings: Rc<Settings>,
         cors: &Cors,
     ) -> Result<Response, HubError> {
         let Route { room, endpoint } = route(&req.path())?;
@@ -172,13 +167,13 @@ impl RoomObject {
     /// Loads the room from storage once per instance. A request passes its
     /// room name and settings; a WebSocket event after a wake passes none,
     /// and they come from storage and `[vars]`.
-    fn load(&self, name: Option<RoomName>, settings: Option<Settings>) -> Result<(), HubError> {
+    fn load(&self, name: Option<RoomName>, settings: Option<Rc<Settings>>) -> Result<(), HubError> {
         if self.room.borrow().is_some() {
             return Ok(());
         }
         let settings = match settings {
             Some(s) => s,
-            None => settings_from_env(&self.env)?,
+            None => crate::config::settings(&self.env)?,
         };
         let (store, restored) = store::Store::open(
             self.state.storage().sql(),
@@ -344,7 +339,7 @@ impl RoomObject {
                         poll: self.held_polls.get(),
                     },
                     presence,
-                    open: crate::routes::hub_secret(&self.env).is_none(),
+                    open: crate::config::hub_secret(&self.env).is_none(),
                     loads: r.loads,
                 })
             })?

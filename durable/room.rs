@@ -12,10 +12,11 @@ use crate::core::log::RoomLog;
 use crate::core::names::RoomName;
 use crate::core::protocol::Publish;
 use crate::core::settings::Settings;
+use std::rc::Rc;
 
 pub struct LoadedRoom {
     pub name: RoomName,
-    pub settings: Settings,
+    pub settings: Rc<Settings>,
     pub log: RoomLog,
     pub store: Store,
     /// How many times this room was loaded (see `store::Restored::loads`).

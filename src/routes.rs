@@ -14,7 +14,6 @@ use crate::core::auth::{self, Identity, PUBLISH_HEADER, USER_HEADER};
 use crate::core::error::HubError;
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
-use crate::durable::settings_from_env;
 use crate::respond::{self, Cors};
 use std::cell::Cell;
 use worker::{event, Context, Env, Request, Response};
@@ -24,14 +23,6 @@ thread_local! {
     static OPEN_MODE_ANNOUNCED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// `HUB_SECRET`, when set and non-empty.
-pub fn hub_secret(env: &Env) -> Option<String> {
-    env.secret("HUB_SECRET")
-        .ok()
-        .map(|s| s.to_string())
-        .filter(|s| !s.is_empty())
-}
-
 #[event(start)]
 fn start() {
     console_error_panic_hook::set_once();
@@ -39,7 +30,7 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    let settings = match settings_from_env(&env) {
+    let settings = match crate::config::settings(&env) {
         Ok(s) => s,
         Err(e) => return Ok(respond::error(&e, &Cors::None)),
     };
@@ -104,7 +95,7 @@ fn authenticate(
     room: &str,
     action: Action,
 ) -> Result<Identity, HubError> {
-    let Some(secret) = hub_secret(env) else {
+    let Some(secret) = crate::config::hub_secret(env) else {
         if !OPEN_MODE_ANNOUNCED.with(|a| a.replace(true)) {
             worker::console_warn!(
                 "HUB_SECRET is not set: every room is open to anyone (development mode)"
