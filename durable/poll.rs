@@ -109,8 +109,8 @@ impl RoomObject {
     /// older than the kept history), or the newest `limit` without one.
     fn messages(&self, query: &PollQuery, cors: &Cors) -> Result<Response, HubError> {
         let (body, etag) = self.with_room(|r| -> Result<(String, String), HubError> {
-            let (messages, reset) = match query.cursor {
-                Cursor::Latest => (r.store.read_last(query.limit)?, None),
+            let (joined, reset) = match query.cursor {
+                Cursor::Latest => (r.store.joined(None, query.limit)?, None),
                 Cursor::After(since) => {
                     let resume = r.log.resume(since);
                     let reset = match resume {
@@ -120,12 +120,12 @@ impl RoomObject {
                         Resume::Replay { .. } => None,
                     };
                     (
-                        r.store.read_after(resume.replay_after(), query.limit)?,
+                        r.store.joined(Some(resume.replay_after()), query.limit)?,
                         reset,
                     )
                 }
             };
-            let body = poll_body(&r.name, &messages, r.log.last_id(), reset);
+            let body = poll_body(&r.name, &joined, r.log.last_id(), reset);
             Ok((body, r.log.etag().to_owned()))
         })??;
         let resp = respond::json_text(200, body, cors).map_err(respond::internal)?;

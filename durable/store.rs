@@ -37,12 +37,6 @@ pub struct StoredMessage {
     pub envelope: String,
 }
 
-impl AsRef<str> for StoredMessage {
-    fn as_ref(&self) -> &str {
-        &self.envelope
-    }
-}
-
 fn seq_from_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Seq, D::Error> {
     let n = i64::deserialize(d)?;
     u64::try_from(n).map(Seq).map_err(serde::de::Error::custom)
@@ -86,6 +80,11 @@ struct CountRow {
 #[derive(Deserialize)]
 struct NameRow {
     name: String,
+}
+
+#[derive(Deserialize)]
+struct JoinedRow {
+    joined: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -248,12 +247,24 @@ impl Store {
     }
 
     /// The newest `limit` envelopes, oldest first.
-    pub fn read_last(&self, limit: u32) -> Result<Vec<StoredMessage>, HubError> {
-        self.messages(
-            "SELECT id, event, body FROM \
-             (SELECT id, event, body FROM hub_messages ORDER BY id DESC LIMIT ?) ORDER BY id",
-            vec![int(u64::from(limit))],
-        )
+    /// Up to `limit` envelopes after `after` (or the newest `limit` when
+    /// `after` is `None`), oldest first, joined with commas by SQLite: one
+    /// row crosses into the Worker instead of one object per message.
+    pub fn joined(&self, after: Option<Seq>, limit: u32) -> Result<String, HubError> {
+        let (query, bindings) = match after {
+            Some(after) => (
+                "SELECT group_concat(body, ',' ORDER BY id) AS joined FROM \
+                 (SELECT id, body FROM hub_messages WHERE id > ? ORDER BY id LIMIT ?)",
+                vec![int(after.0), int(u64::from(limit))],
+            ),
+            None => (
+                "SELECT group_concat(body, ',' ORDER BY id) AS joined FROM \
+                 (SELECT id, body FROM hub_messages ORDER BY id DESC LIMIT ?)",
+                vec![int(u64::from(limit))],
+            ),
+        };
+        let row: JoinedRow = self.exec(query, bindings)?.one().map_err(storage_error)?;
+        Ok(row.joined.unwrap_or_default())
     }
 
     fn messages(

@@ -133,26 +133,21 @@ impl ResetInfo {
 }
 
 /// The body of a `200` poll: `{"room", "messages", "last_id"}` plus `reset`
-/// when the cursor was older than the kept history. The envelopes are
-/// spliced in as stored, not parsed and re-serialized.
-pub fn poll_body<E: AsRef<str>>(
+/// when the cursor was older than the kept history. `joined_envelopes` is
+/// the stored envelopes joined with commas (storage joins them in one
+/// query): they are spliced in as stored, not parsed and re-serialized.
+pub fn poll_body(
     room: &RoomName,
-    envelopes: &[E],
+    joined_envelopes: &str,
     last_id: Seq,
     reset: Option<ResetInfo>,
 ) -> String {
     let room_json = serde_json::to_string(room.as_str()).unwrap_or_else(|_| "\"\"".into());
-    let payload: usize = envelopes.iter().map(|e| e.as_ref().len() + 1).sum();
-    let mut out = String::with_capacity(payload + 96);
+    let mut out = String::with_capacity(joined_envelopes.len() + 96);
     out.push_str("{\"room\":");
     out.push_str(&room_json);
     out.push_str(",\"messages\":[");
-    for (i, env) in envelopes.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(env.as_ref());
-    }
+    out.push_str(joined_envelopes);
     out.push_str("],\"last_id\":");
     out.push_str(&last_id.0.to_string());
     if let Some(reset) = reset {
@@ -279,19 +274,14 @@ mod tests {
     #[test]
     fn poll_body_splices_envelopes() {
         let room = RoomName::parse("lobby").unwrap();
-        let body = poll_body::<String>(
-            &room,
-            &["{\"id\":1}".into(), "{\"id\":2}".into()],
-            Seq(2),
-            None,
-        );
+        let body = poll_body(&room, "{\"id\":1},{\"id\":2}", Seq(2), None);
         assert_eq!(
             body,
             r#"{"room":"lobby","messages":[{"id":1},{"id":2}],"last_id":2}"#
         );
-        let v: Value = serde_json::from_str(&poll_body::<String>(
+        let v: Value = serde_json::from_str(&poll_body(
             &room,
-            &[],
+            "",
             Seq(9),
             Some(ResetInfo::new(ResetReason::HistoryExceeded, Seq(5))),
         ))
