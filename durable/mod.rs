@@ -28,6 +28,7 @@ mod sse;
 mod store;
 
 use crate::core::auth::{Identity, PUBLISH_HEADER, USER_HEADER};
+use crate::core::cursor::Seq;
 use crate::core::error::HubError;
 use crate::core::limits::TokenBucket;
 use crate::core::log::RoomLog;
@@ -130,6 +131,19 @@ impl DurableObject for RoomObject {
     }
 }
 
+/// Rows read from storage per batch when replaying to a new subscriber.
+const REPLAY_BATCH: u32 = 200;
+
+/// The last value of a query parameter, decoded.
+fn query_param(req: &Request, name: &str) -> Result<Option<String>, HubError> {
+    let url = req.url().map_err(respond::internal)?;
+    Ok(url
+        .query_pairs()
+        .filter(|(k, _)| k == name)
+        .last()
+        .map(|(_, v)| v.into_owned()))
+}
+
 /// Milliseconds since the epoch, from the runtime's clock.
 pub fn now_ms() -> u64 {
     js_sys::Date::now() as u64
@@ -198,6 +212,29 @@ impl RoomObject {
             loads: restored.loads,
         });
         Ok(())
+    }
+
+    /// Calls `f` on every kept message after `after`, in id order, until it
+    /// returns `false`; returns whether it saw them all. Synchronous, so no
+    /// message can be published in between.
+    fn replay(
+        &self,
+        mut after: Seq,
+        mut f: impl FnMut(&StoredMessage) -> bool,
+    ) -> Result<bool, HubError> {
+        loop {
+            let batch = self.with_room(|r| r.store.read_after(after, REPLAY_BATCH))??;
+            for message in &batch {
+                if !f(message) {
+                    return Ok(false);
+                }
+            }
+            if (batch.len() as u32) < REPLAY_BATCH {
+                return Ok(true);
+            }
+            // Kept ids are contiguous, so the batch covered exactly these.
+            after = Seq(after.0 + batch.len() as u64);
+        }
     }
 
     /// Runs `f` on the loaded room. Never call across an `.await`.

@@ -11,7 +11,6 @@ use crate::core::auth::Identity;
 use crate::core::cursor::Cursor;
 use crate::core::error::HubError;
 use crate::core::etag::if_none_match;
-use crate::core::log::Resume;
 use crate::core::protocol::{poll_body, ResetInfo};
 use crate::core::query::PollQuery;
 use crate::respond::{self, Cors};
@@ -113,12 +112,7 @@ impl RoomObject {
                 Cursor::Latest => (r.store.joined(None, query.limit)?, None),
                 Cursor::After(since) => {
                     let resume = r.log.resume(since);
-                    let reset = match resume {
-                        Resume::Reset { reason, first_id } => {
-                            Some(ResetInfo::new(reason, first_id))
-                        }
-                        Resume::Replay { .. } => None,
-                    };
+                    let reset = ResetInfo::of(resume);
                     (
                         r.store.joined(Some(resume.replay_after()), query.limit)?,
                         reset,

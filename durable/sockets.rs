@@ -16,11 +16,10 @@
 
 use super::fanout;
 use super::room::Origin;
-use super::{now_ms, random_u32, RoomObject};
+use super::{now_ms, query_param, random_u32, RoomObject};
 use crate::core::auth::Identity;
-use crate::core::cursor::{parse_seq, Seq};
+use crate::core::cursor::parse_seq;
 use crate::core::error::{HubError, CLOSE_NORMAL};
-use crate::core::log::Resume;
 use crate::core::presence::Presence;
 use crate::core::protocol::ResetInfo;
 use crate::core::session::{
@@ -29,9 +28,6 @@ use crate::core::session::{
 };
 use crate::respond;
 use worker::{Request, Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
-
-/// Rows read from storage per batch when replaying to a new socket.
-const REPLAY_BATCH: u32 = 500;
 
 impl RoomObject {
     /// Runs `f` on the room's presence, rebuilding it from the sockets'
@@ -59,12 +55,8 @@ impl RoomObject {
         req: &Request,
         identity: &Identity,
     ) -> Result<Response, HubError> {
-        let url = req.url().map_err(respond::internal)?;
-        let since = url
-            .query_pairs()
-            .filter(|(k, _)| k == "since")
-            .last()
-            .map(|(_, v)| parse_seq("since", &v))
+        let since = query_param(req, "since")?
+            .map(|v| parse_seq("since", &v))
             .transpose()?;
         self.check_connection_limit(identity)?;
         let settings = self.with_room(|r| r.settings.clone())?;
@@ -92,33 +84,18 @@ impl RoomObject {
             let welcome = welcome_frame(r.name.as_str(), r.log.last_id(), &meta, &members);
             match since.map(|s| r.log.resume(s)) {
                 None => (welcome, None, None),
-                Some(resume) => {
-                    let reset = match resume {
-                        Resume::Reset { reason, first_id } => {
-                            Some(ResetInfo::new(reason, first_id))
-                        }
-                        Resume::Replay { .. } => None,
-                    };
-                    (welcome, Some(resume.replay_after()), reset)
-                }
+                Some(resume) => (welcome, Some(resume.replay_after()), ResetInfo::of(resume)),
             }
         })?;
         send(&server, &welcome);
         if let Some(reset) = reset {
             send(&server, &reset_frame(reset));
         }
-        if let Some(mut after) = replay_from {
-            loop {
-                let batch = self.with_room(|r| r.store.read_after(after, REPLAY_BATCH))??;
-                for message in &batch {
-                    send(&server, &message_frame(&message.envelope));
-                }
-                if (batch.len() as u32) < REPLAY_BATCH {
-                    break;
-                }
-                // Kept ids are contiguous, so the batch covered exactly these.
-                after = Seq(after.0 + batch.len() as u64);
-            }
+        if let Some(after) = replay_from {
+            self.replay(after, |message| {
+                send(&server, &message_frame(&message.envelope));
+                true
+            })?;
         }
         if first {
             fanout::broadcast(&self.state, &join_frame(&member), Some(&meta.conn));

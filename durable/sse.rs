@@ -18,11 +18,10 @@
 //! synchronous stretch, so nothing falls between them.
 
 use super::store::StoredMessage;
-use super::RoomObject;
+use super::{query_param, RoomObject};
 use crate::core::auth::Identity;
-use crate::core::cursor::{sse_cursor, Cursor, Seq};
+use crate::core::cursor::{sse_cursor, Cursor};
 use crate::core::error::HubError;
-use crate::core::log::Resume;
 use crate::core::protocol::ResetInfo;
 use crate::core::sse::{encode_event, encode_reset, retry_frame, SseBuffer, HEARTBEAT_FRAME};
 use crate::respond::{self, Cors};
@@ -36,8 +35,6 @@ use worker::{wasm_bindgen_futures, Delay, Headers, Request, Response};
 
 /// How long a browser waits before reconnecting a dropped stream.
 const RETRY_MS: u32 = 1000;
-/// Rows read per batch when replaying to a new stream.
-const REPLAY_BATCH: u32 = 200;
 
 /// The smallest per-stream buffer bound; larger when messages may be larger.
 const MIN_STREAM_BUFFER_BYTES: usize = 1 << 20;
@@ -186,12 +183,7 @@ impl RoomObject {
         identity: &Identity,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        let url = req.url().map_err(respond::internal)?;
-        let since = url
-            .query_pairs()
-            .filter(|(k, _)| k == "since")
-            .last()
-            .map(|(_, v)| v.into_owned());
+        let since = query_param(req, "since")?;
         let last_event_id = req.headers().get("Last-Event-ID").ok().flatten();
         let cursor = sse_cursor(since.as_deref(), last_event_id.as_deref())?;
         self.check_connection_limit(identity)?;
@@ -240,27 +232,14 @@ impl RoomObject {
             return Ok(true);
         };
         let resume = self.with_room(|r| r.log.resume(since))?;
-        if let Resume::Reset { reason, first_id } = resume {
-            let _ = buffer.push(encode_reset(ResetInfo::new(reason, first_id)), tick);
+        if let Some(reset) = ResetInfo::of(resume) {
+            let _ = buffer.push(encode_reset(reset), tick);
         }
-        let mut after = resume.replay_after();
-        loop {
-            let batch = self.with_room(|r| r.store.read_after(after, REPLAY_BATCH))??;
-            for message in &batch {
-                let Some(frame) = encode_event(message.id, &message.event, &message.envelope)
-                else {
-                    continue;
-                };
-                if buffer.push(frame, tick).is_err() {
-                    return Ok(false);
-                }
-            }
-            if (batch.len() as u32) < REPLAY_BATCH {
-                return Ok(true);
-            }
-            // Kept ids are contiguous, so the batch covered exactly these.
-            after = Seq(after.0 + batch.len() as u64);
-        }
+        self.replay(resume.replay_after(), |message| {
+            // Stored envelopes always frame; `None` would be a corrupt row.
+            encode_event(message.id, &message.event, &message.envelope)
+                .is_none_or(|frame| buffer.push(frame, tick).is_ok())
+        })
     }
 
     /// Starts the heartbeat loop unless it runs; it stops by itself when

@@ -14,7 +14,7 @@
 
 use super::cursor::Seq;
 use super::error::HubError;
-use super::log::ResetReason;
+use super::log::{ResetReason, Resume};
 use super::names::{EventName, RoomName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -128,6 +128,14 @@ impl ResetInfo {
         ResetInfo {
             reason: reason.as_str(),
             first_id: first_id.0,
+        }
+    }
+
+    /// The signal a resume calls for, if any.
+    pub fn of(resume: Resume) -> Option<Self> {
+        match resume {
+            Resume::Reset { reason, first_id } => Some(ResetInfo::new(reason, first_id)),
+            Resume::Replay { .. } => None,
         }
     }
 }
