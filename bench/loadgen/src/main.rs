@@ -306,7 +306,9 @@ async fn interval_poll(system: System, base: &str, room: &str, pid: u32, args: &
             while Instant::now() < deadline {
                 tick.tick().await;
                 let url = match system {
-                    System::Nchan => format!("{base}/sub/{room}"),
+                    // nchan serves interval polling on its own location:
+                    // on /sub it would hold the request as a long poll.
+                    System::Nchan => format!("{base}/poll/{room}"),
                     _ => format!("{base}/rooms/{room}/messages?limit=50"),
                 };
                 let mut req = client.get(url);

@@ -1,0 +1,24 @@
+// Starts the runtime's floor (bench/floor/worker.js, a minimal JavaScript
+// Durable Object speaking the hub's protocol) on bare workerd, 127.0.0.1 only.
+//
+//   const s = await start({ port, storageDir }); ... await s.stop();
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeConfig, startWorkerd } from '../../tests/workerd.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** Returns {url, pid, stop()} (plus workerd.mjs's log/crash/exited). */
+export async function start({ port, storageDir = mkdtempSync(join(tmpdir(), 'floor-do-')) }) {
+  const dir = mkdtempSync(join(tmpdir(), 'floor-workerd-'));
+  const config = writeConfig({
+    dir,
+    port,
+    storageDir,
+    className: 'FloorRoom',
+    modules: [{ name: 'worker.js', path: join(here, 'worker.js'), type: 'esModule' }],
+  });
+  return startWorkerd(config, port);
+}

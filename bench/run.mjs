@@ -1,0 +1,134 @@
+// Runs every benchmark scenario on every system that supports it, side by
+// side in one run, and writes bench/results/<stamp>.jsonl, a markdown table
+// (bench/results/<stamp>.md) and a latency plot (bench/results/<stamp>-latency.svg).
+//
+//   node bench/run.mjs [--quick] [--only hub,floor] [--scenarios fanout-ws-100,...]
+//
+// Each system starts fresh for each scenario (so idle memory has a clean
+// baseline), on loopback, and is stopped after it.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync, appendFileSync, mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir, cpus, totalmem, release } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startWorkerdHub, WORKERD_BIN } from '../tests/workerd.mjs';
+import { freePort } from '../tests/harness.mjs';
+import * as floor from './floor/launch.mjs';
+import * as nchan from './nchan/launch.mjs';
+import * as socketio from './socketio/launch.mjs';
+import { renderTable, renderPlot } from './report.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const LOADGEN = join(here, 'loadgen/target/release/hub-loadgen');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const flag = (name) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1].split(',') : null;
+};
+const only = flag('--only');
+const onlyScenarios = flag('--scenarios');
+const scale = (n) => (quick ? Math.max(10, Math.round(n / 10)) : n);
+
+// Limits raised so they measure the systems, not our throttles.
+const HUB_BENCH_VARS = { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HISTORY_LIMIT: '1000' };
+
+const SYSTEMS = {
+  hub: async (port, dir) => startWorkerdHub({ port, storageDir: join(dir, 'do'), vars: HUB_BENCH_VARS }),
+  floor: async (port, dir) => floor.start({ port, storageDir: join(dir, 'do') }),
+  nchan: async (port, dir) => nchan.start({ port, dir }),
+  socketio: async (port) => socketio.start({ port }),
+};
+
+// name, systems, loadgen arguments
+const SCENARIOS = [
+  ['fanout-ws-100', ['hub', 'floor', 'nchan', 'socketio'], ['fanout', '--transport', 'ws', '--subs', scale(100), '--rate', 50, '--secs', 10]],
+  ['fanout-ws-1000', ['hub', 'floor', 'nchan', 'socketio'], ['fanout', '--transport', 'ws', '--subs', scale(1000), '--rate', 50, '--secs', 10]],
+  ['fanout-sse-1000', ['hub', 'floor', 'nchan'], ['fanout', '--transport', 'sse', '--subs', scale(1000), '--rate', 50, '--secs', 10]],
+  ['fanout-longpoll-200', ['hub', 'floor', 'nchan'], ['fanout', '--transport', 'longpoll', '--subs', scale(200), '--rate', 50, '--secs', 10]],
+  ['idle-ws-10000', ['hub', 'floor', 'nchan', 'socketio'], ['idle', '--transport', 'ws', '--subs', scale(10000)]],
+  ['idle-sse-5000', ['hub', 'floor', 'nchan'], ['idle', '--transport', 'sse', '--subs', scale(5000)]],
+  ['poll-500', ['hub', 'floor', 'nchan'], ['poll', '--subs', scale(500), '--secs', 10]],
+  ['publish-0', ['hub', 'floor', 'nchan', 'socketio'], ['publish', '--concurrency', 16, '--subs', 0, '--secs', 10]],
+  ['publish-100', ['hub', 'floor', 'nchan', 'socketio'], ['publish', '--concurrency', 16, '--subs', scale(100), '--secs', 10]],
+  ['cost304', ['hub', 'floor'], ['cost304', '--concurrency', 16, '--secs', 5]],
+];
+
+function versions() {
+  const v = (cmd, a) => {
+    try {
+      return execFileSync(cmd, a, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim().split('\n')[0];
+    } catch (e) {
+      return (e.stderr?.toString() || 'unknown').trim().split('\n')[0];
+    }
+  };
+  const pkg = (p) => JSON.parse(readFileSync(p, 'utf8')).version;
+  return {
+    machine: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}`,
+    workerd: v(WORKERD_BIN, ['--version']),
+    nginx: v('nginx', ['-v']),
+    nchan: v('dpkg-query', ['-W', '-f=${Version}', 'libnginx-mod-nchan']),
+    socketio: pkg(join(here, 'socketio/node_modules/socket.io/package.json')),
+    node: process.version,
+  };
+}
+
+function runLoadgen(argv) {
+  return new Promise((resolve) => {
+    const child = spawn(LOADGEN, argv.map(String), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    // A scenario that hangs is a result too: cut it off, bounded.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      const line = out.trim().split('\n').pop();
+      try {
+        resolve(JSON.parse(line));
+      } catch {
+        resolve({ error: `loadgen exit ${code}: ${err.slice(-400)}` });
+      }
+    });
+  });
+}
+
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const outDir = join(here, 'results');
+mkdirSync(outDir, { recursive: true });
+const jsonl = join(outDir, `${stamp}.jsonl`);
+const meta = { stamp, command: `node bench/run.mjs ${args.join(' ')}`.trim(), ...versions() };
+appendFileSync(jsonl, `${JSON.stringify({ meta })}\n`);
+console.log(meta);
+
+const results = [];
+for (const [name, systems, argv] of SCENARIOS) {
+  if (onlyScenarios && !onlyScenarios.includes(name)) continue;
+  for (const system of systems) {
+    if (only && !only.includes(system)) continue;
+    const dir = mkdtempSync(join(tmpdir(), `bench-${system}-`));
+    const port = await freePort();
+    let server;
+    try {
+      server = await SYSTEMS[system](port, dir);
+      const result = await runLoadgen([...argv, '--system', system, '--url', server.url, '--pid', server.pid, '--label', name]);
+      const row = { name, system, ...result };
+      results.push(row);
+      appendFileSync(jsonl, `${JSON.stringify(row)}\n`);
+      console.log(JSON.stringify(row).slice(0, 400));
+    } catch (e) {
+      const row = { name, system, error: String(e?.message ?? e).slice(0, 400) };
+      results.push(row);
+      appendFileSync(jsonl, `${JSON.stringify(row)}\n`);
+      console.log(row);
+    } finally {
+      await server?.stop?.();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+writeFileSync(join(outDir, `${stamp}.md`), renderTable(meta, results));
+writeFileSync(join(outDir, `${stamp}-latency.svg`), renderPlot(meta, results));
+console.log(`\nwrote ${jsonl}, ${stamp}.md and ${stamp}-latency.svg in bench/results/`);
