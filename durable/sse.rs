@@ -58,8 +58,13 @@ struct Subscriber {
 type Shared = Rc<RefCell<Subscriber>>;
 
 impl Subscriber {
-    fn close(&mut self) {
+    /// Drops the stream: its queued frames are discarded (the client
+    /// resumes from its Last-Event-ID) and the body ends at the next pull.
+    /// The runtime may never pull a dead stream again and so keep the body
+    /// alive; emptying the buffer here keeps that from holding its frames.
+    fn drop_stream(&mut self) {
         self.closed = true;
+        self.buffer.clear();
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -119,7 +124,7 @@ impl SseHub {
                     true
                 }
                 Err(_) => {
-                    s.close();
+                    s.drop_stream();
                     false
                 }
             }
@@ -134,7 +139,7 @@ impl SseHub {
         self.subscribers.retain(|sub| {
             let mut s = sub.borrow_mut();
             if s.buffer.stalled(tick) {
-                s.close();
+                s.drop_stream();
                 return false;
             }
             !s.closed

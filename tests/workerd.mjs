@@ -2,7 +2,7 @@
 // as a child process we can SIGKILL and restart on the same storage. Used
 // by the reliability tests and the benchmarks.
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { join, dirname, resolve, relative } from 'node:path';
@@ -81,16 +81,24 @@ export async function startWorkerdHub({ port, storageDir, vars = {}, buildDir = 
     ],
     vars,
   });
-  return startWorkerd(config, port);
+  return startWorkerd(config, port, configDir);
 }
 
-/** Spawns workerd on a config and waits for its socket. */
-export async function startWorkerd(config, port) {
+/**
+ * Spawns workerd on a config and waits for its socket. `tempDir`, if given,
+ * is removed once the process has exited.
+ */
+export async function startWorkerd(config, port, tempDir) {
   const child = spawn(WORKERD_BIN, ['serve', config, '--experimental'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d) => (log += d));
   child.stderr.on('data', (d) => (log += d));
-  const exited = new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })));
+  const exited = new Promise((res) =>
+    child.once('exit', (code, signal) => {
+      if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+      res({ code, signal });
+    }),
+  );
   try {
     await Promise.race([
       waitForPort(port),

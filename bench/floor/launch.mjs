@@ -20,5 +20,5 @@ export async function start({ port, storageDir = mkdtempSync(join(tmpdir(), 'flo
     className: 'FloorRoom',
     modules: [{ name: 'worker.js', path: join(here, 'worker.js'), type: 'esModule' }],
   });
-  return startWorkerd(config, port);
+  return startWorkerd(config, port, dir);
 }

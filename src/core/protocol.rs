@@ -239,6 +239,13 @@ mod tests {
     }
 
     #[test]
+    fn data_keeps_its_key_order() {
+        let p = Publish::from_http_body(r#"{"data":{"p":1,"n":2,"a":3}}"#, 1024).unwrap();
+        let env = p.envelope(Seq(1), None, 0, 1024).unwrap();
+        assert!(env.ends_with(r#""data":{"p":1,"n":2,"a":3}}"#), "{env}");
+    }
+
+    #[test]
     fn envelope_over_the_limit_is_refused() {
         let p =
             Publish::from_http_body(&format!(r#"{{"data":"{}"}}"#, "x".repeat(200)), 1024).unwrap();

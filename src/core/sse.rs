@@ -97,6 +97,13 @@ impl SseBuffer {
         Some(chunk)
     }
 
+    /// Discards every queued frame.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.frames.shrink_to_fit();
+        self.bytes = 0;
+    }
+
     /// Whether a frame has waited since `STALL_TICKS` heartbeats before `now_tick`.
     pub fn stalled(&self, now_tick: u64) -> bool {
         self.frames
@@ -157,5 +164,8 @@ mod tests {
         assert!(b.stalled(5 + STALL_TICKS));
         b.drain();
         assert!(!b.stalled(100));
+        b.push("x".into(), 1).unwrap();
+        b.clear();
+        assert_eq!((b.buffered_bytes(), b.drain()), (0, None));
     }
 }
