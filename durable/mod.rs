@@ -135,13 +135,11 @@ impl DurableObject for RoomObject {
 const REPLAY_BATCH: u32 = 200;
 
 /// The last value of a query parameter, decoded.
-fn query_param(req: &Request, name: &str) -> Result<Option<String>, HubError> {
-    let url = req.url().map_err(respond::internal)?;
-    Ok(url
-        .query_pairs()
+fn query_param(url: &worker::Url, name: &str) -> Option<String> {
+    url.query_pairs()
         .filter(|(k, _)| k == name)
         .last()
-        .map(|(_, v)| v.into_owned()))
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Milliseconds since the epoch, from the runtime's clock.
@@ -161,20 +159,27 @@ impl RoomObject {
         settings: Rc<Settings>,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        let Route { room, endpoint } = route(&req.path())?;
+        // Parsed once here; the handlers read the query from it.
+        let url = req.url().map_err(respond::internal)?;
+        let Route { room, endpoint } = route(url.path())?;
         let action = endpoint.action(Method::parse(req.method().as_ref()))?;
-        // Set by the Worker after it verified the token; never by a client.
-        let identity = Identity::from_headers(
-            req.headers().get(USER_HEADER).ok().flatten().as_deref(),
-            req.headers().get(PUBLISH_HEADER).ok().flatten().as_deref(),
-        );
+        // Set by the Worker after it verified the token, over anything a
+        // client sent. Without a secret every request is anonymous and the
+        // headers are not even read.
+        let identity = match crate::config::hub_secret(&self.env) {
+            None => Identity::Anonymous,
+            Some(_) => Identity::from_headers(
+                req.headers().get(USER_HEADER).ok().flatten().as_deref(),
+                req.headers().get(PUBLISH_HEADER).ok().flatten().as_deref(),
+            ),
+        };
         self.load(Some(room), Some(settings))?;
         match action {
             Action::Publish => self.on_publish(req, &identity, cors).await,
-            Action::Poll => self.on_poll(req, &identity, cors).await,
+            Action::Poll => self.on_poll(&req, &url, &identity, cors).await,
             Action::ReadState => self.on_read_state(cors),
-            Action::OpenSocket => self.on_open_socket(&req, &identity),
-            Action::OpenEvents => self.on_open_events(&req, &identity, cors),
+            Action::OpenSocket => self.on_open_socket(&url, &identity),
+            Action::OpenEvents => self.on_open_events(&req, &url, &identity, cors),
         }
     }
 

@@ -32,11 +32,11 @@ enum Answer {
 impl RoomObject {
     pub(super) async fn on_poll(
         &self,
-        req: Request,
+        req: &Request,
+        url: &worker::Url,
         identity: &Identity,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        let url = req.url().map_err(respond::internal)?;
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         let max_wait = self.with_room(|r| r.settings.long_poll_max_secs)?;
         let query = PollQuery::parse(

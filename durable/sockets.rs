@@ -27,7 +27,7 @@ use crate::core::session::{
     on_text_frame, presence_frame, reset_frame, welcome_frame, SocketMeta, Step,
 };
 use crate::respond;
-use worker::{Request, Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+use worker::{Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 impl RoomObject {
     /// Runs `f` on the room's presence, rebuilding it from the sockets'
@@ -52,10 +52,10 @@ impl RoomObject {
     /// `GET /rooms/{room}/ws` with an upgrade: accept, welcome, replay.
     pub(super) fn on_open_socket(
         &self,
-        req: &Request,
+        url: &worker::Url,
         identity: &Identity,
     ) -> Result<Response, HubError> {
-        let since = query_param(req, "since")?
+        let since = query_param(url, "since")
             .map(|v| parse_seq("since", &v))
             .transpose()?;
         self.check_connection_limit(identity)?;

@@ -185,10 +185,11 @@ impl RoomObject {
     pub(super) fn on_open_events(
         &self,
         req: &Request,
+        url: &worker::Url,
         identity: &Identity,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        let since = query_param(req, "since")?;
+        let since = query_param(url, "since");
         let last_event_id = req.headers().get("Last-Event-ID").ok().flatten();
         let cursor = sse_cursor(since.as_deref(), last_event_id.as_deref())?;
         self.check_connection_limit(identity)?;

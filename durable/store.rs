@@ -3,8 +3,9 @@
 //! Invariants:
 //! - `hub_messages` holds the contiguous ids `first_kept ..= last_id`, each
 //!   row the envelope exactly as it was sent.
-//! - `hub_meta.last_id` is the last id ever assigned; it survives retention,
-//!   so ids continue after a restart and are never reused.
+//! - The last id ever assigned is the largest id in `hub_messages`:
+//!   retention keeps at least one message, so ids continue after a restart
+//!   and are never reused, without a second write per publish.
 //! - `hub_meta.epoch` is drawn once, when the room's storage is created.
 //! - Every write of one publish happens in one synchronous stretch with no
 //!   `.await` in between, so the runtime commits them atomically, and its
@@ -25,6 +26,9 @@ const SCHEMA: &[&str] = &[
     // path to read it from.
     "CREATE TABLE IF NOT EXISTS hub_room (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
 ];
+
+/// Idempotency keys of dropped messages are deleted every this many ids.
+const IDEMPOTENCY_PRUNE_EVERY: u64 = 64;
 
 /// A stored message: its id, its event name (for SSE's `event:` line) and
 /// its envelope exactly as it was first sent.
@@ -73,8 +77,9 @@ struct ValueRow {
 }
 
 #[derive(Deserialize)]
-struct CountRow {
+struct WindowRow {
     n: i64,
+    last: i64,
 }
 
 #[derive(Deserialize)]
@@ -144,13 +149,15 @@ impl Store {
                 Epoch(e)
             }
         };
-        let last_id = Seq(store.meta("last_id")?.unwrap_or(0));
-        let kept = store
+        let window = store
             .sql
-            .exec("SELECT COUNT(*) AS n FROM hub_messages", None)
-            .and_then(|c| c.one::<CountRow>())
-            .map_err(storage_error)?
-            .n as u64;
+            .exec(
+                "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last FROM hub_messages",
+                None,
+            )
+            .and_then(|c| c.one::<WindowRow>())
+            .map_err(storage_error)?;
+        let (kept, last_id) = (window.n as u64, Seq(window.last as u64));
         Ok((
             store,
             Restored {
@@ -199,7 +206,6 @@ impl Store {
                 msg.message.envelope.as_str().into(),
             ],
         )?;
-        self.set_meta("last_id", msg.message.id.0)?;
         if let Some((scope, key)) = msg.idempotency {
             self.exec(
                 "INSERT INTO hub_idempotency (scope, key, id, ts) VALUES (?, ?, ?, ?)",
@@ -217,11 +223,14 @@ impl Store {
                 vec![int(through.0)],
             )?;
             // A key outlives nothing it protects: once its message is gone
-            // from history, so is the key.
-            self.exec(
-                "DELETE FROM hub_idempotency WHERE id <= ?",
-                vec![int(through.0)],
-            )?;
+            // from history, so is the key. Pruned in batches: a key lives
+            // at most IDEMPOTENCY_PRUNE_EVERY messages longer than its message.
+            if msg.message.id.0 % IDEMPOTENCY_PRUNE_EVERY == 0 {
+                self.exec(
+                    "DELETE FROM hub_idempotency WHERE id <= ?",
+                    vec![int(through.0)],
+                )?;
+            }
         }
         Ok(())
     }

@@ -16,7 +16,9 @@ use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::respond::{self, Cors};
 use std::cell::Cell;
-use worker::{event, Context, Env, Request, Response};
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{event, web_sys, Context, Env, Request, Response};
 
 thread_local! {
     /// Whether this isolate already said that the hub runs open.
@@ -28,17 +30,20 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// Returns the runtime's own `Response`: a room's answer goes back to the
+/// client as the object that the room produced, not re-wrapped (which would
+/// pipe every body, SSE streams included, through one more JS stream).
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
-        Err(e) => return Ok(respond::error(&e, &Cors::None)),
+        Err(e) => return Ok(respond::error(&e, &Cors::None).into()),
     };
     let origin = req.headers().get("Origin").ok().flatten();
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
     match handle(req, &env, &settings, origin.as_deref(), &cors).await {
         Ok(resp) => Ok(resp),
-        Err(e) => Ok(respond::error(&e, &cors)),
+        Err(e) => Ok(respond::error(&e, &cors).into()),
     }
 }
 
@@ -48,10 +53,10 @@ async fn handle(
     settings: &Settings,
     origin: Option<&str>,
     cors: &Cors,
-) -> Result<Response, HubError> {
+) -> Result<web_sys::Response, HubError> {
     let url = req.url().map_err(respond::internal)?;
     if let Some(asset) = crate::assets::asset(url.path()) {
-        return serve_asset(&req, asset);
+        return serve_asset(&req, asset).map(Into::into);
     }
     let Route { room, endpoint } = route(url.path())?;
     let same_origin = origin == Some(url.origin().ascii_serialization().as_str());
@@ -60,13 +65,42 @@ async fn handle(
     }
     let method = Method::parse(req.method().as_ref());
     if method == Method::Options {
-        return cors.preflight(endpoint.allow()).map_err(respond::internal);
+        return cors
+            .preflight(endpoint.allow())
+            .map(Into::into)
+            .map_err(respond::internal);
     }
     let action = endpoint.action(method)?;
     let identity = authenticate(&req, &url, env, room.as_str(), action)?;
     if action == Action::OpenSocket && !is_websocket_upgrade(&req) {
         return Err(HubError::UpgradeRequired);
     }
+    let forwarded = match identity {
+        // Open mode: the room ignores identity headers, so the request goes
+        // through as it came, without a copy.
+        Identity::Anonymous => req,
+        Identity::User { .. } => with_identity(&req, &identity)?,
+    };
+    let namespace = env.durable_object("ROOMS").map_err(respond::internal)?;
+    let stub = namespace
+        .id_from_name(room.as_str())
+        .and_then(|id| id.get_stub())
+        .map_err(respond::internal)?;
+    let object: worker::worker_sys::DurableObject = stub.into_rpc();
+    let promise = object
+        .fetch_with_request(forwarded.inner())
+        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
+    let answer = JsFuture::from(promise)
+        .await
+        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
+    answer
+        .dyn_into::<web_sys::Response>()
+        .map_err(|_| HubError::Internal("the room did not answer with a Response".into()))
+}
+
+/// A copy of `req` carrying the verified identity in the internal headers,
+/// overwriting whatever the client sent under those names.
+fn with_identity(req: &Request, identity: &Identity) -> Result<Request, HubError> {
     let mut forwarded = req.clone_mut().map_err(respond::internal)?;
     let headers = forwarded.headers_mut().map_err(respond::internal)?;
     let (user, publish) = identity.to_headers();
@@ -76,14 +110,7 @@ async fn handle(
     }
     .and_then(|()| headers.set(PUBLISH_HEADER, publish))
     .map_err(respond::internal)?;
-    let namespace = env.durable_object("ROOMS").map_err(respond::internal)?;
-    let stub = namespace
-        .id_from_name(room.as_str())
-        .and_then(|id| id.get_stub())
-        .map_err(respond::internal)?;
-    stub.fetch_with_request(forwarded)
-        .await
-        .map_err(respond::internal)
+    Ok(forwarded)
 }
 
 /// Who the request is: anonymous when `HUB_SECRET` is unset, else the
