@@ -56,7 +56,8 @@ impl Args {
 #[tokio::main]
 async fn main() {
     let (scenario, args) = Args::parse();
-    let system = System::parse(&args.s("system", "hub")).expect("--system hub|floor|nchan|socketio");
+    let system =
+        System::parse(&args.s("system", "hub")).expect("--system hub|floor|nchan|socketio");
     let base = args.s("url", "http://127.0.0.1:8787");
     let pid = args.n("pid", 0) as u32;
     let room = args.s("room", &format!("bench-{}", proto::now_us()));
@@ -95,8 +96,13 @@ async fn subscribers(
     let clients = proto::clients(16);
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
-        let (gate, ready, failed, mut stop) = (gate.clone(), ready.clone(), failed.clone(), stop.clone());
-        let (base, room, client) = (base.to_string(), room.to_string(), clients[i % clients.len()].clone());
+        let (gate, ready, failed, mut stop) =
+            (gate.clone(), ready.clone(), failed.clone(), stop.clone());
+        let (base, room, client) = (
+            base.to_string(),
+            room.to_string(),
+            clients[i % clients.len()].clone(),
+        );
         handles.push(tokio::spawn(async move {
             let mut st = SubStats::new(capacity);
             let permit = gate.acquire_owned().await.expect("semaphore");
@@ -188,7 +194,9 @@ async fn subscribers(
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while ready.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst) < n as u64 && Instant::now() < deadline {
+    while ready.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst) < n as u64
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if system == System::Nchan && transport == Transport::LongPoll {
@@ -208,22 +216,33 @@ enum Publisher {
 impl Publisher {
     async fn new(system: System, base: &str, i: usize) -> Publisher {
         match system {
-            System::SocketIo => Publisher::SocketIo(proto::SocketIoPublisher::connect(base, 1000 + i).await.expect("socket.io publisher")),
+            System::SocketIo => Publisher::SocketIo(
+                proto::SocketIoPublisher::connect(base, 1000 + i)
+                    .await
+                    .expect("socket.io publisher"),
+            ),
             _ => Publisher::Http(system, proto::clients(1).remove(0)),
         }
     }
     async fn publish(&mut self, base: &str, room: &str, seq: u64) -> bool {
         let p = proto::payload(seq);
         match self {
-            Publisher::Http(system, client) => proto::http_publish(*system, client, base, room, &p).await,
+            Publisher::Http(system, client) => {
+                proto::http_publish(*system, client, base, room, &p).await
+            }
             Publisher::SocketIo(s) => s.publish(room, &p).await,
         }
     }
 }
 
 async fn fanout(system: System, base: &str, room: &str, args: &Args) -> Value {
-    let transport = Transport::parse(&args.s("transport", "ws")).expect("--transport ws|sse|longpoll");
-    let (n, rate, secs) = (args.n("subs", 100) as usize, args.n("rate", 50), args.n("secs", 10));
+    let transport =
+        Transport::parse(&args.s("transport", "ws")).expect("--transport ws|sse|longpoll");
+    let (n, rate, secs) = (
+        args.n("subs", 100) as usize,
+        args.n("rate", 50),
+        args.n("secs", 10),
+    );
     let total = (rate * secs) as usize;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (handles, failed) = subscribers(system, transport, base, room, n, total + 1, stop_rx).await;
@@ -248,7 +267,12 @@ async fn fanout(system: System, base: &str, room: &str, args: &Args) -> Value {
 }
 
 /// Stops the subscribers once deliveries stop growing (or all arrived).
-async fn drain(handles: Vec<JoinHandle<SubStats>>, stop: watch::Sender<bool>, quiet: Duration, _expected: u64) -> Vec<SubStats> {
+async fn drain(
+    handles: Vec<JoinHandle<SubStats>>,
+    stop: watch::Sender<bool>,
+    quiet: Duration,
+    _expected: u64,
+) -> Vec<SubStats> {
     // Subscribers keep their counts to themselves until stopped, so wait a
     // fixed quiet period after the last publish, bounded.
     tokio::time::sleep(quiet).await;
@@ -312,13 +336,25 @@ async fn interval_poll(system: System, base: &str, room: &str, pid: u32, args: &
                     _ => format!("{base}/rooms/{room}/messages?limit=50"),
                 };
                 let mut req = client.get(url);
-                if let Some(e) = &etag { req = req.header("If-None-Match", e); }
-                if let Some(lm) = &last_modified { req = req.header("If-Modified-Since", lm); }
+                if let Some(e) = &etag {
+                    req = req.header("If-None-Match", e);
+                }
+                if let Some(lm) = &last_modified {
+                    req = req.header("If-Modified-Since", lm);
+                }
                 match req.send().await {
                     Ok(r) => {
                         let status = r.status().as_u16();
-                        if let Some(e) = r.headers().get("etag").and_then(|v| v.to_str().ok()) { etag = Some(e.to_string()); }
-                        if let Some(lm) = r.headers().get("last-modified").and_then(|v| v.to_str().ok()) { last_modified = Some(lm.to_string()); }
+                        if let Some(e) = r.headers().get("etag").and_then(|v| v.to_str().ok()) {
+                            etag = Some(e.to_string());
+                        }
+                        if let Some(lm) = r
+                            .headers()
+                            .get("last-modified")
+                            .and_then(|v| v.to_str().ok())
+                        {
+                            last_modified = Some(lm.to_string());
+                        }
                         let _ = r.bytes().await;
                         match status {
                             200 => ok200.fetch_add(1, Ordering::Relaxed),
@@ -326,7 +362,9 @@ async fn interval_poll(system: System, base: &str, room: &str, pid: u32, args: &
                             _ => errors.fetch_add(1, Ordering::Relaxed),
                         };
                     }
-                    Err(_) => { errors.fetch_add(1, Ordering::Relaxed); }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }));
@@ -340,18 +378,34 @@ async fn interval_poll(system: System, base: &str, room: &str, pid: u32, args: &
         publisher.publish(base, room, seq).await;
         seq += 1;
     }
-    for t in tasks { let _ = t.await; }
+    for t in tasks {
+        let _ = t.await;
+    }
     let cpu = procfs::cpu_micros(pid) - cpu0;
-    let (a, b) = (ok200.load(Ordering::Relaxed), not_modified.load(Ordering::Relaxed));
+    let (a, b) = (
+        ok200.load(Ordering::Relaxed),
+        not_modified.load(Ordering::Relaxed),
+    );
     json!({"subs": n, "secs": secs, "status_200": a, "status_304": b, "errors": errors.load(Ordering::Relaxed),
            "server_cpu_ms": cpu as f64 / 1000.0,
            "cpu_ms_per_1000_requests": if a + b > 0 { cpu as f64 / (a + b) as f64 } else { 0.0 }})
 }
 
-async fn publish_throughput(system: System, base: &str, room: &str, pid: u32, args: &Args) -> Value {
-    let (conc, secs, n) = (args.n("concurrency", 16) as usize, args.n("secs", 10), args.n("subs", 0) as usize);
+async fn publish_throughput(
+    system: System,
+    base: &str,
+    room: &str,
+    pid: u32,
+    args: &Args,
+) -> Value {
+    let (conc, secs, n) = (
+        args.n("concurrency", 16) as usize,
+        args.n("secs", 10),
+        args.n("subs", 0) as usize,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (handles, failed) = subscribers(system, Transport::Ws, base, room, n, 1_000_000, stop_rx).await;
+    let (handles, failed) =
+        subscribers(system, Transport::Ws, base, room, n, 1_000_000, stop_rx).await;
     let acked = Arc::new(AtomicU64::new(0));
     let failed_pub = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
@@ -374,7 +428,9 @@ async fn publish_throughput(system: System, base: &str, room: &str, pid: u32, ar
             }
         }));
     }
-    for t in tasks { let _ = t.await; }
+    for t in tasks {
+        let _ = t.await;
+    }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = procfs::cpu_micros(pid) - cpu0;
     let acked = acked.load(Ordering::Relaxed);
@@ -390,10 +446,21 @@ async fn cost304(system: System, base: &str, room: &str, pid: u32, args: &Args) 
     let (conc, secs) = (args.n("concurrency", 16) as usize, args.n("secs", 5));
     let client = proto::clients(1).remove(0);
     let mut publisher = Publisher::new(system, base, 0).await;
-    for seq in 0..50 { publisher.publish(base, room, seq).await; }
+    for seq in 0..50 {
+        publisher.publish(base, room, seq).await;
+    }
     let url = format!("{base}/rooms/{room}/messages?limit=50");
-    let etag = client.get(&url).send().await.ok()
-        .and_then(|r| r.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned))
+    let etag = client
+        .get(&url)
+        .send()
+        .await
+        .ok()
+        .and_then(|r| {
+            r.headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let mut out = serde_json::Map::new();
     for (label, conditional) in [("full_200", false), ("not_modified_304", true)] {
@@ -403,11 +470,14 @@ async fn cost304(system: System, base: &str, room: &str, pid: u32, args: &Args) 
         let deadline = t0 + Duration::from_secs(secs);
         let mut tasks = Vec::new();
         for _ in 0..conc {
-            let (client, url, etag, count) = (client.clone(), url.clone(), etag.clone(), count.clone());
+            let (client, url, etag, count) =
+                (client.clone(), url.clone(), etag.clone(), count.clone());
             tasks.push(tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let mut req = client.get(&url);
-                    if conditional { req = req.header("If-None-Match", &etag); }
+                    if conditional {
+                        req = req.header("If-None-Match", &etag);
+                    }
                     if let Ok(r) = req.send().await {
                         let want = if conditional { 304 } else { 200 };
                         if r.status().as_u16() == want && r.bytes().await.is_ok() {
@@ -417,14 +487,26 @@ async fn cost304(system: System, base: &str, room: &str, pid: u32, args: &Args) 
                 }
             }));
         }
-        for t in tasks { let _ = t.await; }
+        for t in tasks {
+            let _ = t.await;
+        }
         let n = count.load(Ordering::Relaxed);
         let cpu = procfs::cpu_micros(pid) - cpu0;
-        out.insert(label.into(), json!({"requests": n, "per_sec": n as f64 / t0.elapsed().as_secs_f64(),
-            "server_cpu_us_per_request": if n > 0 { cpu as f64 / n as f64 } else { 0.0 }}));
+        out.insert(
+            label.into(),
+            json!({"requests": n, "per_sec": n as f64 / t0.elapsed().as_secs_f64(),
+            "server_cpu_us_per_request": if n > 0 { cpu as f64 / n as f64 } else { 0.0 }}),
+        );
     }
-    let c200 = out["full_200"]["server_cpu_us_per_request"].as_f64().unwrap_or(0.0);
-    let c304 = out["not_modified_304"]["server_cpu_us_per_request"].as_f64().unwrap_or(0.0);
-    out.insert("ratio_304_to_200".into(), json!(if c200 > 0.0 { c304 / c200 } else { 0.0 }));
+    let c200 = out["full_200"]["server_cpu_us_per_request"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let c304 = out["not_modified_304"]["server_cpu_us_per_request"]
+        .as_f64()
+        .unwrap_or(0.0);
+    out.insert(
+        "ratio_304_to_200".into(),
+        json!(if c200 > 0.0 { c304 / c200 } else { 0.0 }),
+    );
     Value::Object(out)
 }

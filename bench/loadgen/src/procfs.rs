@@ -5,13 +5,20 @@ use std::fs;
 
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else { return out };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
     for e in entries.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) {
             // The command name may contain spaces; fields follow the last ')'.
             if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
+                let ppid = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse::<u32>().ok());
                 if ppid == Some(pid) {
                     out.push(p);
                 }

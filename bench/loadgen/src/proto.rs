@@ -59,7 +59,10 @@ impl Transport {
 }
 
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
 }
 
 pub fn payload(seq: u64) -> Value {
@@ -80,15 +83,21 @@ pub fn source_ip(i: usize) -> IpAddr {
 fn host_port(base: &str) -> (String, u16) {
     let rest = base.trim_start_matches("http://");
     let (host, port) = rest.split_once(':').unwrap_or((rest, "80"));
-    (host.to_string(), port.trim_end_matches('/').parse().unwrap_or(80))
+    (
+        host.to_string(),
+        port.trim_end_matches('/').parse().unwrap_or(80),
+    )
 }
 
 /// Opens a WebSocket from source address `i` to `path` on `base`.
 pub async fn ws_connect(base: &str, path: &str, i: usize) -> Result<Ws, String> {
     let (host, port) = host_port(base);
-    let addr: SocketAddr = format!("{host}:{port}").parse().map_err(|e| format!("{e}"))?;
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    sock.bind(SocketAddr::new(source_ip(i), 0)).map_err(|e| e.to_string())?;
+    sock.bind(SocketAddr::new(source_ip(i), 0))
+        .map_err(|e| e.to_string())?;
     let stream = sock.connect(addr).await.map_err(|e| e.to_string())?;
     let url = format!("ws://{host}:{port}{path}");
     let (ws, _) = client_async(url, stream).await.map_err(|e| e.to_string())?;
@@ -117,7 +126,9 @@ pub async fn ws_subscribe(system: System, ws: &mut Ws, room: &str) -> Result<(),
         System::SocketIo => {
             socketio_connect(ws).await?;
             let join = format!("421[\"join\",{}]", Value::from(room));
-            ws.send(Message::text(join)).await.map_err(|e| e.to_string())?;
+            ws.send(Message::text(join))
+                .await
+                .map_err(|e| e.to_string())?;
             // The server acknowledges the join once the socket is in the room.
             loop {
                 let t = next_text(ws).await?;
@@ -125,7 +136,9 @@ pub async fn ws_subscribe(system: System, ws: &mut Ws, room: &str) -> Result<(),
                     return Ok(());
                 }
                 if t == "2" {
-                    ws.send(Message::text("3")).await.map_err(|e| e.to_string())?;
+                    ws.send(Message::text("3"))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
             }
         }
@@ -137,7 +150,9 @@ pub async fn socketio_connect(ws: &mut Ws) -> Result<(), String> {
     if !open.starts_with('0') {
         return Err(format!("engine.io open expected, got {open}"));
     }
-    ws.send(Message::text("40")).await.map_err(|e| e.to_string())?;
+    ws.send(Message::text("40"))
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         let t = next_text(ws).await?;
         if t.starts_with("40") {
@@ -179,7 +194,12 @@ pub fn is_socketio_ping(system: System, text: &str) -> bool {
     system == System::SocketIo && text == "2"
 }
 
-pub fn sse_request(system: System, client: &reqwest::Client, base: &str, room: &str) -> reqwest::RequestBuilder {
+pub fn sse_request(
+    system: System,
+    client: &reqwest::Client,
+    base: &str,
+    room: &str,
+) -> reqwest::RequestBuilder {
     let url = match system {
         System::Nchan => format!("{base}/sub/{room}"),
         _ => format!("{base}/rooms/{room}/events"),
@@ -191,7 +211,10 @@ pub fn sse_request(system: System, client: &reqwest::Client, base: &str, room: &
 pub fn sse_payload(system: System, block: &str) -> Option<Value> {
     let data: Vec<&str> = block
         .lines()
-        .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+        .filter_map(|l| {
+            l.strip_prefix("data:")
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        })
         .collect();
     if data.is_empty() {
         return None;
@@ -218,7 +241,13 @@ pub fn clients(n: usize) -> Vec<reqwest::Client> {
 }
 
 /// Publishes one payload over HTTP; returns whether it was acknowledged.
-pub async fn http_publish(system: System, client: &reqwest::Client, base: &str, room: &str, payload: &Value) -> bool {
+pub async fn http_publish(
+    system: System,
+    client: &reqwest::Client,
+    base: &str,
+    room: &str,
+    payload: &Value,
+) -> bool {
     let req = match system {
         System::Hub | System::Floor => client
             .post(format!("{base}/rooms/{room}/messages"))
@@ -252,7 +281,10 @@ impl SocketIoPublisher {
     pub async fn publish(&mut self, room: &str, payload: &Value) -> bool {
         self.next_ack += 1;
         let id = self.next_ack;
-        let frame = format!("42{id}[\"message\",{}]", serde_json::json!({"room": room, "data": payload}));
+        let frame = format!(
+            "42{id}[\"message\",{}]",
+            serde_json::json!({"room": room, "data": payload})
+        );
         if self.ws.send(Message::text(frame)).await.is_err() {
             return false;
         }
@@ -278,7 +310,13 @@ pub struct LongPoll {
 }
 
 /// One long-poll round: returns the payloads it delivered.
-pub async fn long_poll(system: System, client: &reqwest::Client, base: &str, room: &str, st: &mut LongPoll) -> Result<Vec<Value>, String> {
+pub async fn long_poll(
+    system: System,
+    client: &reqwest::Client,
+    base: &str,
+    room: &str,
+    st: &mut LongPoll,
+) -> Result<Vec<Value>, String> {
     match system {
         System::Hub | System::Floor => {
             let url = match st.since {
@@ -303,14 +341,30 @@ pub async fn long_poll(system: System, client: &reqwest::Client, base: &str, roo
         System::Nchan => {
             let mut headers = HeaderMap::new();
             if let Some(e) = &st.etag {
-                headers.insert("If-None-Match", HeaderValue::from_str(e).map_err(|e| e.to_string())?);
+                headers.insert(
+                    "If-None-Match",
+                    HeaderValue::from_str(e).map_err(|e| e.to_string())?,
+                );
             }
             if let Some(lm) = &st.last_modified {
-                headers.insert("If-Modified-Since", HeaderValue::from_str(lm).map_err(|e| e.to_string())?);
+                headers.insert(
+                    "If-Modified-Since",
+                    HeaderValue::from_str(lm).map_err(|e| e.to_string())?,
+                );
             }
-            let r = client.get(format!("{base}/sub/{room}")).headers(headers).send().await.map_err(|e| e.to_string())?;
+            let r = client
+                .get(format!("{base}/sub/{room}"))
+                .headers(headers)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             let status = r.status().as_u16();
-            let h = |k: &str| r.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let h = |k: &str| {
+                r.headers()
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
             if let Some(e) = h("etag") {
                 st.etag = Some(e);
             }

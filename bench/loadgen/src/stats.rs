@@ -64,7 +64,12 @@ impl Totals {
             dup += s.duplicates;
             ooo += s.out_of_order;
         }
-        Totals { latency_us: latency, delivered: d, duplicates: dup, out_of_order: ooo }
+        Totals {
+            latency_us: latency,
+            delivered: d,
+            duplicates: dup,
+            out_of_order: ooo,
+        }
     }
 
     pub fn json(&self, expected: u64) -> Value {
