@@ -6,7 +6,7 @@
 //
 // Each system starts fresh for each scenario (so idle memory has a clean
 // baseline), on loopback, and is stopped after it.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync, appendFileSync, mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir, cpus, totalmem, release } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -55,12 +55,10 @@ const SCENARIOS = [
 ];
 
 function versions() {
+  // Some tools (nginx -v) print their version on stderr.
   const v = (cmd, a) => {
-    try {
-      return execFileSync(cmd, a, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim().split('\n')[0];
-    } catch (e) {
-      return (e.stderr?.toString() || 'unknown').trim().split('\n')[0];
-    }
+    const r = spawnSync(cmd, a, { encoding: 'utf8' });
+    return `${r.stdout || ''}${r.stderr || ''}`.trim().split('\n')[0] || 'unknown';
   };
   const pkg = (p) => JSON.parse(readFileSync(p, 'utf8')).version;
   return {
@@ -98,7 +96,7 @@ const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const outDir = join(here, 'results');
 mkdirSync(outDir, { recursive: true });
 const jsonl = join(outDir, `${stamp}.jsonl`);
-const meta = { stamp, command: `node bench/run.mjs ${args.join(' ')}`.trim(), ...versions() };
+const meta = { stamp, command: `npm run bench${args.length ? ` -- ${args.join(" ")}` : ""}`, ...versions() };
 appendFileSync(jsonl, `${JSON.stringify({ meta })}\n`);
 console.log(meta);
 
