@@ -13,8 +13,11 @@ import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import WebSocket from 'ws';
 import { startHub, roomName, getJson } from './harness.mjs';
+import {
+  WAIT_MS, withTimeout, waitFor, safeMatch, request, wsUrl, WsClient, closeWsClients, readRefusal, readResponse,
+  refusedUpgrade,
+} from './support.mjs';
 
 // ---------------------------------------------------------------- tokens
 
@@ -70,29 +73,7 @@ function alteredSignature(room) {
 
 // ---------------------------------------------------------------- helpers
 
-/** How long any single awaited event may take (frames, closes, upgrades). */
-const WAIT_MS = 10_000;
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Retries `check` (async, truthy when done) until it holds or `ms` pass. */
-async function waitFor(check, ms, what) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await check();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-}
-
+/** Like support.mjs's `show`, but a string (a response body) is shown as it is, not JSON-quoted. */
 function show(value) {
   const text = typeof value === 'string' ? value : JSON.stringify(value);
   return text && text.length > 300 ? `${text.slice(0, 300)}…(${text.length} chars)` : text;
@@ -115,21 +96,6 @@ function credentials(auth = {}) {
   if (auth.header !== undefined) headers.Authorization = `${auth.scheme ?? 'Bearer'} ${auth.header}`;
   const query = auth.query !== undefined ? { token: auth.query } : {};
   return { headers, query };
-}
-
-/** Raw fetch; resolves to { status, text, body (parsed JSON, null, or undefined if not JSON), headers }. */
-async function request(url, path, init = {}) {
-  const res = await fetch(`${url}${path}`, init);
-  const text = await res.text();
-  let body = null;
-  if (text) {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = undefined;
-    }
-  }
-  return { status: res.status, text, body, headers: res.headers };
 }
 
 /** POST /rooms/R/messages with `auth`; `extraHeaders` are sent as given. */
@@ -184,179 +150,33 @@ function assertRetryAfter(res, what) {
   assert.ok(Number(v) >= 1, `${what}: Retry-After >= 1: ${v}`);
 }
 
-// ---------------------------------------------------------------- WebSocket client
-
-function wsUrl(url, room, query = {}) {
-  return withQuery(`${url.replace(/^http/, 'ws')}/rooms/${room}/ws`, query);
-}
-
-/** Every client opened by a test, so `closeAll` can end the ones left open. */
-const openClients = new Set();
-
-function safeMatch(pred, frame) {
-  try {
-    return Boolean(pred(frame));
-  } catch {
-    return false;
-  }
-}
+// ---------------------------------------------------------------- WebSocket requests
 
 /**
- * A WebSocket client that buffers every frame from the moment the socket is
- * created and hands them out with `next(predicate)` (adapted from ws.test.mjs).
+ * The WebSocket URL and `ws` options for an upgrade of `room`: `auth` as in
+ * `credentials`, extra `query` params, an `origin` and extra `headers`.
  */
-class Client {
-  constructor(url, options = {}) {
-    this.url = url.replace(/token=[^&]*/, 'token=…');
-    this.frames = [];
-    this.taken = new Set();
-    this.waiters = [];
-    this.closeInfo = null;
-    this.ws = new WebSocket(url, { handshakeTimeout: WAIT_MS, ...options });
-    openClients.add(this);
-    this.ws.on('message', (data, isBinary) => {
-      let frame;
-      const text = Buffer.from(data).toString('utf8');
-      try {
-        frame = isBinary ? { binary: text } : JSON.parse(text);
-      } catch {
-        frame = text;
-      }
-      const index = this.frames.push(frame) - 1;
-      for (const w of this.waiters) {
-        if (safeMatch(w.pred, frame)) {
-          this.taken.add(index);
-          this.#settle(w);
-          w.resolve(frame);
-          break;
-        }
-      }
-    });
-    this.ws.on('error', () => {});
-    this.opened = new Promise((resolve, reject) => {
-      this.ws.once('open', resolve);
-      // No 'unexpected-response' listener here: without one, `ws` reports a
-      // refused upgrade as an 'error' (rejecting `opened`), and a caller may
-      // add its own listener to read the refusal's status and body.
-      this.ws.once('error', reject);
-      this.ws.once('close', (code) => reject(new Error(`closed (${code}) before open: ${this.url}`)));
-    });
-    this.opened.catch(() => {});
-    this.closed = new Promise((resolve) => {
-      this.ws.once('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString('utf8') };
-        openClients.delete(this);
-        for (const w of [...this.waiters]) {
-          this.#settle(w);
-          w.reject(new Error(`socket closed (${code}) while waiting for ${w.what}; ${this.seen()}`));
-        }
-        resolve(this.closeInfo);
-      });
-    });
-  }
-
-  /** Opens a socket (`auth` as in `credentials`, `origin`, extra `headers`) and waits for its welcome. */
-  static async welcomed(url, room, { auth = {}, query = {}, origin, headers = {} } = {}) {
-    const cred = credentials(auth);
-    const options = { headers: { ...cred.headers, ...headers } };
-    if (origin) options.origin = origin;
-    const client = new Client(wsUrl(url, room, { ...query, ...cred.query }), options);
-    await withTimeout(client.opened, WAIT_MS, `upgrade of ${client.url}`);
-    const welcome = await client.next((f) => f.type === 'welcome', 'welcome');
-    assert.equal(client.frames[0], welcome, `welcome is the first frame; ${client.seen()}`);
-    return { client, welcome };
-  }
-
-  #settle(w) {
-    clearTimeout(w.timer);
-    this.waiters = this.waiters.filter((x) => x !== w);
-  }
-
-  seen() {
-    const list = this.frames.map((f, i) => `  #${i}${this.taken.has(i) ? ' (taken)' : ''} ${show(f)}`);
-    const state = this.closeInfo ? `closed ${this.closeInfo.code} ${this.closeInfo.reason}` : `readyState ${this.ws.readyState}`;
-    return `${this.frames.length} frame(s) seen on ${this.url} (${state}):\n${list.join('\n')}`;
-  }
-
-  next(pred, what = String(pred), ms = WAIT_MS) {
-    for (let i = 0; i < this.frames.length; i += 1) {
-      if (!this.taken.has(i) && safeMatch(pred, this.frames[i])) {
-        this.taken.add(i);
-        return Promise.resolve(this.frames[i]);
-      }
-    }
-    if (this.closeInfo) {
-      return Promise.reject(new Error(`socket already closed (${this.closeInfo.code}) waiting for ${what}; ${this.seen()}`));
-    }
-    return new Promise((resolve, reject) => {
-      const w = { pred, resolve, reject, what };
-      w.timer = setTimeout(() => {
-        this.#settle(w);
-        reject(new Error(`timed out after ${ms} ms waiting for ${what}; ${this.seen()}`));
-      }, ms);
-      this.waiters.push(w);
-    });
-  }
-
-  send(frame) {
-    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
-  }
-
-  /** Sends a publish frame; resolves to the first ack for `cid` or error frame. */
-  publishFrame(data, cid) {
-    this.send({ type: 'publish', data, cid });
-    return this.next((f) => (f.type === 'ack' && f.cid === cid) || f.type === 'error', `ack or error for cid ${cid}`);
-  }
-
-  waitClosed(ms = WAIT_MS) {
-    return withTimeout(this.closed, ms, `close of ${this.url}; ${this.seen()}`);
-  }
-
-  async close(code = 1000) {
-    if (!this.closeInfo) this.ws.close(code);
-    return this.waitClosed();
-  }
-}
-
-async function closeAll() {
-  const clients = [...openClients];
-  for (const c of clients) c.ws.terminate();
-  await Promise.all(clients.map((c) => withTimeout(c.closed, WAIT_MS, `terminate ${c.url}`).catch(() => {})));
-}
-
-/**
- * Attempts an upgrade expected to be refused; resolves to { status, text,
- * body, headers } from the `ws` client's 'unexpected-response' event, and
- * fails if the socket opens (a 101).
- */
-function refusedUpgrade(url, room, { auth = {}, query = {}, origin, headers = {} } = {}) {
+function wsRequest(url, room, { auth = {}, query = {}, origin, headers = {} } = {}) {
   const cred = credentials(auth);
-  const target = wsUrl(url, room, { ...query, ...cred.query });
-  const options = { handshakeTimeout: WAIT_MS, headers: { ...cred.headers, ...headers } };
+  const target = withQuery(wsUrl(url, room), { ...query, ...cred.query });
+  const options = { headers: { ...cred.headers, ...headers } };
   if (origin) options.origin = origin;
-  return withTimeout(new Promise((resolve, reject) => {
-    const ws = new WebSocket(target, options);
-    ws.on('error', () => {});
-    ws.once('open', () => {
-      ws.terminate();
-      reject(new Error(`upgrade of /rooms/${room}/ws succeeded (101); expected a refusal`));
-    });
-    ws.once('unexpected-response', (req, res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = undefined;
-        }
-        resolve({ status: res.statusCode, text, body, headers: res.headers });
-        req.destroy();
-      });
-    });
-  }), WAIT_MS, `refused upgrade of /rooms/${room}/ws`);
+  return { target, options };
+}
+
+/** Opens a socket (options as in `wsRequest`) and waits for its welcome; resolves to { client, welcome }. */
+function wsWelcomed(url, room, opts) {
+  const { target, options } = wsRequest(url, room, opts);
+  return WsClient.welcomedAt(target, options);
+}
+
+/**
+ * Attempts an upgrade (options as in `wsRequest`) expected to be refused;
+ * resolves to { status, text, body, headers }, and fails if the socket opens.
+ */
+function wsRefused(url, room, opts) {
+  const { target, options } = wsRequest(url, room, opts);
+  return refusedUpgrade(target, options);
 }
 
 // ---------------------------------------------------------------- SSE client
@@ -463,18 +283,7 @@ function openSse(url, room, { auth = {}, query = {}, headers = {} } = {}) {
   return withTimeout(new Promise((resolve, reject) => {
     const req = http.get(target, { headers: { Accept: 'text/event-stream', ...cred.headers, ...headers } }, (res) => {
       if (res.statusCode !== 200) {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let body;
-          try {
-            body = JSON.parse(text);
-          } catch {
-            body = undefined;
-          }
-          resolve({ status: res.statusCode, text, body, headers: res.headers });
-        });
+        readResponse(res).then(resolve);
         return;
       }
       const stream = new SseStream(req, res);
@@ -589,24 +398,12 @@ const ENDPOINTS = [
   {
     name: 'GET /rooms/R/ws (WebSocket)',
     async attempt(url, room, auth) {
-      const cred = credentials(auth);
-      const client = new Client(wsUrl(url, room, cred.query), { headers: cred.headers });
+      const { target, options } = wsRequest(url, room, { auth });
+      const client = new WsClient(target, options);
       const outcome = await withTimeout(new Promise((resolve) => {
         client.ws.once('open', () => resolve({ ok: true, client }));
         client.ws.once('unexpected-response', (req, res) => {
-          const chunks = [];
-          res.on('data', (c) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let body;
-            try {
-              body = JSON.parse(text);
-            } catch {
-              body = undefined;
-            }
-            resolve({ status: res.statusCode, text, body, headers: res.headers });
-            req.destroy();
-          });
+          readRefusal(req, res).then(resolve);
         });
         client.ws.once('error', (err) => resolve({ status: `error: ${err.message}`, text: '', body: undefined, headers: {} }));
       }), WAIT_MS, `upgrade of /rooms/${room}/ws`);
@@ -708,7 +505,7 @@ describe('auth on a hub with HUB_SECRET', () => {
 
   afterEach(async () => {
     closeStreams();
-    await closeAll();
+    await closeWsClients();
   });
 
   after(async () => {
@@ -749,7 +546,7 @@ describe('auth on a hub with HUB_SECRET', () => {
 
   test('a token is refused on a WebSocket before the upgrade, with no socket in the room', async () => {
     const room = roomName('ws-refused');
-    const res = await refusedUpgrade(url, room, { auth: { query: token({ rooms: ['elsewhere'] }) } });
+    const res = await wsRefused(url, room, { auth: { query: token({ rooms: ['elsewhere'] }) } });
     assertError(res, 403, 'forbidden', 'ws upgrade for another room', {});
     const st = await roomState(url, room);
     assert.equal(st.connections.ws, 0, show(st));
@@ -767,7 +564,7 @@ describe('auth on a hub with HUB_SECRET', () => {
       const room = roomName('ws-subonly');
       const before = await seed(url, room);
       const sub = token({ rooms: [room], can: undefined });
-      const { client, welcome } = await Client.welcomed(url, room, { auth: { query: sub } });
+      const { client, welcome } = await wsWelcomed(url, room, { auth: { query: sub } });
       assert.equal(welcome.you.user, 'alice');
       const reply = await client.publishFrame({ text: 'nope' }, 'c-1');
       assert.equal(reply.type, 'error', `publish answered ${show(reply)}`);
@@ -789,7 +586,7 @@ describe('auth on a hub with HUB_SECRET', () => {
       const room = roomName('ws-spoof');
       const before = await seed(url, room);
       const sub = token({ rooms: [room], can: undefined });
-      const { client, welcome } = await Client.welcomed(url, room, {
+      const { client, welcome } = await wsWelcomed(url, room, {
         auth: { header: sub },
         headers: { 'X-Hub-User': 'mallory', 'X-Hub-Publish': '1' },
       });
@@ -805,7 +602,7 @@ describe('auth on a hub with HUB_SECRET', () => {
     test('a publish-capable socket is acked and the message is from its sub', async () => {
       const room = roomName('ws-pub');
       const before = await seed(url, room);
-      const { client } = await Client.welcomed(url, room, { auth: { query: token({ rooms: [room] }) } });
+      const { client } = await wsWelcomed(url, room, { auth: { query: token({ rooms: [room] }) } });
       const ack = await client.publishFrame({ text: 'hi' }, 'c-ok');
       assert.equal(ack.type, 'ack', show(ack));
       assert.equal(ack.id, before + 1);
@@ -824,7 +621,7 @@ describe('auth on a hub with HUB_SECRET', () => {
       const alice = token({ rooms: [room] });
       const sse = await openSse(url, room, { auth: { query: alice }, query: { since: 0 } });
       assert.equal(sse.status, 200, show(sse.text));
-      const { client, welcome } = await Client.welcomed(url, room, { auth: { query: alice } });
+      const { client, welcome } = await wsWelcomed(url, room, { auth: { query: alice } });
       assert.equal(welcome.you.user, 'alice', show(welcome));
       assert.deepEqual(welcome.presence, ['alice'], show(welcome));
 
@@ -895,7 +692,7 @@ describe('ALLOWED_ORIGINS on a hub with HUB_SECRET', () => {
     url = hub.url;
   });
 
-  afterEach(closeAll);
+  afterEach(closeWsClients);
 
   after(async () => {
     await hub?.stop();
@@ -906,7 +703,7 @@ describe('ALLOWED_ORIGINS on a hub with HUB_SECRET', () => {
       const room = roomName('origin-ws');
       const before = await seed(url, room);
       const auth = { query: token({ rooms: [room] }) };
-      const res = await refusedUpgrade(url, room, { auth, origin: evil });
+      const res = await wsRefused(url, room, { auth, origin: evil });
       assertError(res, 403, 'origin_not_allowed', `ws upgrade from ${evil}`, auth);
       const st = await roomState(url, room);
       assert.equal(st.connections.ws, 0, show(st));
@@ -926,7 +723,7 @@ describe('ALLOWED_ORIGINS on a hub with HUB_SECRET', () => {
   test('WebSocket upgrade from the allowed Origin succeeds', async () => {
     const room = roomName('origin-ok');
     const before = await seed(url, room);
-    const { client, welcome } = await Client.welcomed(url, room, {
+    const { client, welcome } = await wsWelcomed(url, room, {
       auth: { query: token({ rooms: [room] }) },
       origin: 'https://good.example',
     });
@@ -950,7 +747,7 @@ describe('ALLOWED_ORIGINS on a hub with HUB_SECRET', () => {
     const before = await seed(url, room);
     const res = await httpPublish(url, room, { data: 'x' }, {}, { Origin: 'https://good.example' });
     assertError(res, 401, 'unauthorized', 'POST from the good origin without a token');
-    const ws = await refusedUpgrade(url, room, { origin: 'https://good.example' });
+    const ws = await wsRefused(url, room, { origin: 'https://good.example' });
     assertError(ws, 401, 'unauthorized', 'ws from the good origin without a token');
     assert.equal((await audit(url, room)).last_id, before);
   });
@@ -967,7 +764,7 @@ describe('a hub without HUB_SECRET', () => {
     url = hub.url;
   });
 
-  afterEach(closeAll);
+  afterEach(closeWsClients);
 
   after(async () => {
     await hub?.stop();
@@ -986,7 +783,7 @@ describe('a hub without HUB_SECRET', () => {
     const log = await getJson(url, `/rooms/${room}/messages?since=0`);
     assert.equal(log.body.messages.length, 1);
     assert.equal(log.body.messages[0].from, null, show(log.body.messages[0]));
-    const { client, welcome } = await Client.welcomed(url, room, { headers: { 'X-Hub-User': 'mallory' } });
+    const { client, welcome } = await wsWelcomed(url, room, { headers: { 'X-Hub-User': 'mallory' } });
     assert.equal(welcome.you.user, null, show(welcome));
     await client.close();
   });
@@ -1005,7 +802,7 @@ describe('MAX_CONNECTIONS_PER_USER = 2', () => {
 
   afterEach(async () => {
     closeStreams();
-    await closeAll();
+    await closeWsClients();
   });
 
   after(async () => {
@@ -1018,11 +815,11 @@ describe('MAX_CONNECTIONS_PER_USER = 2', () => {
     const aliceHeader = { header: alice.query };
     const bob = { query: token({ sub: 'bob', rooms: [room] }) };
 
-    const a1 = await Client.welcomed(url, room, { auth: alice });
-    const a2 = await Client.welcomed(url, room, { auth: alice });
+    const a1 = await wsWelcomed(url, room, { auth: alice });
+    const a2 = await wsWelcomed(url, room, { auth: alice });
     assert.equal(a2.welcome.you.user, 'alice');
 
-    const third = await refusedUpgrade(url, room, { auth: alice });
+    const third = await wsRefused(url, room, { auth: alice });
     assertError(third, 429, 'too_many_connections', '3rd WebSocket of alice', alice);
     assertRetryAfter(third, '3rd WebSocket of alice');
 
@@ -1044,16 +841,16 @@ describe('MAX_CONNECTIONS_PER_USER = 2', () => {
     assert.equal(quick.status, 200, show(quick.body));
 
     // Another user has their own count.
-    const b1 = await Client.welcomed(url, room, { auth: bob });
+    const b1 = await wsWelcomed(url, room, { auth: bob });
     assert.equal(b1.welcome.you.user, 'bob');
     assert.deepEqual([...b1.welcome.presence].sort(), ['alice', 'bob']);
 
     // After alice closes one socket, she may connect again.
     await a1.client.close();
     await waitFor(async () => (await roomState(url, room)).connections.ws === 2, 10_000, 'ws count 2 after alice closed one socket');
-    const a3 = await Client.welcomed(url, room, { auth: alice });
+    const a3 = await wsWelcomed(url, room, { auth: alice });
     assert.equal(a3.welcome.you.user, 'alice');
-    const again = await refusedUpgrade(url, room, { auth: alice });
+    const again = await wsRefused(url, room, { auth: alice });
     assertError(again, 429, 'too_many_connections', '3rd WebSocket of alice after reconnect', alice);
     await a3.client.close();
     await waitFor(async () => (await roomState(url, room)).connections.ws === 2, 10_000, 'ws count 2 after alice closed a3');
@@ -1062,7 +859,7 @@ describe('MAX_CONNECTIONS_PER_USER = 2', () => {
     const { last_id: last2 } = await roomState(url, room);
     const pending = getJson(url, `/rooms/${room}/messages?since=${last2}&wait=5`, { Authorization: `Bearer ${aliceHeader.header}` });
     await waitFor(async () => (await roomState(url, room)).connections.poll === 1, 4000, 'the long poll to be held');
-    const whilePolling = await refusedUpgrade(url, room, { auth: alice });
+    const whilePolling = await wsRefused(url, room, { auth: alice });
     assertError(whilePolling, 429, 'too_many_connections', 'WebSocket of alice while 1 socket + 1 long poll are held', alice);
     const pub = await httpPublish(url, room, { data: 'release' }, { header: token({ sub: 'bob', rooms: [room] }) });
     assert.equal(pub.status, 201, show(pub.text));
@@ -1070,7 +867,7 @@ describe('MAX_CONNECTIONS_PER_USER = 2', () => {
     assert.equal(released.status, 200, show(released.body));
     assert.deepEqual(released.body.messages.map((m) => m.id), [pub.body.id]);
     await waitFor(async () => (await roomState(url, room)).connections.poll === 0, 4000, 'the long poll to end');
-    const a4 = await Client.welcomed(url, room, { auth: alice });
+    const a4 = await wsWelcomed(url, room, { auth: alice });
     assert.equal(a4.welcome.you.user, 'alice');
   });
 });

@@ -12,6 +12,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { startHub, stateDir, roomName, publish, freePort } from './harness.mjs';
+import { range } from './support.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-results');
@@ -49,8 +50,6 @@ async function waitForIds(page, name, count) {
   await page.waitForFunction(([n, c]) => window.t.seen[n].length >= c, [name, count], { timeout: WAIT_MS });
   return page.evaluate((n) => window.t.seen[n].map((m) => m.id), name);
 }
-
-const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 /** A proxy like a corporate one that strips WebSocket upgrades. */
 function startUpgradeStrippingProxy(targetPort) {

@@ -6,23 +6,9 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHub, stateDir, roomName, publish, getJson } from './harness.mjs';
+import { waitFor, request, roomState, mustPublish } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
-
-/** Raw request; resolves to { status, text, body (parsed JSON or null), headers }. */
-async function request(url, path, init = {}) {
-  const res = await fetch(`${url}${path}`, init);
-  const text = await res.text();
-  let body = null;
-  if (text) {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = undefined; // not JSON: assertions on `body` will say so
-    }
-  }
-  return { status: res.status, text, body, headers: res.headers };
-}
 
 /** Asserts PROTOCOL.md's error shape: status, JSON `{error, message}`. */
 function assertError(res, status, code, what = '') {
@@ -35,37 +21,12 @@ function assertError(res, status, code, what = '') {
   assert.match(res.headers.get('content-type') ?? '', /application\/json/, `content-type for ${ctx}`);
 }
 
-async function roomState(url, room) {
-  const res = await getJson(url, `/rooms/${room}`);
-  assert.equal(res.status, 200, `GET /rooms/${room}: ${JSON.stringify(res.body)}`);
-  return res.body;
-}
-
 async function lastId(url, room) {
   return (await roomState(url, room)).last_id;
 }
 
 async function poll(url, room, query = '', headers = {}) {
   return getJson(url, `/rooms/${room}/messages${query}`, headers);
-}
-
-/** Publishes and asserts 201; returns { id, ts }. */
-async function mustPublish(url, room, payload, headers = {}) {
-  const res = await publish(url, room, payload, headers);
-  assert.equal(res.status, 201, `publish to ${room}: ${JSON.stringify(res.body)}`);
-  return res.body;
-}
-
-/** Retries `check` (async, returns truthy when done) until it holds or `ms` pass. */
-async function waitFor(check, ms, what) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await check();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}`);
 }
 
 const ENVELOPE_KEYS = ['data', 'event', 'from', 'id', 'ts'];

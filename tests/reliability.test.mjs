@@ -22,26 +22,13 @@ import { readdirSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { stateDir, roomName, freePort } from './harness.mjs';
+import { WAIT_MS, sleep, withTimeout, waitFor, show, range } from './support.mjs';
 import { startWorkerdHub } from './workerd.mjs';
 
 // ---------------------------------------------------------------- helpers
 
-/** How long any single awaited event may take unless a test says otherwise. */
-const WAIT_MS = 10_000;
-
 /** Makes idempotency keys and cids unique to this run. */
 const RUN = `${process.pid.toString(36)}${Date.now().toString(36)}`;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function range(from, to) {
-  return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
-}
-
-function show(value) {
-  const text = JSON.stringify(value);
-  return text && text.length > 300 ? `${text.slice(0, 300)}…(${text.length} chars)` : text;
-}
 
 /** Describes where a list of ids departs from `expected` (for failure messages). */
 function idDiff(ids, expected) {
@@ -54,28 +41,6 @@ function idDiff(ids, expected) {
   for (let i = 1; i < ids.length; i += 1) if (ids[i] <= ids[i - 1]) disorder.push(`${ids[i - 1]}→${ids[i]}@${i}`);
   return `${ids.length} ids (expected ${expected.length}); missing [${missing.slice(0, 30)}]; duplicates [${dups.slice(0, 30)}]; ` +
     `unexpected [${extra.slice(0, 30)}]; out of order [${disorder.slice(0, 30)}]`;
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** Retries `check` (async, truthy when done) until it holds or `ms` pass; returns { value, elapsed }. */
-async function waitFor(check, ms, what, lastSeen = () => '') {
-  const started = Date.now();
-  const deadline = started + ms;
-  while (Date.now() < deadline) {
-    const value = await check();
-    if (value) return { value, elapsed: Date.now() - started };
-    await sleep(50);
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${lastSeen()}`);
 }
 
 /**

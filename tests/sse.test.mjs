@@ -13,116 +13,14 @@ import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { EventSource } from 'eventsource';
-import WebSocket from 'ws';
-import { startHub, stateDir, roomName, publish, getJson, freePort } from './harness.mjs';
+import { startHub, stateDir, roomName, publish, freePort } from './harness.mjs';
+import {
+  WAIT_MS, withTimeout, waitFor, show, range, roomState, mustPublish, Inbox, WsClient, closeWsClients,
+} from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
-/** How long any single awaited event may take unless a test says otherwise. */
-const WAIT_MS = 10_000;
-
 const ENVELOPE_KEYS = ['data', 'event', 'from', 'id', 'ts'];
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Short rendering of a value for failure messages. */
-function show(value) {
-  const text = typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value);
-  return text && text.length > 160 ? `${text.slice(0, 160)}…(${text.length} chars)` : text;
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-function safeMatch(pred, item) {
-  try {
-    return Boolean(pred(item));
-  } catch {
-    return false;
-  }
-}
-
-/**
- * A buffered list of everything a client received, in arrival order, with
- * `next(pred)`: the first buffered or future item matching `pred` that no
- * earlier `next` took, within a timeout.
- */
-class Inbox {
-  constructor(label) {
-    this.label = label;
-    this.items = [];
-    this.taken = new Set();
-    this.waiters = [];
-    this.endReason = null;
-  }
-
-  push(item) {
-    const index = this.items.push(item) - 1;
-    for (const w of this.waiters) {
-      if (safeMatch(w.pred, item)) {
-        this.taken.add(index);
-        this.#settle(w);
-        w.resolve(item);
-        break;
-      }
-    }
-  }
-
-  /** No more items can arrive: fail every pending wait now. */
-  end(reason) {
-    if (this.endReason) return;
-    this.endReason = reason;
-    for (const w of [...this.waiters]) {
-      this.#settle(w);
-      w.reject(new Error(`${this.label} ended (${reason}) while waiting for ${w.what}; ${this.seen()}`));
-    }
-  }
-
-  #settle(w) {
-    clearTimeout(w.timer);
-    this.waiters = this.waiters.filter((x) => x !== w);
-  }
-
-  seen() {
-    const list = this.items.slice(-40).map((f, i, arr) => {
-      const index = this.items.length - arr.length + i;
-      return `  #${index}${this.taken.has(index) ? ' (taken)' : ''} ${show(this.describe(f))}`;
-    });
-    const more = this.items.length > 40 ? `  (${this.items.length - 40} earlier items not shown)\n` : '';
-    return `${this.items.length} item(s) on ${this.label}${this.endReason ? ` (ended: ${this.endReason})` : ''}:\n${more}${list.join('\n')}`;
-  }
-
-  describe(item) {
-    return item;
-  }
-
-  next(pred, what = String(pred), ms = WAIT_MS) {
-    for (let i = 0; i < this.items.length; i += 1) {
-      if (!this.taken.has(i) && safeMatch(pred, this.items[i])) {
-        this.taken.add(i);
-        return Promise.resolve(this.items[i]);
-      }
-    }
-    if (this.endReason) {
-      return Promise.reject(new Error(`${this.label} already ended (${this.endReason}) waiting for ${what}; ${this.seen()}`));
-    }
-    return new Promise((resolve, reject) => {
-      const w = { pred, resolve, reject, what };
-      w.timer = setTimeout(() => {
-        this.#settle(w);
-        reject(new Error(`timed out after ${ms} ms waiting for ${what}; ${this.seen()}`));
-      }, ms);
-      this.waiters.push(w);
-    });
-  }
-}
 
 /** Every client a test opened, so `closeAll` can end the ones left open. */
 const openClients = new Set();
@@ -318,76 +216,10 @@ class EsClient {
   }
 }
 
-/** A WebSocket client for cross-transport publishes. */
-class WsClient {
-  constructor(url, room) {
-    this.inbox = new Inbox(`ws ${room}`);
-    this.ws = new WebSocket(`${url.replace(/^http/, 'ws')}/rooms/${room}/ws`, { handshakeTimeout: WAIT_MS });
-    openClients.add(this);
-    this.ws.on('message', (data) => {
-      const text = data.toString('utf8');
-      try {
-        this.inbox.push(JSON.parse(text));
-      } catch {
-        this.inbox.push(text);
-      }
-    });
-    this.ws.on('close', (code) => {
-      openClients.delete(this);
-      this.inbox.end(`closed ${code}`);
-    });
-    this.ws.on('error', () => {});
-  }
-
-  static async open(url, room) {
-    const c = new WsClient(url, room);
-    await c.inbox.next((f) => f.type === 'welcome', 'welcome frame');
-    return c;
-  }
-
-  async publish(data, cid, event) {
-    const frame = { type: 'publish', data, cid };
-    if (event !== undefined) frame.event = event;
-    this.ws.send(JSON.stringify(frame));
-    const ack = await this.inbox.next((f) => (f.type === 'ack' && f.cid === cid) || f.type === 'error', `ack for ${cid}`);
-    assert.equal(ack.type, 'ack', `publish ${cid} answered ${show(ack)}`);
-    return ack;
-  }
-
-  close() {
-    this.ws.terminate();
-    openClients.delete(this);
-  }
-}
-
-function closeAll() {
+/** Ends every client a test left open (SSE streams here, WebSockets in support.mjs). */
+async function closeAll() {
   for (const c of [...openClients]) c.close();
-}
-
-/** Publishes and asserts 201; returns { id, ts }. */
-async function mustPublish(url, room, payload) {
-  const res = await publish(url, room, payload);
-  assert.equal(res.status, 201, `publish to ${room}: ${res.status} ${JSON.stringify(res.body)}`);
-  return res.body;
-}
-
-async function roomState(url, room) {
-  const res = await getJson(url, `/rooms/${room}`);
-  assert.equal(res.status, 200, `GET /rooms/${room}: ${JSON.stringify(res.body)}`);
-  return res.body;
-}
-
-/** Retries `check` until it holds or `ms` pass; returns { value, elapsed }. */
-async function waitFor(check, ms, what, lastSeen = () => '') {
-  const started = Date.now();
-  const deadline = started + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await check();
-    if (last) return { value: last, elapsed: Date.now() - started };
-    await sleep(50);
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${lastSeen()}`);
+  await closeWsClients();
 }
 
 /** Waits until GET /rooms/{room} reports `connections.sse === n`. */
@@ -402,10 +234,6 @@ async function waitSse(url, room, n, ms = WAIT_MS) {
     `connections.sse === ${n} in ${room}`,
     () => ` (last seen ${seen})`,
   );
-}
-
-function range(from, to) {
-  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
 
 /** Asserts a message frame is exactly `id / event / data` and returns its envelope. */
@@ -445,7 +273,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
   });
 
   after(async () => {
-    closeAll();
+    await closeAll();
     await hub?.stop();
   });
 
@@ -674,14 +502,14 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('HTTP and WebSocket publishes arrive on SSE with the ids of the POST answers and acks, in order', async () => {
       const room = roomName('sse-cross');
       const s = await RawStream.open(url, `/rooms/${room}/events`);
-      const ws = await WsClient.open(url, room);
+      const { client: ws } = await WsClient.welcomed(url, room);
       const expected = []; // [id, data] in publish order
       for (let i = 0; i < 6; i += 1) {
         if (i % 2 === 0) {
           const r = await mustPublish(url, room, { data: { via: 'http', i } });
           expected.push([r.id, { via: 'http', i }]);
         } else {
-          const ack = await ws.publish({ via: 'ws', i }, `sse-cross-${process.pid}-${i}`);
+          const ack = await ws.publish({ via: 'ws', i }, { cid: `sse-cross-${process.pid}-${i}` });
           expected.push([ack.id, { via: 'ws', i }]);
         }
       }
@@ -689,7 +517,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
       // Then both at once: the ids interleave, the stream is still strictly ordered.
       const concurrent = await Promise.all([
         ...range(0, 9).map(async (i) => [(await mustPublish(url, room, { data: { via: 'http', c: i } })).id, { via: 'http', c: i }]),
-        ...range(0, 9).map(async (i) => [(await ws.publish({ via: 'ws', c: i }, `sse-cross-c-${process.pid}-${i}`)).id, { via: 'ws', c: i }]),
+        ...range(0, 9).map(async (i) => [(await ws.publish({ via: 'ws', c: i }, { cid: `sse-cross-c-${process.pid}-${i}` })).id, { via: 'ws', c: i }]),
       ]);
       const all = [...expected, ...concurrent].sort((x, y) => x[0] - y[0]);
       assert.deepEqual(all.map(([id]) => id), range(1, 26), 'ids are 1..26 with no gap');
@@ -855,7 +683,7 @@ describe('SSE reset with HISTORY_LIMIT=5', () => {
   });
 
   after(async () => {
-    closeAll();
+    await closeAll();
     await hub?.stop();
   });
 
@@ -940,7 +768,7 @@ describe('SSE reconnect across a hub restart (eventsource package, Last-Event-ID
   });
 
   after(async () => {
-    closeAll();
+    await closeAll();
     await hub?.stop();
     state?.cleanup();
   });

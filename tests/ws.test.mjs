@@ -8,271 +8,18 @@
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startHub, roomName, publish, getJson } from './harness.mjs';
+import { startHub, roomName, getJson } from './harness.mjs';
+import { WsClient, closeWsClients, refusedUpgrade, wsUrl, show, sleep, waitFor, roomState, mustPublish } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
-/** How long any single awaited event may take (frames, closes, upgrades). */
-const WAIT_MS = 10_000;
-
 const ENVELOPE_KEYS = ['data', 'event', 'from', 'id', 'ts'];
 const MESSAGE_FRAME_KEYS = [...ENVELOPE_KEYS, 'type'].sort();
-
-function wsUrl(url, room, query = '') {
-  return `${url.replace(/^http/, 'ws')}/rooms/${room}/ws${query}`;
-}
-
-/** Short, readable rendering of a frame for failure messages. */
-function show(frame) {
-  const text = JSON.stringify(frame);
-  return text.length > 200 ? `${text.slice(0, 200)}…(${text.length} chars)` : text;
-}
-
-/** Every client opened by a test, so `closeAll` can end the ones left open. */
-const openClients = new Set();
-
-/**
- * A WebSocket client that buffers every frame from the moment the socket is
- * created, and hands them out with `next(predicate)`: the first buffered or
- * future frame matching the predicate that no earlier `next` took. Frames are
- * parsed JSON, or the raw text when not JSON (e.g. `pong`), or
- * `{binary: <base64>}` for binary frames.
- */
-class Client {
-  constructor(url, options = {}) {
-    this.url = url;
-    /** Every frame in arrival order. */
-    this.frames = [];
-    /** Indexes of frames already returned by `next`. */
-    this.taken = new Set();
-    /** Pending `next` calls: { pred, resolve, reject, timer, what }. */
-    this.waiters = [];
-    this.errors = [];
-    this.closeInfo = null;
-    this.ws = new WebSocket(url, { handshakeTimeout: WAIT_MS, ...options });
-    openClients.add(this);
-
-    this.ws.on('message', (data, isBinary) => {
-      let frame;
-      if (isBinary) {
-        frame = { binary: Buffer.from(data).toString('base64') };
-      } else {
-        const text = data.toString('utf8');
-        try {
-          frame = JSON.parse(text);
-        } catch {
-          frame = text;
-        }
-      }
-      const index = this.frames.push(frame) - 1;
-      for (const w of this.waiters) {
-        if (safeMatch(w.pred, frame)) {
-          this.taken.add(index);
-          this.#settle(w);
-          w.resolve(frame);
-          break;
-        }
-      }
-    });
-    this.ws.on('error', (err) => this.errors.push(err));
-    this.opened = new Promise((resolve, reject) => {
-      this.ws.once('open', resolve);
-      this.ws.once('error', reject);
-      this.ws.once('close', (code) => reject(new Error(`closed (${code}) before open: ${this.url}`)));
-    });
-    this.opened.catch(() => {}); // observed by `open`; never an unhandled rejection
-    this.closed = new Promise((resolve) => {
-      this.ws.once('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString('utf8') };
-        openClients.delete(this);
-        // No frame can arrive any more: fail every pending wait now.
-        for (const w of [...this.waiters]) {
-          this.#settle(w);
-          w.reject(new Error(`socket closed (${code} ${this.closeInfo.reason}) while waiting for ${w.what}; ${this.seen()}`));
-        }
-        resolve(this.closeInfo);
-      });
-    });
-  }
-
-  /** Opens a socket to `room` and waits for the upgrade to complete. */
-  static async open(url, room, query = '') {
-    const client = new Client(wsUrl(url, room, query));
-    await withTimeout(client.opened, WAIT_MS, `upgrade of ${client.url}`);
-    return client;
-  }
-
-  /** Opens a socket and returns it with its (first) welcome frame. */
-  static async welcomed(url, room, query = '') {
-    const client = await Client.open(url, room, query);
-    const welcome = await client.next((f) => f.type === 'welcome', 'welcome');
-    assert.equal(client.frames[0], welcome, `welcome is the first frame; ${client.seen()}`);
-    return { client, welcome };
-  }
-
-  #settle(w) {
-    clearTimeout(w.timer);
-    this.waiters = this.waiters.filter((x) => x !== w);
-  }
-
-  /** A description of every frame seen so far, for failure messages. */
-  seen() {
-    const list = this.frames.map((f, i) => `  #${i}${this.taken.has(i) ? ' (taken)' : ''} ${show(f)}`);
-    const state = this.closeInfo ? `closed ${this.closeInfo.code} ${this.closeInfo.reason}` : `readyState ${this.ws.readyState}`;
-    return `${this.frames.length} frame(s) seen on ${this.url} (${state}):\n${list.join('\n')}`;
-  }
-
-  /** The next not-yet-taken frame matching `pred`, within `ms`. */
-  next(pred, what = String(pred), ms = WAIT_MS) {
-    for (let i = 0; i < this.frames.length; i += 1) {
-      if (!this.taken.has(i) && safeMatch(pred, this.frames[i])) {
-        this.taken.add(i);
-        return Promise.resolve(this.frames[i]);
-      }
-    }
-    if (this.closeInfo) {
-      return Promise.reject(new Error(`socket already closed (${this.closeInfo.code}) waiting for ${what}; ${this.seen()}`));
-    }
-    return new Promise((resolve, reject) => {
-      const w = { pred, resolve, reject, what };
-      w.timer = setTimeout(() => {
-        this.#settle(w);
-        reject(new Error(`timed out after ${ms} ms waiting for ${what}; ${this.seen()}`));
-      }, ms);
-      this.waiters.push(w);
-    });
-  }
-
-  nextType(type, ms) {
-    return this.next((f) => f.type === type, `a "${type}" frame`, ms);
-  }
-
-  nextMessage(id, ms) {
-    return this.next((f) => f.type === 'message' && f.id === id, `message id ${id}`, ms);
-  }
-
-  nextAck(cid, ms) {
-    return this.next((f) => f.type === 'ack' && f.cid === cid, `ack for cid ${cid}`, ms);
-  }
-
-  /** Every frame of one type seen so far (taken or not), in order. */
-  ofType(type) {
-    return this.frames.filter((f) => f && f.type === type);
-  }
-
-  messageIds() {
-    return this.ofType('message').map((m) => m.id);
-  }
-
-  send(frame) {
-    this.ws.send(typeof frame === 'string' || Buffer.isBuffer(frame) ? frame : JSON.stringify(frame));
-  }
-
-  /** Publishes over the socket and waits for the ack; returns the ack. */
-  async publish(data, { cid, event } = {}) {
-    assert.ok(cid, 'publish helper needs a cid to match its ack');
-    const frame = { type: 'publish', data, cid };
-    if (event !== undefined) frame.event = event;
-    this.send(frame);
-    const ack = await this.next((f) => (f.type === 'ack' && f.cid === cid) || f.type === 'error', `ack for cid ${cid}`);
-    assert.equal(ack.type, 'ack', `publish ${cid} answered ${show(ack)}`);
-    return ack;
-  }
-
-  /** Waits for the socket to be closed (by either side), within `ms`. */
-  waitClosed(ms = WAIT_MS) {
-    return withTimeout(this.closed, ms, `close of ${this.url}; ${this.seen()}`);
-  }
-
-  /** Closes from the client side and waits for the close to complete. */
-  async close(code = 1000) {
-    if (!this.closeInfo) this.ws.close(code);
-    return this.waitClosed();
-  }
-}
-
-function safeMatch(pred, frame) {
-  try {
-    return Boolean(pred(frame));
-  } catch {
-    return false;
-  }
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Terminates every client a test left open (used in afterEach). */
-async function closeAll() {
-  const clients = [...openClients];
-  for (const c of clients) c.ws.terminate();
-  await Promise.all(clients.map((c) => withTimeout(c.closed, WAIT_MS, `terminate ${c.url}`).catch(() => {})));
-}
-
-/**
- * Attempts an upgrade expected to be refused; resolves to { status, body }
- * from the `ws` client's 'unexpected-response' event.
- */
-function refusedUpgrade(url) {
-  return withTimeout(new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { handshakeTimeout: WAIT_MS });
-    ws.on('error', () => {});
-    ws.once('open', () => {
-      ws.terminate();
-      reject(new Error(`upgrade of ${url} succeeded; expected a refusal`));
-    });
-    ws.once('unexpected-response', (req, res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = text;
-        }
-        resolve({ status: res.statusCode, body });
-        req.destroy();
-      });
-    });
-  }), WAIT_MS, `refused upgrade of ${url}`);
-}
-
-async function roomState(url, room) {
-  const res = await getJson(url, `/rooms/${room}`);
-  assert.equal(res.status, 200, `GET /rooms/${room}: ${JSON.stringify(res.body)}`);
-  return res.body;
-}
 
 async function poll(url, room, query = '') {
   const res = await getJson(url, `/rooms/${room}/messages${query}`);
   assert.equal(res.status, 200, `poll ${room}${query}: ${JSON.stringify(res.body)}`);
   return res.body;
-}
-
-/** Publishes over HTTP and asserts 201; returns { id, ts }. */
-async function mustPublish(url, room, payload) {
-  const res = await publish(url, room, payload);
-  assert.equal(res.status, 201, `publish to ${room}: ${JSON.stringify(res.body)}`);
-  return res.body;
-}
-
-/** Retries `check` (async, truthy when done) until it holds or `ms` pass. */
-async function waitFor(check, ms, what) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await check();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}`);
 }
 
 /** The envelope of a message frame: the frame without its type. */
@@ -327,10 +74,10 @@ describe('WebSocket transport (rate limits off)', () => {
     url = hub.url;
   });
 
-  afterEach(closeAll);
+  afterEach(closeWsClients);
 
   after(async () => {
-    await closeAll();
+    await closeWsClients();
     await hub?.stop();
   });
 
@@ -344,7 +91,7 @@ describe('WebSocket transport (rate limits off)', () => {
     const room = roomName('welcome');
     await mustPublish(url, room, { data: 'a' });
     await mustPublish(url, room, { data: 'b' });
-    const { client, welcome } = await Client.welcomed(url, room);
+    const { client, welcome } = await WsClient.welcomed(url, room);
     assert.deepEqual(Object.keys(welcome).sort(), ['last_id', 'presence', 'room', 'type', 'you']);
     assert.equal(welcome.room, room);
     assert.equal(welcome.last_id, 2);
@@ -358,15 +105,15 @@ describe('WebSocket transport (rate limits off)', () => {
     assert.deepEqual(client.messageIds(), []);
 
     // A second socket gets a different connection id.
-    const second = await Client.welcomed(url, room);
+    const second = await WsClient.welcomed(url, room);
     assert.notEqual(second.welcome.you.conn, welcome.you.conn);
   });
 
   test('a publish is acked to the sender and broadcast to every socket, sender included', async () => {
     const room = roomName('broadcast');
-    const { client: a } = await Client.welcomed(url, room);
-    const { client: b } = await Client.welcomed(url, room);
-    const { client: c } = await Client.welcomed(url, room);
+    const { client: a } = await WsClient.welcomed(url, room);
+    const { client: b } = await WsClient.welcomed(url, room);
+    const { client: c } = await WsClient.welcomed(url, room);
 
     const data = { text: 'héllo 🌍', n: [1, 2.5, null, true], nested: { deep: 'x\ny' } };
     a.send({ type: 'publish', event: 'chat.msg', data, cid: 'c-17' });
@@ -394,8 +141,8 @@ describe('WebSocket transport (rate limits off)', () => {
 
   test('ids are shared across transports: WS publishes are polled, HTTP publishes reach sockets, same ids', async () => {
     const room = roomName('xport');
-    const { client: a } = await Client.welcomed(url, room);
-    const { client: b } = await Client.welcomed(url, room);
+    const { client: a } = await WsClient.welcomed(url, room);
+    const { client: b } = await WsClient.welcomed(url, room);
 
     const ack1 = await a.publish({ via: 'ws', n: 1 }, { cid: 'x-1' });
     assert.equal(ack1.id, 1);
@@ -424,8 +171,8 @@ describe('WebSocket transport (rate limits off)', () => {
 
   test('a repeated cid is acked with the original id and neither stored nor broadcast again, also after a reconnect', async () => {
     const room = roomName('dedupe');
-    const { client: a } = await Client.welcomed(url, room);
-    const { client: watcher } = await Client.welcomed(url, room);
+    const { client: a } = await WsClient.welcomed(url, room);
+    const { client: watcher } = await WsClient.welcomed(url, room);
     const data = { order: 'once' };
 
     const first = await a.publish(data, { cid: 'dup-1' });
@@ -447,7 +194,7 @@ describe('WebSocket transport (rate limits off)', () => {
     // Reconnect: close the first socket, retry the same cid on a new one.
     const closed = await a.close(1000);
     assert.equal(closed.code, 1000);
-    const { client: b } = await Client.welcomed(url, room);
+    const { client: b } = await WsClient.welcomed(url, room);
     const retried = await b.publish(data, { cid: 'dup-1' });
     assert.deepEqual(retried, { type: 'ack', cid: 'dup-1', id: 1 });
     const barrier2 = await b.publish('barrier-2', { cid: 'dup-barrier-2' });
@@ -467,7 +214,7 @@ describe('WebSocket transport (rate limits off)', () => {
   test('since=2 replays 3,4,5 after welcome, then live 6: no gap, no duplicate', async () => {
     const room = roomName('since');
     for (let i = 1; i <= 5; i += 1) await mustPublish(url, room, { data: `m${i}` });
-    const { client, welcome } = await Client.welcomed(url, room, '?since=2');
+    const { client, welcome } = await WsClient.welcomed(url, room, '?since=2');
     assert.equal(welcome.last_id, 5);
     for (const id of [3, 4, 5]) assertMessageFrame(await client.nextMessage(id), { id, data: `m${id}` });
 
@@ -483,9 +230,9 @@ describe('WebSocket transport (rate limits off)', () => {
   test('since=0 replays the whole log without a reset; since=last_id replays nothing', async () => {
     const room = roomName('since0');
     for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
-    const { client: all } = await Client.welcomed(url, room, '?since=0');
+    const { client: all } = await WsClient.welcomed(url, room, '?since=0');
     for (const id of [1, 2, 3]) await all.nextMessage(id);
-    const { client: none } = await Client.welcomed(url, room, '?since=3');
+    const { client: none } = await WsClient.welcomed(url, room, '?since=3');
     await mustPublish(url, room, { data: 4 });
     await all.nextMessage(4);
     await none.nextMessage(4);
@@ -496,14 +243,14 @@ describe('WebSocket transport (rate limits off)', () => {
   test('since=abc refuses the upgrade with 400', async () => {
     const room = roomName('since-bad');
     const res = await refusedUpgrade(wsUrl(url, room, '?since=abc'));
-    assert.equal(res.status, 400, JSON.stringify(res.body));
-    assert.equal(res.body?.error, 'invalid_param', JSON.stringify(res.body));
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body?.error, 'invalid_param', res.text);
     assert.equal((await roomState(url, room)).connections.ws, 0, 'no socket was accepted');
   });
 
   test('text ping is answered pong', async () => {
     const room = roomName('ping');
-    const { client } = await Client.welcomed(url, room);
+    const { client } = await WsClient.welcomed(url, room);
     client.send('ping');
     assert.equal(await client.next((f) => f === 'pong', 'pong'), 'pong');
     client.send('ping');
@@ -514,16 +261,16 @@ describe('WebSocket transport (rate limits off)', () => {
 
   test('presence: join/leave frames, presence frames and GET /rooms/{room} follow the open sockets', async () => {
     const room = roomName('presence');
-    const { client: a, welcome: wa } = await Client.welcomed(url, room);
+    const { client: a, welcome: wa } = await WsClient.welcomed(url, room);
     const nameA = wa.you.presence_name;
     assert.equal(nameA, `anon:${wa.you.conn}`);
 
-    const { client: b, welcome: wb } = await Client.welcomed(url, room);
+    const { client: b, welcome: wb } = await WsClient.welcomed(url, room);
     const nameB = wb.you.presence_name;
     assert.deepEqual(sorted(wb.presence), sorted([nameA, nameB]), 'welcome lists every member');
     assert.deepEqual(await a.nextType('join'), { type: 'join', user: nameB });
 
-    const { client: c, welcome: wc } = await Client.welcomed(url, room);
+    const { client: c, welcome: wc } = await WsClient.welcomed(url, room);
     const nameC = wc.you.presence_name;
     assert.deepEqual(await a.nextType('join'), { type: 'join', user: nameC });
     assert.deepEqual(await b.nextType('join'), { type: 'join', user: nameC });
@@ -541,10 +288,10 @@ describe('WebSocket transport (rate limits off)', () => {
     await b.close(1000);
     assert.deepEqual(await a.nextType('leave'), { type: 'leave', user: nameB });
     assert.deepEqual(await c.nextType('leave'), { type: 'leave', user: nameB });
-    state = await waitFor(async () => {
+    ({ value: state } = await waitFor(async () => {
       const s = await roomState(url, room);
       return s.connections.ws === 2 ? s : null;
-    }, 5000, 'connections.ws === 2 after one close');
+    }, 5000, 'connections.ws === 2 after one close'));
     assert.deepEqual(sorted(state.presence), sorted([nameA, nameC]));
     c.send({ type: 'presence' });
     assert.deepEqual(sorted((await c.nextType('presence')).members), sorted([nameA, nameC]));
@@ -554,16 +301,16 @@ describe('WebSocket transport (rate limits off)', () => {
     await a.waitClosed();
     assert.deepEqual(await c.nextType('leave'), { type: 'leave', user: nameA });
     await c.close(1000);
-    state = await waitFor(async () => {
+    ({ value: state } = await waitFor(async () => {
       const s = await roomState(url, room);
       return s.connections.ws === 0 ? s : null;
-    }, 5000, 'connections.ws === 0 after every close');
+    }, 5000, 'connections.ws === 0 after every close'));
     assert.deepEqual(state.presence, []);
   });
 
   test('bad input gets an error frame, the socket stays open, and nothing is stored', async () => {
     const room = roomName('bad');
-    const { client } = await Client.welcomed(url, room);
+    const { client } = await WsClient.welcomed(url, room);
     const cases = [
       ['malformed JSON', '{"type":"publish","data":', 'invalid_json'],
       ['not JSON at all', 'hello', 'invalid_json'],
@@ -594,7 +341,7 @@ describe('WebSocket transport (rate limits off)', () => {
 
   test('a client close(1000) is answered: the close event arrives with 1000', async () => {
     const room = roomName('close');
-    const { client } = await Client.welcomed(url, room);
+    const { client } = await WsClient.welcomed(url, room);
     client.ws.close(1000, 'bye');
     const info = await client.waitClosed(5000);
     assert.equal(info.code, 1000);
@@ -614,15 +361,15 @@ describe('WebSocket resume with HISTORY_LIMIT=5', () => {
     for (let i = 1; i <= 12; i += 1) await mustPublish(hub.url, room, { data: i });
   });
 
-  afterEach(closeAll);
+  afterEach(closeWsClients);
 
   after(async () => {
-    await closeAll();
+    await closeWsClients();
     await hub?.stop();
   });
 
   test('since=1 gets welcome, reset history_exceeded first_id 8, then 8..12', async () => {
-    const { client, welcome } = await Client.welcomed(hub.url, room, '?since=1');
+    const { client, welcome } = await WsClient.welcomed(hub.url, room, '?since=1');
     assert.equal(welcome.last_id, 12);
     const reset = await client.nextType('reset');
     assert.deepEqual(reset, { type: 'reset', reason: 'history_exceeded', first_id: 8 });
@@ -631,7 +378,7 @@ describe('WebSocket resume with HISTORY_LIMIT=5', () => {
   });
 
   test('since=99 on a room at 12 gets a cursor_ahead reset', async () => {
-    const { client, welcome } = await Client.welcomed(hub.url, room, '?since=99');
+    const { client, welcome } = await WsClient.welcomed(hub.url, room, '?since=99');
     assert.equal(welcome.last_id, 12);
     const reset = await client.nextType('reset');
     assert.equal(reset.reason, 'cursor_ahead', show(reset));
@@ -648,16 +395,16 @@ describe('WebSocket with MAX_MESSAGE_BYTES=1024', () => {
     hub = await startHub({ vars: { MAX_MESSAGE_BYTES: '1024', RATE_PER_SEC: '0' } });
   });
 
-  afterEach(closeAll);
+  afterEach(closeWsClients);
 
   after(async () => {
-    await closeAll();
+    await closeWsClients();
     await hub?.stop();
   });
 
   test('a 2000-byte frame closes the socket with 1009 and stores nothing', async () => {
     const room = roomName('big');
-    const { client } = await Client.welcomed(hub.url, room);
+    const { client } = await WsClient.welcomed(hub.url, room);
     assert.equal((await client.publish('small', { cid: 's-1' })).id, 1);
 
     const frame = JSON.stringify({ type: 'publish', data: 'x'.repeat(2000), cid: 'big-1' });
@@ -679,16 +426,16 @@ describe('WebSocket with RATE_PER_SEC=1, RATE_BURST=3', () => {
     hub = await startHub({ vars: { RATE_PER_SEC: '1', RATE_BURST: '3' } });
   });
 
-  afterEach(closeAll);
+  afterEach(closeWsClients);
 
   after(async () => {
-    await closeAll();
+    await closeWsClients();
     await hub?.stop();
   });
 
   test('a burst of 10 gets 3 acks and 7 rate_limited errors; persisting closes with 1008', async () => {
     const room = roomName('rate');
-    const { client } = await Client.welcomed(hub.url, room);
+    const { client } = await WsClient.welcomed(hub.url, room);
     const isReply = (f) => f.type === 'ack' || f.type === 'error';
 
     for (let i = 0; i < 10; i += 1) client.send({ type: 'publish', data: `r${i}`, cid: `rl-${i}` });
@@ -729,10 +476,10 @@ describe('WebSocket hibernation', () => {
     hub = await startHub({ vars: { RATE_PER_SEC: '0' } });
   });
 
-  afterEach(closeAll);
+  afterEach(closeWsClients);
 
   after(async () => {
-    await closeAll();
+    await closeWsClients();
     await hub?.stop();
   });
 
@@ -741,7 +488,7 @@ describe('WebSocket hibernation', () => {
     const sockets = [];
     const names = [];
     for (let i = 0; i < 3; i += 1) {
-      const { client, welcome } = await Client.welcomed(hub.url, room);
+      const { client, welcome } = await WsClient.welcomed(hub.url, room);
       sockets.push(client);
       names.push(welcome.you.presence_name);
     }
@@ -765,7 +512,7 @@ describe('WebSocket hibernation', () => {
       // room. Miniflare evicts an idle room after roughly 10-20 s; any
       // request or socket message to the room during this time would keep
       // it awake, so nothing is sent here.
-      await new Promise((r) => setTimeout(r, 15_000));
+      await sleep(15_000);
 
       // The runtime's auto-response answers without waking the room.
       for (const s of sockets) s.send('ping');

@@ -1,0 +1,412 @@
+// Helpers the test files share, so each is written once:
+//
+// - waiting: WAIT_MS, sleep, withTimeout, waitFor;
+// - failure messages and data: show, safeMatch, range;
+// - HTTP: request (fetch), readResponse (a `node:http` answer), roomState,
+//   mustPublish (on top of harness.mjs);
+// - received items: Inbox, a buffer of what a client received, handed out
+//   by `next(predicate)` (SSE clients build on it too);
+// - WebSocket: wsUrl, WsClient (a WebSocket test client built on Inbox)
+//   with closeWsClients, refusedUpgrade and readRefusal for refused upgrades.
+//
+// What a single spec needs only for itself (tokens, SSE parsers, resuming
+// subscribers, assertions on one transport's frames) stays in that spec.
+// Starting and stopping the hub is harness.mjs's and workerd.mjs's job.
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { publish, getJson } from './harness.mjs';
+
+// ---------------------------------------------------------------- waiting
+
+/** How long any single awaited event may take (frames, closes, upgrades) unless a test says otherwise. */
+export const WAIT_MS = 10_000;
+
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `promise`, or a rejection "timed out after `ms` ms waiting for `what`" if
+ * it has not settled by then. The timer is cleared either way.
+ */
+export function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Retries `check` (async, truthy when done) every 50 ms until it holds or
+ * `ms` pass; resolves to `{ value, elapsed }` (the truthy result and the ms
+ * it took). On timeout the assertion names `what`, followed by `lastSeen()`
+ * (e.g. " (last seen 3)") so the failure says what was seen instead.
+ */
+export async function waitFor(check, ms, what, lastSeen = () => '') {
+  const started = Date.now();
+  const deadline = started + ms;
+  while (Date.now() < deadline) {
+    const value = await check();
+    if (value) return { value, elapsed: Date.now() - started };
+    await sleep(50);
+  }
+  assert.fail(`timed out after ${ms} ms waiting for ${what}${lastSeen()}`);
+}
+
+// ---------------------------------------------------------------- messages and data
+
+/** Short, readable JSON rendering of a value for failure messages (strings quoted, so `\n` shows). */
+export function show(value) {
+  const text = JSON.stringify(value);
+  return text && text.length > 300 ? `${text.slice(0, 300)}…(${text.length} chars)` : text;
+}
+
+/** `pred(item)` as a boolean; a predicate that throws (e.g. on a non-object frame) does not match. */
+export function safeMatch(pred, item) {
+  try {
+    return Boolean(pred(item));
+  } catch {
+    return false;
+  }
+}
+
+/** The integers `from..to`, both included (empty when `to < from`). */
+export function range(from, to) {
+  return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+}
+
+// ---------------------------------------------------------------- HTTP
+
+/** Raw fetch; resolves to { status, text, body (parsed JSON, null if empty, undefined if not JSON), headers }. */
+export async function request(url, path, init = {}) {
+  const res = await fetch(`${url}${path}`, init);
+  const text = await res.text();
+  let body = null;
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined; // not JSON: assertions on `body` will say so
+    }
+  }
+  return { status: res.status, text, body, headers: res.headers };
+}
+
+/**
+ * Reads a whole `node:http` response (an answer that is not a stream):
+ * resolves to { status, text, body (parsed JSON, or undefined), headers }.
+ */
+export function readResponse(res) {
+  return new Promise((resolve) => {
+    const chunks = [];
+    res.on('data', (c) => chunks.push(c));
+    res.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      let body;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = undefined;
+      }
+      resolve({ status: res.statusCode, text, body, headers: res.headers });
+    });
+  });
+}
+
+/** GET /rooms/{room} on an open hub; asserts 200 and returns the state. */
+export async function roomState(url, room) {
+  const res = await getJson(url, `/rooms/${room}`);
+  assert.equal(res.status, 200, `GET /rooms/${room}: ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+/** Publishes over HTTP (with extra `headers`) and asserts 201; returns { id, ts }. */
+export async function mustPublish(url, room, payload, headers = {}) {
+  const res = await publish(url, room, payload, headers);
+  assert.equal(res.status, 201, `publish to ${room}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+/** The WebSocket URL of `room` on the hub at `url`; `query` is appended as is (e.g. '?since=2'). */
+export function wsUrl(url, room, query = '') {
+  return `${url.replace(/^http/, 'ws')}/rooms/${room}/ws${query}`;
+}
+
+/** `url` with the value of a `token=` parameter hidden, for labels and failure messages. */
+function redactToken(url) {
+  return url.replace(/token=[^&]*/, 'token=…');
+}
+
+/**
+ * A buffered list of everything a client received, in arrival order, with
+ * `next(pred)`: the first buffered or future item matching `pred` that no
+ * earlier `next` took, within a timeout. `end(reason)` fails every pending
+ * and later wait at once. Failure messages list the items seen (`describe`
+ * may be replaced to render them shorter) and `status()`.
+ */
+export class Inbox {
+  constructor(label) {
+    this.label = label;
+    /** Every item in arrival order. */
+    this.items = [];
+    /** Indexes of items already returned by `next`. */
+    this.taken = new Set();
+    /** Pending `next` calls: { pred, resolve, reject, timer, what }. */
+    this.waiters = [];
+    this.endReason = null;
+  }
+
+  push(item) {
+    const index = this.items.push(item) - 1;
+    for (const w of this.waiters) {
+      if (safeMatch(w.pred, item)) {
+        this.taken.add(index);
+        this.#settle(w);
+        w.resolve(item);
+        break;
+      }
+    }
+  }
+
+  /** No more items can arrive: fail every pending wait now. */
+  end(reason) {
+    if (this.endReason) return;
+    this.endReason = reason;
+    for (const w of [...this.waiters]) {
+      this.#settle(w);
+      w.reject(new Error(`${this.label} ended (${reason}) while waiting for ${w.what}; ${this.seen()}`));
+    }
+  }
+
+  #settle(w) {
+    clearTimeout(w.timer);
+    this.waiters = this.waiters.filter((x) => x !== w);
+  }
+
+  /** A description of the items seen so far (the last 40), for failure messages. */
+  seen() {
+    const list = this.items.slice(-40).map((f, i, arr) => {
+      const index = this.items.length - arr.length + i;
+      return `  #${index}${this.taken.has(index) ? ' (taken)' : ''} ${show(this.describe(f))}`;
+    });
+    const more = this.items.length > 40 ? `  (${this.items.length - 40} earlier items not shown)\n` : '';
+    const status = this.status();
+    return `${this.items.length} item(s) on ${this.label}${status ? ` (${status})` : ''}:\n${more}${list.join('\n')}`;
+  }
+
+  /** How an item is rendered in `seen()`. */
+  describe(item) {
+    return item;
+  }
+
+  /** The source's state for `seen()`; empty while nothing is known. */
+  status() {
+    return this.endReason ? `ended: ${this.endReason}` : '';
+  }
+
+  /** The next not-yet-taken item matching `pred`, within `ms`. */
+  next(pred, what = String(pred), ms = WAIT_MS) {
+    for (let i = 0; i < this.items.length; i += 1) {
+      if (!this.taken.has(i) && safeMatch(pred, this.items[i])) {
+        this.taken.add(i);
+        return Promise.resolve(this.items[i]);
+      }
+    }
+    if (this.endReason) {
+      return Promise.reject(new Error(`${this.label} already ended (${this.endReason}) waiting for ${what}; ${this.seen()}`));
+    }
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve, reject, what };
+      w.timer = setTimeout(() => {
+        this.#settle(w);
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}; ${this.seen()}`));
+      }, ms);
+      this.waiters.push(w);
+    });
+  }
+}
+
+/** Every WsClient not yet closed, so `closeWsClients` can end the ones a test left open. */
+const openWsClients = new Set();
+
+/**
+ * A WebSocket test client that buffers every frame from the moment the
+ * socket is created, and hands them out with `next(predicate)` (see Inbox).
+ * Frames are parsed JSON, or the raw text when not JSON (e.g. `pong`), or
+ * `{binary: <base64>}` for binary frames. `url` (any token redacted) names
+ * the socket in failure messages; `wsOptions` go to the `ws` constructor
+ * (headers, origin, ...).
+ */
+export class WsClient extends Inbox {
+  constructor(url, wsOptions = {}) {
+    super(redactToken(url));
+    this.url = this.label;
+    this.errors = [];
+    this.closeInfo = null;
+    this.ws = new WebSocket(url, { handshakeTimeout: WAIT_MS, ...wsOptions });
+    openWsClients.add(this);
+
+    this.ws.on('message', (data, isBinary) => {
+      if (isBinary) {
+        this.push({ binary: Buffer.from(data).toString('base64') });
+        return;
+      }
+      const text = data.toString('utf8');
+      let frame;
+      try {
+        frame = JSON.parse(text);
+      } catch {
+        frame = text;
+      }
+      this.push(frame);
+    });
+    this.ws.on('error', (err) => this.errors.push(err));
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', resolve);
+      // No 'unexpected-response' listener here: without one, `ws` reports a
+      // refused upgrade as an 'error' (rejecting `opened`), and a caller may
+      // add its own listener to read the refusal's status and body.
+      this.ws.once('error', reject);
+      this.ws.once('close', (code) => reject(new Error(`closed (${code}) before open: ${this.url}`)));
+    });
+    this.opened.catch(() => {}); // observed by `connect`; never an unhandled rejection
+    this.closed = new Promise((resolve) => {
+      this.ws.once('close', (code, reason) => {
+        this.closeInfo = { code, reason: reason.toString('utf8') };
+        openWsClients.delete(this);
+        // No frame can arrive any more: fail every pending wait now.
+        this.end(`socket closed ${code} ${this.closeInfo.reason}`.trim());
+        resolve(this.closeInfo);
+      });
+    });
+  }
+
+  /** Opens a socket to the full WebSocket URL `target` and waits for the upgrade to complete. */
+  static async connect(target, wsOptions = {}) {
+    const client = new WsClient(target, wsOptions);
+    await withTimeout(client.opened, WAIT_MS, `upgrade of ${client.url}`);
+    return client;
+  }
+
+  /** Opens a socket to `room` (`query` as in `wsUrl`) and waits for the upgrade to complete. */
+  static open(url, room, query = '') {
+    return WsClient.connect(wsUrl(url, room, query));
+  }
+
+  /** `connect`, then the welcome: resolves to { client, welcome }, asserting the welcome is the first frame. */
+  static async welcomedAt(target, wsOptions = {}) {
+    const client = await WsClient.connect(target, wsOptions);
+    const welcome = await client.next((f) => f.type === 'welcome', 'welcome');
+    assert.equal(client.frames[0], welcome, `welcome is the first frame; ${client.seen()}`);
+    return { client, welcome };
+  }
+
+  /** Opens a socket to `room` (`query` as in `wsUrl`) and returns it with its (first) welcome frame. */
+  static welcomed(url, room, query = '') {
+    return WsClient.welcomedAt(wsUrl(url, room, query));
+  }
+
+  /** Every frame in arrival order. */
+  get frames() {
+    return this.items;
+  }
+
+  /** The socket's state for `seen()`: its close code and reason, or its readyState. */
+  status() {
+    return this.closeInfo ? `closed ${this.closeInfo.code} ${this.closeInfo.reason}` : `readyState ${this.ws.readyState}`;
+  }
+
+  nextType(type, ms) {
+    return this.next((f) => f.type === type, `a "${type}" frame`, ms);
+  }
+
+  nextMessage(id, ms) {
+    return this.next((f) => f.type === 'message' && f.id === id, `message id ${id}`, ms);
+  }
+
+  nextAck(cid, ms) {
+    return this.next((f) => f.type === 'ack' && f.cid === cid, `ack for cid ${cid}`, ms);
+  }
+
+  /** Every frame of one type seen so far (taken or not), in order. */
+  ofType(type) {
+    return this.frames.filter((f) => f && f.type === type);
+  }
+
+  messageIds() {
+    return this.ofType('message').map((m) => m.id);
+  }
+
+  /** Sends a string or Buffer as is, anything else as JSON. */
+  send(frame) {
+    this.ws.send(typeof frame === 'string' || Buffer.isBuffer(frame) ? frame : JSON.stringify(frame));
+  }
+
+  /** Publishes over the socket and waits for the ack; asserts it is not an error frame; returns the ack. */
+  async publish(data, { cid, event } = {}) {
+    assert.ok(cid, 'publish helper needs a cid to match its ack');
+    const frame = { type: 'publish', data, cid };
+    if (event !== undefined) frame.event = event;
+    this.send(frame);
+    const ack = await this.next((f) => (f.type === 'ack' && f.cid === cid) || f.type === 'error', `ack for cid ${cid}`);
+    assert.equal(ack.type, 'ack', `publish ${cid} answered ${show(ack)}`);
+    return ack;
+  }
+
+  /** Sends a publish frame; resolves to the first ack for `cid` or error frame, unchecked. */
+  publishFrame(data, cid) {
+    this.send({ type: 'publish', data, cid });
+    return this.next((f) => (f.type === 'ack' && f.cid === cid) || f.type === 'error', `ack or error for cid ${cid}`);
+  }
+
+  /** Waits for the socket to be closed (by either side), within `ms`. */
+  waitClosed(ms = WAIT_MS) {
+    return withTimeout(this.closed, ms, `close of ${this.url}; ${this.seen()}`);
+  }
+
+  /** Closes from the client side and waits for the close to complete. */
+  async close(code = 1000) {
+    if (!this.closeInfo) this.ws.close(code);
+    return this.waitClosed();
+  }
+}
+
+/** Terminates every WsClient a test left open and waits for their closes (for afterEach). */
+export async function closeWsClients() {
+  const clients = [...openWsClients];
+  for (const c of clients) c.ws.terminate();
+  await Promise.all(clients.map((c) => withTimeout(c.closed, WAIT_MS, `terminate ${c.url}`).catch(() => {})));
+}
+
+/**
+ * Reads the HTTP answer of a refused upgrade (the `ws` client's
+ * 'unexpected-response' event) as `readResponse` does, then destroys the
+ * request.
+ */
+export async function readRefusal(req, res) {
+  const refusal = await readResponse(res);
+  req.destroy();
+  return refusal;
+}
+
+/**
+ * Attempts an upgrade of `target` (a full WebSocket URL) expected to be
+ * refused; resolves to the refusal as `readRefusal` reads it, and fails if
+ * the socket opens (a 101).
+ */
+export function refusedUpgrade(target, wsOptions = {}) {
+  const label = redactToken(target);
+  return withTimeout(new Promise((resolve, reject) => {
+    const ws = new WebSocket(target, { handshakeTimeout: WAIT_MS, ...wsOptions });
+    ws.on('error', () => {});
+    ws.once('open', () => {
+      ws.terminate();
+      reject(new Error(`upgrade of ${label} succeeded (101); expected a refusal`));
+    });
+    ws.once('unexpected-response', (req, res) => {
+      readRefusal(req, res).then(resolve);
+    });
+  }), WAIT_MS, `refused upgrade of ${label}`);
+}
