@@ -3,6 +3,10 @@
 // message exactly once, in order. Not part of the test command.
 //
 //   node bench/soak.mjs [--minutes 10] [--ws 200] [--sse 100] [--pollers 50] [--rate 20]
+//                       [--target hub|floor] [--no-idempotency]
+//
+// `--target floor` runs the same load on the runtime's floor (bench/floor), so
+// a memory trend can be attributed to the hub or to the runtime.
 //
 // Subscribers churn: every few seconds some reconnect (resuming by id), so
 // the room keeps opening and forgetting connections as real rooms do.
@@ -11,6 +15,7 @@ import WebSocket from 'ws';
 import { startWorkerdHub } from '../tests/workerd.mjs';
 import { stateDir, freePort } from '../tests/harness.mjs';
 import { readFileSync } from 'node:fs';
+import * as floor from './floor/launch.mjs';
 
 const arg = (name, d) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -21,6 +26,8 @@ const N_WS = arg('ws', 200);
 const N_SSE = arg('sse', 100);
 const N_POLL = arg('pollers', 50);
 const RATE = arg('rate', 20);
+const TARGET = process.argv.includes('--target') ? process.argv[process.argv.indexOf('--target') + 1] : 'hub';
+const IDEMPOTENCY = !process.argv.includes('--no-idempotency');
 const ROOM = 'soak';
 
 const rssMiB = (pid) => {
@@ -30,7 +37,10 @@ const rssMiB = (pid) => {
 
 const state = stateDir();
 const port = await freePort();
-const hub = await startWorkerdHub({ port, storageDir: state.dir, vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HEARTBEAT_SECS: '5' } });
+const hub =
+  TARGET === 'floor'
+    ? await floor.start({ port, storageDir: state.dir })
+    : await startWorkerdHub({ port, storageDir: state.dir, vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HEARTBEAT_SECS: '5' } });
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
 class Tracker {
@@ -132,7 +142,7 @@ const publisher = setInterval(async () => {
   try {
     const res = await fetch(`http://127.0.0.1:${port}/rooms/${ROOM}/messages`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'Idempotency-Key': `soak-${published}-${Date.now()}` },
+      headers: { 'Content-Type': 'application/json', ...(IDEMPOTENCY ? { 'Idempotency-Key': `soak-${published}-${Date.now()}` } : {}) },
       body: JSON.stringify({ data: { n: published, pad: 'x'.repeat(200) } }),
     });
     if (res.status === 201) published += 1;
@@ -143,6 +153,7 @@ const publisher = setInterval(async () => {
 }, 1000 / RATE);
 const churn = setInterval(() => {
   // About 2% of the streaming subscribers drop and resume every 5 s.
+  if (subs.length === 0) return;
   for (let k = 0; k < Math.max(1, subs.length / 50); k += 1) subs[Math.floor(Math.random() * subs.length)].churn();
 }, 5000);
 const sampler = setInterval(() => {
@@ -161,6 +172,8 @@ clearInterval(sampler);
 stopping = true;
 const complete = trackers.filter((t) => t.last === published && t.gaps === 0).length;
 const summary = {
+  target: TARGET,
+  idempotency_keys: IDEMPOTENCY,
   minutes: MINUTES,
   subscribers: { ws: N_WS, sse: N_SSE, pollers: N_POLL },
   rate_per_s: RATE,
@@ -174,6 +187,13 @@ const summary = {
   rss_mib_max: Math.max(...samples.map((s) => s.rss_mib)),
   rss_mib_last: samples.at(-1)?.rss_mib,
   rss_mib_by_minute: samples.filter((s) => s.t_s % 60 < 10).map((s) => s.rss_mib),
+  // Who had not caught up when the drain deadline passed, and how far behind.
+  incomplete_by_transport: Object.fromEntries(
+    ['ws', 'sse', 'poll'].map((kind) => {
+      const late = trackers.filter((t) => t.name.startsWith(kind) && !(t.last === published && t.gaps === 0));
+      return [kind, { count: late.length, furthest_behind: late.length ? published - Math.min(...late.map((t) => t.last)) : 0 }];
+    }),
+  ),
 };
 console.log(JSON.stringify({ summary }));
 for (const s of subs) s.close();
