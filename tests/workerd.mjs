@@ -93,9 +93,27 @@ export async function startWorkerd(config, port, tempDir) {
   let log = '';
   child.stdout.on('data', (d) => (log += d));
   child.stderr.on('data', (d) => (log += d));
+  return superviseServer(child, {
+    port,
+    name: 'workerd',
+    log: () => log,
+    // workerd may ignore SIGTERM with open connections; SIGINT stops it.
+    stopSignal: 'SIGINT',
+    onExit: () => tempDir && rmSync(tempDir, { recursive: true, force: true }),
+  });
+}
+
+/**
+ * Waits until a spawned server `child` listens on 127.0.0.1:`port`; if it
+ * exits first or never listens, kills it and throws with its `log()`.
+ * Returns its handle: {url, pid, log, exited, crash(), stop()}. `stop()`
+ * sends `stopSignal`, then SIGKILL after 5 s; `crash()` is SIGKILL at once
+ * (the process dies mid-whatever). `onExit` runs once the process is gone.
+ */
+export async function superviseServer(child, { port, name, log, stopSignal = 'SIGTERM', onExit = () => {} }) {
   const exited = new Promise((res) =>
     child.once('exit', (code, signal) => {
-      if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+      onExit();
       res({ code, signal });
     }),
   );
@@ -103,7 +121,7 @@ export async function startWorkerd(config, port, tempDir) {
     await Promise.race([
       waitForPort(port),
       exited.then(({ code, signal }) => {
-        throw new Error(`workerd exited (${code ?? signal}) before listening:\n${log}`);
+        throw new Error(`${name} exited (${code ?? signal}) before listening:\n${log()}`);
       }),
     ]);
   } catch (e) {
@@ -113,17 +131,15 @@ export async function startWorkerd(config, port, tempDir) {
   return {
     url: `http://127.0.0.1:${port}`,
     pid: child.pid,
-    log: () => log,
+    log,
     exited,
-    /** SIGKILL: the process dies mid-whatever, as in a crash. */
     async crash() {
       child.kill('SIGKILL');
       await exited;
     },
-    /** workerd may ignore SIGTERM with open connections; SIGINT stops it. */
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGINT');
+      child.kill(stopSignal);
       const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(timer);

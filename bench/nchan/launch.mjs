@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { waitForPort } from '../../tests/workerd.mjs';
+import { superviseServer } from '../../tests/workerd.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -40,7 +40,7 @@ export function writeConfig({ port, dir }) {
   return path;
 }
 
-/** Returns {url, pid, log(), stop()}; `pid` is nginx's master (its one worker is a child). */
+/** Returns the handle of superviseServer (tests/workerd.mjs) plus `workerPids()`; `pid` is nginx's master (its one worker is a child). */
 export async function start({ port, dir = mkdtempSync(join(tmpdir(), 'bench-nchan-')) }) {
   const conf = writeConfig({ port, dir });
   const prefix = dirname(conf);
@@ -55,33 +55,9 @@ export async function start({ port, dir = mkdtempSync(join(tmpdir(), 'bench-ncha
     } catch {}
     return out + err;
   };
-  const exited = new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })));
-  try {
-    await Promise.race([
-      waitForPort(port),
-      exited.then(({ code, signal }) => {
-        throw new Error(`nginx exited (${code ?? signal}) before listening:\n${log()}`);
-      }),
-    ]);
-  } catch (e) {
-    child.kill('SIGKILL');
-    throw e;
-  }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    pid: child.pid,
-    workerPids: () => workerPids(child.pid),
-    log,
-    exited,
-    /** SIGQUIT would wait for every subscriber; SIGTERM is nginx's fast shutdown. */
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+  // SIGQUIT would wait for every subscriber; SIGTERM is nginx's fast shutdown.
+  const server = await superviseServer(child, { port, name: 'nginx', log, stopSignal: 'SIGTERM' });
+  return { ...server, workerPids: () => workerPids(child.pid) };
 }
 
 /** The pids of the master's children (the worker, which does the work). */

@@ -34,11 +34,11 @@
 import { spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { waitForPort } from '../../tests/workerd.mjs';
+import { superviseServer } from '../../tests/workerd.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** Returns {url, pid, log(), stop()}. */
+/** Returns the server's handle (see superviseServer in tests/workerd.mjs). */
 export async function start({ port }) {
   const child = spawn(process.execPath, [join(here, 'server.js')], {
     cwd: here,
@@ -48,29 +48,5 @@ export async function start({ port }) {
   let log = '';
   child.stdout.on('data', (d) => (log += d));
   child.stderr.on('data', (d) => (log += d));
-  const exited = new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })));
-  try {
-    await Promise.race([
-      waitForPort(port),
-      exited.then(({ code, signal }) => {
-        throw new Error(`socket.io server exited (${code ?? signal}) before listening:\n${log}`);
-      }),
-    ]);
-  } catch (e) {
-    child.kill('SIGKILL');
-    throw e;
-  }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    pid: child.pid,
-    log: () => log,
-    exited,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+  return superviseServer(child, { port, name: 'socket.io server', log: () => log });
 }
