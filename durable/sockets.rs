@@ -12,7 +12,9 @@
 //! - Every close from a client is answered with a close frame, so clients
 //!   never hang in CLOSING.
 //! - `join` goes out when a member's first socket opens and `leave` when
-//!   their last one closes, once each (presence is keyed by connection).
+//!   their last one closes, once each (presence is keyed by connection),
+//!   while the room has at most `PRESENCE_MAX_MEMBERS` members; crossing
+//!   that limit sends a `presence` snapshot instead (`core::presence`).
 
 use super::fanout;
 use super::room::Origin;
@@ -20,7 +22,7 @@ use super::{now_ms, query_param, random_u32, RoomObject};
 use crate::core::auth::Identity;
 use crate::core::cursor::parse_seq;
 use crate::core::error::{HubError, CLOSE_NORMAL};
-use crate::core::presence::Presence;
+use crate::core::presence::{Announce, Presence};
 use crate::core::protocol::ResetInfo;
 use crate::core::session::{
     ack_frame, binary_frame_error, error_frame, join_frame, leave_frame, message_frame,
@@ -36,9 +38,10 @@ impl RoomObject {
         &self,
         f: impl FnOnce(&mut Presence) -> T,
     ) -> Result<T, HubError> {
+        let limit = crate::config::settings(&self.env)?.presence_max_members;
         let mut guard = self.presence.borrow_mut();
         let presence = guard.get_or_insert_with(|| {
-            let mut p = Presence::default();
+            let mut p = Presence::new(limit);
             for ws in self.state.get_websockets() {
                 if let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() {
                     p.add(&meta.presence_name(), &meta.conn);
@@ -79,9 +82,10 @@ impl RoomObject {
             .map_err(respond::internal)?;
 
         let member = meta.presence_name();
-        let (first, members) = self.with_presence(|p| (p.add(&member, &meta.conn), p.members()))?;
+        let (announce, listed, count) =
+            self.with_presence(|p| (p.add(&member, &meta.conn), p.listed(), p.member_count()))?;
         let (welcome, replay_from, reset) = self.with_room(|r| {
-            let welcome = welcome_frame(r.name.as_str(), r.log.last_id(), &meta, &members);
+            let welcome = welcome_frame(r.name.as_str(), r.log.last_id(), &meta, &listed, count);
             match since.map(|s| r.log.resume(s)) {
                 None => (welcome, None, None),
                 Some(resume) => (welcome, Some(resume.replay_after()), ResetInfo::of(resume)),
@@ -97,9 +101,8 @@ impl RoomObject {
                 true
             })?;
         }
-        if first {
-            fanout::broadcast(&self.state, &join_frame(&member), Some(&meta.conn));
-        }
+        // The new socket learnt presence from its welcome.
+        self.announce(announce, &member, &meta.conn);
         Response::from_websocket(pair.client).map_err(respond::internal)
     }
 
@@ -139,8 +142,8 @@ impl RoomObject {
                 close(ws, &err);
                 self.on_socket_gone(ws);
             }
-            Step::Presence => match self.with_presence(|p| p.members()) {
-                Ok(members) => send(ws, &presence_frame(&members)),
+            Step::Presence => match self.with_presence(|p| (p.listed(), p.member_count())) {
+                Ok((listed, count)) => send(ws, &presence_frame(&listed, count)),
                 Err(e) => send(ws, &error_frame(&e)),
             },
             Step::Publish { publish, cid } => {
@@ -175,16 +178,31 @@ impl RoomObject {
         self.on_socket_gone(ws);
     }
 
-    /// Forgets a socket that closed or failed; announces `leave` when it
-    /// was its member's last.
+    /// Forgets a socket that closed or failed; announces what presence
+    /// decides (a `leave` when it was its member's last, below the limit).
     pub(super) fn on_socket_gone(&self, ws: &WebSocket) {
         let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() else {
             return;
         };
         let member = meta.presence_name();
-        if let Ok(true) = self.with_presence(|p| p.remove(&member, &meta.conn)) {
-            fanout::broadcast(&self.state, &leave_frame(&member), Some(&meta.conn));
+        if let Ok(announce) = self.with_presence(|p| p.remove(&member, &meta.conn)) {
+            self.announce(announce, &member, &meta.conn);
         }
+    }
+
+    /// Tells every socket but `conn`'s what presence decided (see
+    /// `core::presence`): a join, a leave, a snapshot, or nothing.
+    fn announce(&self, announce: Announce, member: &str, conn: &str) {
+        let frame = match announce {
+            Announce::Nothing => return,
+            Announce::Join => join_frame(member),
+            Announce::Leave => leave_frame(member),
+            Announce::Snapshot => match self.with_presence(|p| (p.listed(), p.member_count())) {
+                Ok((listed, count)) => presence_frame(&listed, count),
+                Err(_) => return,
+            },
+        };
+        fanout::broadcast(&self.state, &frame, Some(conn));
     }
 }
 

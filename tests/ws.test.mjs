@@ -87,12 +87,12 @@ describe('WebSocket transport (rate limits off)', () => {
     assert.equal(res.body?.error, 'upgrade_required');
   });
 
-  test('the first frame is welcome {room, last_id, you, presence} with an anon:<conn> identity', async () => {
+  test('the first frame is welcome {room, last_id, you, presence, presence_count} with an anon:<conn> identity', async () => {
     const room = roomName('welcome');
     await mustPublish(url, room, { data: 'a' });
     await mustPublish(url, room, { data: 'b' });
     const { client, welcome } = await WsClient.welcomed(url, room);
-    assert.deepEqual(Object.keys(welcome).sort(), ['last_id', 'presence', 'room', 'type', 'you']);
+    assert.deepEqual(Object.keys(welcome).sort(), ['last_id', 'presence', 'presence_count', 'room', 'type', 'you']);
     assert.equal(welcome.room, room);
     assert.equal(welcome.last_id, 2);
     assert.deepEqual(Object.keys(welcome.you).sort(), ['conn', 'presence_name', 'user']);
@@ -101,6 +101,7 @@ describe('WebSocket transport (rate limits off)', () => {
     assert.equal(welcome.you.user, null);
     assert.equal(welcome.you.presence_name, `anon:${welcome.you.conn}`);
     assert.deepEqual(welcome.presence, [`anon:${welcome.you.conn}`]);
+    assert.equal(welcome.presence_count, 1);
     // Without since: nothing replayed.
     assert.deepEqual(client.messageIds(), []);
 
@@ -277,8 +278,9 @@ describe('WebSocket transport (rate limits off)', () => {
 
     a.send({ type: 'presence' });
     const p = await a.nextType('presence');
-    assert.deepEqual(Object.keys(p).sort(), ['members', 'type']);
+    assert.deepEqual(Object.keys(p).sort(), ['count', 'members', 'type']);
     assert.deepEqual(sorted(p.members), sorted([nameA, nameB, nameC]));
+    assert.equal(p.count, 3);
 
     let state = await roomState(url, room);
     assert.equal(state.connections.ws, 3);
@@ -350,6 +352,73 @@ describe('WebSocket transport (rate limits off)', () => {
 });
 
 // ---------------------------------------------------------------- retention
+
+describe('WebSocket presence with PRESENCE_MAX_MEMBERS=2', () => {
+  let hub;
+  let url;
+
+  before(async () => {
+    hub = await startHub({ vars: { RATE_PER_SEC: '0', PRESENCE_MAX_MEMBERS: '2' } });
+    url = hub.url;
+  });
+
+  afterEach(closeWsClients);
+
+  after(async () => {
+    await closeWsClients();
+    await hub?.stop();
+  });
+
+  /** Asks `client` for presence and returns the answer (every frame sent to it before is in by then). */
+  async function askPresence(client) {
+    client.send({ type: 'presence' });
+    return client.nextType('presence');
+  }
+
+  test('above the limit joins and leaves go quiet, lists are cut and counted, and the crossings send snapshots', async () => {
+    const room = roomName('crowd');
+    const firstTwo = (names) => sorted(names).slice(0, 2);
+
+    const { client: a, welcome: wa } = await WsClient.welcomed(url, room);
+    const nameA = wa.you.presence_name;
+    const { client: b, welcome: wb } = await WsClient.welcomed(url, room);
+    const nameB = wb.you.presence_name;
+    assert.deepEqual(await a.nextType('join'), { type: 'join', user: nameB });
+    assert.equal(wb.presence_count, 2);
+
+    // C takes the room above the limit: A and B get one snapshot, no join.
+    const { client: c, welcome: wc } = await WsClient.welcomed(url, room);
+    const nameC = wc.you.presence_name;
+    const three = [nameA, nameB, nameC];
+    assert.deepEqual(wc.presence, firstTwo(three), 'the welcome lists the first two members');
+    assert.equal(wc.presence_count, 3);
+    for (const [who, client] of [['A', a], ['B', b]]) {
+      assert.deepEqual(await client.nextType('presence'), { type: 'presence', members: firstTwo(three), count: 3 }, `${who}'s snapshot`);
+    }
+
+    // D joins above the limit: nobody is told; asking gives the cut list and the count.
+    const { client: d, welcome: wd } = await WsClient.welcomed(url, room);
+    const four = [...three, wd.you.presence_name];
+    assert.equal(wd.presence_count, 4);
+    assert.deepEqual(await askPresence(a), { type: 'presence', members: firstTwo(four), count: 4 });
+    assert.deepEqual(a.ofType('join').map((f) => f.user), [nameB], `A heard only B's join; ${a.seen()}`);
+    assert.deepEqual(b.ofType('join'), [], `B heard no join; ${b.seen()}`);
+    assert.deepEqual(sorted((await roomState(url, room)).presence), sorted(four), 'GET /rooms/{room} lists every member');
+
+    // D leaves (4 → 3): quiet. C leaves (3 → 2): a snapshot with the full list.
+    await d.close(1000);
+    await c.close(1000);
+    for (const [who, client] of [['A', a], ['B', b]]) {
+      assert.deepEqual(await client.nextType('presence'), { type: 'presence', members: sorted([nameA, nameB]), count: 2 }, `${who}'s snapshot back at the limit`);
+      assert.deepEqual(client.ofType('leave'), [], `${who} heard no leave above the limit; ${client.seen()}`);
+    }
+
+    // Below the limit again, leaves are announced one by one.
+    await b.close(1000);
+    assert.deepEqual(await a.nextType('leave'), { type: 'leave', user: nameB });
+    assert.deepEqual(await askPresence(a), { type: 'presence', members: [nameA], count: 1 });
+  });
+});
 
 describe('WebSocket resume with HISTORY_LIMIT=5', () => {
   let hub;

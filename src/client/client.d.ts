@@ -58,8 +58,11 @@ export interface Room {
   readonly transport: Transport;
   /** The id of the last message delivered. */
   readonly lastId: number | null;
-  /** Members present (WebSocket transport). */
+  /** Members present (WebSocket transport): all of them, or the first
+   * PRESENCE_MAX_MEMBERS (sorted) when the room has more. */
   readonly presence: string[];
+  /** How many members the room has (WebSocket transport). */
+  readonly presenceCount: number;
   on(event: 'message', fn: (m: Envelope) => void): () => void;
   on(event: 'status', fn: (s: Status) => void): () => void;
   on(event: 'presence', fn: (members: string[]) => void): () => void;

@@ -81,6 +81,9 @@ class Room {
     this.auto = mode === 'auto';
     this.lastId = Number.isInteger(options.since) ? options.since : null;
     this.presence = [];
+    // Members in all; more than presence.length when the room is above
+    // PRESENCE_MAX_MEMBERS (the hub then lists only the first ones).
+    this.presenceCount = 0;
     this.status = { state: 'connecting', transport: this.candidates[0] };
     this.listeners = new Map();
     this.pending = new Map(); // cid -> { frame, resolve, reject } (WebSocket publishes)
@@ -283,6 +286,7 @@ class SocketConnection {
           this.ready = true;
           if (room.lastId === null) room.lastId = msg.last_id;
           room.presence = msg.presence;
+          room.presenceCount = msg.presence_count ?? msg.presence.length;
           room.emit('presence', room.presence);
           opened();
           for (const p of room.pending.values()) this.ws.send(p.frame);
@@ -302,17 +306,22 @@ class SocketConnection {
           room.signalReset({ reason: msg.reason, first_id: msg.first_id });
           break;
         case 'join':
-          if (!room.presence.includes(msg.user)) room.presence = [...room.presence, msg.user].sort();
+          if (!room.presence.includes(msg.user)) {
+            room.presence = [...room.presence, msg.user].sort();
+            room.presenceCount = room.presence.length;
+          }
           room.emit('join', msg.user);
           room.emit('presence', room.presence);
           break;
         case 'leave':
           room.presence = room.presence.filter((u) => u !== msg.user);
+          room.presenceCount = room.presence.length;
           room.emit('leave', msg.user);
           room.emit('presence', room.presence);
           break;
         case 'presence':
           room.presence = msg.members;
+          room.presenceCount = msg.count ?? msg.members.length;
           room.emit('presence', room.presence);
           break;
         case 'error': {

@@ -196,13 +196,23 @@ pub fn message_frame(envelope: &str) -> String {
     out
 }
 
-pub fn welcome_frame(room: &str, last_id: Seq, meta: &SocketMeta, presence: &[String]) -> String {
+/// The first frame of a socket. `presence` lists the members the room
+/// tracks one by one; `presence_count` is how many there are in all (more
+/// than listed when the room is above `PRESENCE_MAX_MEMBERS`).
+pub fn welcome_frame(
+    room: &str,
+    last_id: Seq,
+    meta: &SocketMeta,
+    presence: &[String],
+    presence_count: usize,
+) -> String {
     json!({
         "type": "welcome",
         "room": room,
         "last_id": last_id.0,
         "you": {"conn": meta.conn, "user": meta.user, "presence_name": meta.presence_name()},
         "presence": presence,
+        "presence_count": presence_count,
     })
     .to_string()
 }
@@ -219,8 +229,9 @@ pub fn leave_frame(user: &str) -> String {
     json!({"type": "leave", "user": user}).to_string()
 }
 
-pub fn presence_frame(members: &[String]) -> String {
-    json!({"type": "presence", "members": members}).to_string()
+/// A presence snapshot: the listed members and how many there are in all.
+pub fn presence_frame(members: &[String], count: usize) -> String {
+    json!({"type": "presence", "members": members, "count": count}).to_string()
 }
 
 pub fn reset_frame(reset: ResetInfo) -> String {

@@ -25,6 +25,9 @@ pub struct Settings {
     pub heartbeat_secs: u32,
     /// Longest long-poll `wait`, in seconds.
     pub long_poll_max_secs: u32,
+    /// Members a room tracks one by one (`join`/`leave`, full lists);
+    /// above it presence is a count (see `presence.rs`).
+    pub presence_max_members: u32,
     /// Origins allowed for WebSocket upgrades and CORS.
     pub allowed_origins: AllowedOrigins,
 }
@@ -57,6 +60,7 @@ impl Default for Settings {
             max_connections_per_user: 5,
             heartbeat_secs: 15,
             long_poll_max_secs: 30,
+            presence_max_members: 1000,
             allowed_origins: AllowedOrigins::Any,
         }
     }
@@ -68,6 +72,8 @@ const MAX_HISTORY_LIMIT: u32 = 100_000;
 const MAX_MESSAGE_BYTES_CEILING: usize = 1 << 20;
 const MAX_LONG_POLL_SECS: u32 = 300;
 const MAX_HEARTBEAT_SECS: u32 = 3600;
+/// Past this, one join costs more sends than a room can make in a second.
+const MAX_PRESENCE_MEMBERS: u32 = 100_000;
 
 impl Settings {
     /// Reads every setting through `lookup`, which returns a `[vars]` value or `None`.
@@ -110,6 +116,13 @@ impl Settings {
                 d.long_poll_max_secs,
                 0,
                 MAX_LONG_POLL_SECS,
+            )?,
+            presence_max_members: number(
+                &lookup,
+                "PRESENCE_MAX_MEMBERS",
+                d.presence_max_members,
+                0,
+                MAX_PRESENCE_MEMBERS,
             )?,
             allowed_origins: match lookup("ALLOWED_ORIGINS") {
                 None => d.allowed_origins,
@@ -186,12 +199,19 @@ mod tests {
         assert_eq!((s.rate_per_sec, s.rate_burst), (20, 40));
         assert_eq!(s.max_connections_per_user, 5);
         assert_eq!((s.heartbeat_secs, s.long_poll_max_secs), (15, 30));
+        assert_eq!(s.presence_max_members, 1000);
     }
 
     #[test]
     fn values_parse_and_bad_values_fail_loudly() {
-        let s = with(&[("HISTORY_LIMIT", "10"), ("RATE_PER_SEC", "0")]).unwrap();
+        let s = with(&[
+            ("HISTORY_LIMIT", "10"),
+            ("RATE_PER_SEC", "0"),
+            ("PRESENCE_MAX_MEMBERS", "0"),
+        ])
+        .unwrap();
         assert_eq!((s.history_limit, s.rate_per_sec), (10, 0));
+        assert_eq!(s.presence_max_members, 0);
         let bad: &[(&str, &str)] = &[
             ("HISTORY_LIMIT", "0"),
             ("HISTORY_LIMIT", "ten"),
@@ -199,6 +219,8 @@ mod tests {
             ("MAX_MESSAGE_BYTES", "2000000"),
             ("HEARTBEAT_SECS", "0"),
             ("LONG_POLL_MAX_SECS", "1.5"),
+            ("PRESENCE_MAX_MEMBERS", "100001"),
+            ("PRESENCE_MAX_MEMBERS", "many"),
             ("ALLOWED_ORIGINS", "example.com"),
             ("ALLOWED_ORIGINS", "https://a.com/"),
             ("ALLOWED_ORIGINS", " , "),
