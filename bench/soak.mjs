@@ -17,16 +17,18 @@ import { stateDir, freePort } from '../tests/harness.mjs';
 import { readFileSync } from 'node:fs';
 import * as floor from './floor/launch.mjs';
 
-const arg = (name, d) => {
+/** The value after `--name`, or undefined. */
+const option = (name) => {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : d;
+  return i >= 0 ? process.argv[i + 1] : undefined;
 };
+const arg = (name, d) => (option(name) === undefined ? d : Number(option(name)));
 const MINUTES = arg('minutes', 10);
 const N_WS = arg('ws', 200);
 const N_SSE = arg('sse', 100);
 const N_POLL = arg('pollers', 50);
 const RATE = arg('rate', 20);
-const TARGET = process.argv.includes('--target') ? process.argv[process.argv.indexOf('--target') + 1] : 'hub';
+const TARGET = option('target') ?? 'hub';
 const IDEMPOTENCY = !process.argv.includes('--no-idempotency');
 const ROOM = 'soak';
 

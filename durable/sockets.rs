@@ -38,18 +38,21 @@ impl RoomObject {
         &self,
         f: impl FnOnce(&mut Presence) -> T,
     ) -> Result<T, HubError> {
-        let limit = crate::config::settings(&self.env)?.presence_max_members;
         let mut guard = self.presence.borrow_mut();
-        let presence = guard.get_or_insert_with(|| {
-            let mut p = Presence::new(limit);
-            for ws in self.state.get_websockets() {
-                if let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() {
-                    p.add(&meta.presence_name(), &meta.conn);
+        let presence = match guard.take() {
+            Some(p) => p,
+            None => {
+                let limit = crate::config::settings(&self.env)?.presence_max_members;
+                let mut p = Presence::new(limit);
+                for ws in self.state.get_websockets() {
+                    if let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() {
+                        p.add(&meta.presence_name(), &meta.conn);
+                    }
                 }
+                p
             }
-            p
-        });
-        Ok(f(presence))
+        };
+        Ok(f(guard.insert(presence)))
     }
 
     /// `GET /rooms/{room}/ws` with an upgrade: accept, welcome, replay.
