@@ -1,41 +1,148 @@
-//! Fan-out to the room's WebSockets in one call across the WASM boundary.
+//! Sending to the room's WebSockets: broadcast in one call across the WASM
+//! boundary, and the slow-consumer bound.
 //!
 //! Sending from Rust would cross into JavaScript once per socket (fetch the
-//! socket list, wrap each socket, send each frame). This loop runs on the
-//! JavaScript side instead: one crossing per broadcast, the frame string
-//! converted once, however many sockets the room holds.
+//! socket list, wrap each socket, send each frame). The broadcast loop runs
+//! on the JavaScript side instead: one crossing per broadcast, the frame
+//! string converted once, however many sockets the room holds.
+//!
+//! Slow consumers. The runtime queues in memory whatever a socket has not
+//! taken yet, and the Hibernation API exposes no `bufferedAmount`, so the
+//! room cannot see a socket fall behind. It counts instead the bytes it sent
+//! each socket since that socket's last sign of life: any frame from it
+//! ([`seen`]), or a `ping` that the runtime answered for it (the
+//! auto-response timestamp, read only when the count is over the bound). A
+//! socket over [`slow_socket_bytes`] without a sign of life is closed with
+//! 4008 `slow_consumer` and reconnects with `since`. The counts live in
+//! this isolate's memory: a room that hibernated starts them again at 0.
+//!
+//! Invariant: a socket closed here is returned to the caller, which takes
+//! it out of presence; nothing else is sent to it.
 
+use super::sse::stream_buffer_bytes;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsValue;
+use worker::WebSocket;
 
 #[wasm_bindgen(inline_js = r#"
-export function broadcast_text(state, text, exceptConn) {
-  let sent = 0;
+// Per socket: bytes sent since its last sign of life, and the runtime's
+// auto-response timestamp at that time.
+const unseen = new WeakMap();
+
+function charge(state, ws, bytes, limit) {
+  let c = unseen.get(ws);
+  if (c === undefined) {
+    c = { bytes: 0, pong: pongTime(state, ws) };
+    unseen.set(ws, c);
+  }
+  c.bytes += bytes;
+  if (limit === 0 || c.bytes <= limit) return true;
+  const pong = pongTime(state, ws);
+  if (pong > c.pong) {
+    c.pong = pong;
+    c.bytes = bytes;
+    return true;
+  }
+  return false;
+}
+
+function pongTime(state, ws) {
+  try {
+    const t = state.getWebSocketAutoResponseTimestamp(ws);
+    return t ? t.getTime() : 0;
+  } catch (_) {
+    return 0;
+  }
+}
+
+export function broadcast_text(state, text, exceptConn, limit, closeCode, closeReason) {
+  const dropped = [];
   for (const ws of state.getWebSockets()) {
     if (exceptConn !== undefined) {
       const meta = ws.deserializeAttachment();
       if (meta && meta.conn === exceptConn) continue;
     }
     try {
-      ws.send(text);
-      sent++;
+      if (charge(state, ws, text.length, limit)) {
+        ws.send(text);
+      } else {
+        unseen.delete(ws);
+        ws.close(closeCode, closeReason);
+        dropped.push(ws);
+      }
     } catch (_) {
       // A socket that is closing; its close handler cleans up.
     }
   }
-  return sent;
+  return dropped;
+}
+
+export function send_text(state, ws, text) {
+  try {
+    charge(state, ws, text.length, 0);
+    ws.send(text);
+  } catch (_) {
+    // A socket that is closing; its close handler cleans up.
+  }
+}
+
+export function seen(ws) {
+  unseen.delete(ws);
 }
 "#)]
 extern "C" {
-    fn broadcast_text(state: &JsValue, text: &str, except_conn: Option<String>) -> u32;
+    fn broadcast_text(
+        state: &JsValue,
+        text: &str,
+        except_conn: Option<String>,
+        limit: f64,
+        close_code: u16,
+        close_reason: &str,
+    ) -> js_sys::Array;
+    fn send_text(state: &JsValue, ws: &JsValue, text: &str);
+    #[wasm_bindgen(js_name = seen)]
+    fn seen_js(ws: &JsValue);
+}
+
+use worker::js_sys;
+
+/// Bytes the room sends one socket without a sign of life before it
+/// drops it: four replay batches (4 MiB at the default message size).
+pub fn slow_socket_bytes(max_message_bytes: usize) -> usize {
+    4 * stream_buffer_bytes(max_message_bytes)
 }
 
 /// Sends `text` to every WebSocket of the room except the one whose
-/// connection id is `except_conn`; returns how many sends succeeded.
-pub fn broadcast(state: &worker::State, text: &str, except_conn: Option<&str>) -> u32 {
+/// connection id is `except_conn`. Returns the sockets it closed as slow
+/// consumers; the caller takes them out of presence.
+pub fn broadcast(
+    state: &worker::State,
+    text: &str,
+    except_conn: Option<&str>,
+    max_message_bytes: usize,
+) -> Vec<WebSocket> {
+    let err = crate::core::error::HubError::SlowConsumer;
     broadcast_text(
         state.as_raw().as_ref(),
         text,
         except_conn.map(str::to_owned),
+        slow_socket_bytes(max_message_bytes) as f64,
+        err.close_code(),
+        err.close_reason(),
     )
+    .iter()
+    .map(|ws| WebSocket::from(web_sys::WebSocket::from(ws)))
+    .collect()
 }
+
+/// Sends `text` to one socket, counting it toward that socket's bound.
+pub fn send(state: &worker::State, ws: &WebSocket, text: &str) {
+    send_text(state.as_raw().as_ref(), ws.as_ref().as_ref(), text);
+}
+
+/// A frame arrived from `ws`: it is alive and reading.
+pub fn seen(ws: &WebSocket) {
+    seen_js(ws.as_ref().as_ref());
+}
+
+use worker::web_sys;

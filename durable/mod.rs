@@ -27,13 +27,12 @@ mod sockets;
 mod sse;
 mod store;
 
-use crate::core::auth::{Identity, PUBLISH_HEADER, USER_HEADER};
+use crate::core::auth::{budget_key, connection_key, Identity, ANONYMOUS_KEY, IDENTITY_HEADER};
 use crate::core::cursor::Seq;
 use crate::core::error::HubError;
 use crate::core::limits::TokenBucket;
 use crate::core::log::RoomLog;
 use crate::core::names::RoomName;
-use crate::core::presence::Presence;
 use crate::core::protocol::{ConnectionCounts, Publish, Published, RoomState};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::session::message_frame;
@@ -41,6 +40,7 @@ use crate::core::settings::Settings;
 use crate::respond::{self, Cors};
 use futures_channel::oneshot;
 use room::{LoadedRoom, Origin};
+use sockets::SocketIndex;
 use sse::SseHub;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -56,18 +56,45 @@ pub struct RoomObject {
     state: State,
     env: Env,
     room: RefCell<Option<LoadedRoom>>,
-    /// Who holds which WebSocket; rebuilt from attachments after a wake.
-    presence: RefCell<Option<Presence>>,
+    /// Who holds which WebSocket (presence, counts per budget key);
+    /// rebuilt from attachments after a wake.
+    sockets: RefCell<Option<SocketIndex>>,
     /// Open Server-Sent Events streams; shared with their heartbeat loop.
     sse: Rc<RefCell<SseHub>>,
-    /// Long polls waiting for the next message; each is woken once.
-    waiters: RefCell<Vec<oneshot::Sender<()>>>,
-    /// Long polls currently held (for `GET /rooms/{room}`).
-    held_polls: Cell<u32>,
-    /// Long polls currently held per user (for `MAX_CONNECTIONS_PER_USER`).
-    held_polls_by_user: RefCell<HashMap<String, u32>>,
-    /// HTTP publish budgets per user (`RATE_PER_SEC`/`RATE_BURST`).
-    http_buckets: RefCell<HashMap<String, TokenBucket>>,
+    /// Long polls waiting for the next message, by waiter id; each is
+    /// woken once, and removed when it fires or times out.
+    waiters: RefCell<HashMap<u64, oneshot::Sender<()>>>,
+    /// The id of the next waiter.
+    next_waiter: Cell<u64>,
+    /// Long polls currently held per connection key (`None`: anonymous).
+    held_polls: RefCell<HashMap<Option<String>, u32>>,
+    /// Publish budgets per budget key, shared by every WebSocket and HTTP
+    /// publish of that user (`RATE_PER_SEC`/`RATE_BURST`): reconnecting
+    /// does not refill them.
+    publish_budgets: RefCell<HashMap<String, TokenBucket>>,
+}
+
+/// Publish budgets kept before the full ones are forgotten (a full bucket
+/// is the same as a new one, so forgetting it changes nothing).
+const PUBLISH_BUDGETS_KEPT: usize = 4096;
+
+/// Who is asking, as the room sees it.
+pub struct Caller {
+    pub identity: Identity,
+    /// The client's address (`CF-Connecting-IP`) for anonymous callers.
+    pub addr: Option<String>,
+}
+
+impl Caller {
+    /// The key of this caller's publish budget.
+    pub fn budget_key(&self) -> Option<String> {
+        budget_key(&self.identity, self.addr.as_deref())
+    }
+
+    /// The key of this caller's per-user connection count.
+    pub fn connection_key(&self) -> Option<String> {
+        connection_key(&self.identity)
+    }
 }
 
 impl DurableObject for RoomObject {
@@ -82,25 +109,33 @@ impl DurableObject for RoomObject {
             state,
             env,
             room: RefCell::new(None),
-            presence: RefCell::new(None),
+            sockets: RefCell::new(None),
             sse: Rc::new(RefCell::new(SseHub::default())),
-            waiters: RefCell::new(Vec::new()),
-            held_polls: Cell::new(0),
-            held_polls_by_user: RefCell::new(HashMap::new()),
-            http_buckets: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(HashMap::new()),
+            next_waiter: Cell::new(0),
+            held_polls: RefCell::new(HashMap::new()),
+            publish_budgets: RefCell::new(HashMap::new()),
         }
     }
 
-    async fn fetch(&self, req: Request) -> worker::Result<Response> {
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let settings = match crate::config::settings(&self.env) {
             Ok(s) => s,
-            Err(e) => return Ok(respond::error(&e, &Cors::None)),
+            Err(e) => {
+                crate::body::discard(&mut req);
+                return Ok(respond::error(&e, &Cors::None));
+            }
         };
         let origin = req.headers().get("Origin").ok().flatten();
         let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-        match self.handle(req, settings, &cors).await {
+        // The handlers that answer early hand the request back so its
+        // unread body can be cancelled before the answer goes out.
+        match self.handle(&mut req, settings, &cors).await {
             Ok(resp) => Ok(resp),
-            Err(e) => Ok(respond::error(&e, &cors)),
+            Err(e) => {
+                crate::body::discard(&mut req);
+                Ok(respond::error(&e, &cors))
+            }
         }
     }
 
@@ -155,7 +190,7 @@ fn random_u32() -> u32 {
 impl RoomObject {
     async fn handle(
         &self,
-        req: Request,
+        req: &mut Request,
         settings: Rc<Settings>,
         cors: &Cors,
     ) -> Result<Response, HubError> {
@@ -163,30 +198,37 @@ impl RoomObject {
         let url = req.url().map_err(respond::internal)?;
         let Route { room, endpoint } = route(url.path())?;
         let action = endpoint.action(Method::parse(req.method().as_ref()))?;
-        // Set by the Worker after it verified the token, over anything a
-        // client sent. Without a secret every request is anonymous and the
-        // headers are not even read.
-        let identity = match crate::config::hub_secret(&self.env) {
-            None => Identity::Anonymous,
-            Some(_) => Identity::from_headers(
-                req.headers().get(USER_HEADER).ok().flatten().as_deref(),
-                req.headers().get(PUBLISH_HEADER).ok().flatten().as_deref(),
-            ),
-        };
-        self.load(Some(room), Some(settings))?;
+        let caller = self.caller(req)?;
+        self.load(room, Some(settings))?;
         match action {
-            Action::Publish => self.on_publish(req, &identity, cors).await,
-            Action::Poll => self.on_poll(&req, &url, &identity, cors).await,
+            Action::Publish => self.on_publish(req, &caller, cors).await,
+            Action::Poll => self.on_poll(req, &url, &caller, cors).await,
             Action::ReadState => self.on_read_state(cors),
-            Action::OpenSocket => self.on_open_socket(&url, &identity),
-            Action::OpenEvents => self.on_open_events(&req, &url, &identity, cors),
+            Action::OpenSocket => self.on_open_socket(&url, &caller),
+            Action::OpenEvents => self.on_open_events(req, &url, &caller, cors),
         }
     }
 
-    /// Loads the room from storage once per instance. A request passes its
-    /// room name and settings; a WebSocket event after a wake passes none,
-    /// and they come from storage and `[vars]`.
-    fn load(&self, name: Option<RoomName>, settings: Option<Rc<Settings>>) -> Result<(), HubError> {
+    /// Who the request is. The identity header is set by the Worker after
+    /// it verified the token, over anything a client sent; without a
+    /// secret every request is anonymous and the header is not even read.
+    fn caller(&self, req: &Request) -> Result<Caller, HubError> {
+        let header = |name: &str| req.headers().get(name).ok().flatten();
+        let identity = match crate::config::hub_secret(&self.env)? {
+            None => Identity::Anonymous,
+            Some(_) => Identity::from_header(header(IDENTITY_HEADER).as_deref())?,
+        };
+        let addr = match identity {
+            Identity::Anonymous => header("CF-Connecting-IP"),
+            Identity::User { .. } => None,
+        };
+        Ok(Caller { identity, addr })
+    }
+
+    /// Loads the room from storage once per instance. `name` comes from the
+    /// request path, or from a socket's attachment when a WebSocket event
+    /// wakes the room.
+    fn load(&self, name: RoomName, settings: Option<Rc<Settings>>) -> Result<(), HubError> {
         if self.room.borrow().is_some() {
             return Ok(());
         }
@@ -194,15 +236,7 @@ impl RoomObject {
             Some(s) => s,
             None => crate::config::settings(&self.env)?,
         };
-        let (store, restored) = store::Store::open(
-            self.state.storage().sql(),
-            name.as_ref().map(RoomName::as_str),
-            random_u32,
-        )?;
-        let name = match name {
-            Some(n) => n,
-            None => RoomName::parse(&restored.name)?,
-        };
+        let (store, restored) = store::Store::open(self.state.storage().sql(), random_u32)?;
         let log = RoomLog::restore(
             restored.epoch,
             restored.last_id,
@@ -251,88 +285,103 @@ impl RoomObject {
         Ok(f(room))
     }
 
-    /// Refuses a new live connection of a user who already holds
+    /// Refuses a new live connection when the room holds
+    /// `MAX_CONNECTIONS_PER_ROOM`, or when its user already holds
     /// `MAX_CONNECTIONS_PER_USER` in this room, across transports.
-    /// Anonymous connections have no per-user count.
-    fn check_connection_limit(&self, identity: &Identity) -> Result<(), HubError> {
-        let Some(user) = identity.user() else {
+    fn check_connection_limit(&self, caller: &Caller) -> Result<(), HubError> {
+        let (per_room, per_user) = self.with_room(|r| {
+            (
+                r.settings.max_connections_per_room,
+                r.settings.max_connections_per_user,
+            )
+        })?;
+        if per_room > 0 {
+            let counts = self.connection_counts()?;
+            if counts.ws + counts.sse + counts.poll >= per_room {
+                return Err(HubError::RoomFull { limit: per_room });
+            }
+        }
+        let Some(key) = caller.connection_key() else {
             return Ok(());
         };
-        let limit = self.with_room(|r| r.settings.max_connections_per_user)?;
-        if limit == 0 {
+        if per_user == 0 {
             return Ok(());
         }
-        let sockets = self.with_presence(|p| p.connections_of(user))?;
-        let streams = self.sse.borrow().count_of(user);
+        let sockets = self.with_sockets(|s| s.connections_of(&key))?;
+        let streams = self.sse.borrow().count_of(&key);
         let polls = self
-            .held_polls_by_user
+            .held_polls
             .borrow()
-            .get(user)
+            .get(&Some(key))
             .copied()
             .unwrap_or(0) as usize;
-        if sockets + streams + polls >= limit as usize {
-            return Err(HubError::TooManyConnections { limit });
+        if sockets + streams + polls >= per_user as usize {
+            return Err(HubError::TooManyConnections { limit: per_user });
         }
         Ok(())
     }
 
-    /// Takes one token from a user's HTTP publish budget.
-    fn check_http_rate(&self, identity: &Identity) -> Result<(), HubError> {
-        let Some(user) = identity.user() else {
+    /// Live connections by transport.
+    fn connection_counts(&self) -> Result<ConnectionCounts, HubError> {
+        Ok(ConnectionCounts {
+            ws: self.with_sockets(|s| s.connections())? as u32,
+            sse: self.sse.borrow().count() as u32,
+            poll: self.held_polls.borrow().values().sum(),
+        })
+    }
+
+    /// Takes one token from the publish budget of `key` (a budget key, or
+    /// `None` for anonymous callers without an address, who share one).
+    fn take_publish_token(&self, key: Option<&str>, settings: &Settings) -> Result<(), HubError> {
+        let (rate, burst) = (settings.rate_per_sec, settings.rate_burst);
+        if rate == 0 {
             return Ok(());
-        };
-        let (rate, burst) = self.with_room(|r| (r.settings.rate_per_sec, r.settings.rate_burst))?;
+        }
         let now = now_ms();
-        let mut buckets = self.http_buckets.borrow_mut();
-        let bucket = buckets
-            .entry(user.to_owned())
-            .or_insert_with(|| TokenBucket::full(burst, now));
-        bucket
+        let mut budgets = self.publish_budgets.borrow_mut();
+        if budgets.len() >= PUBLISH_BUDGETS_KEPT {
+            budgets.retain(|_, b| !b.is_full_at(rate, burst, now));
+        }
+        budgets
+            .entry(key.unwrap_or(ANONYMOUS_KEY).to_owned())
+            .or_insert_with(|| TokenBucket::full(burst, now))
             .take(rate, burst, now)
-            .map_err(|retry_after_s| HubError::RateLimited { retry_after_s })
+            .map_err(|retry_after_ms| HubError::RateLimited { retry_after_ms })
     }
 
     async fn on_publish(
         &self,
-        mut req: Request,
-        identity: &Identity,
+        req: &mut Request,
+        caller: &Caller,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        if !identity.can_publish() {
+        if !caller.identity.can_publish() {
             return Err(HubError::Forbidden("the token does not grant publish"));
         }
-        let max = self.with_room(|r| r.settings.max_message_bytes)?;
-        let content_type = req
-            .headers()
-            .get("Content-Type")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if !crate::core::protocol::is_json_media_type(&content_type) {
+        let settings = self.with_room(|r| r.settings.clone())?;
+        let max = settings.max_message_bytes;
+        let header = |name: &str| req.headers().get(name).ok().flatten();
+        if !crate::core::protocol::is_json_media_type(&header("Content-Type").unwrap_or_default()) {
             return Err(HubError::UnsupportedMediaType);
         }
-        let declared = req.headers().get("Content-Length").ok().flatten();
-        if declared
+        if header("Content-Length")
             .and_then(|n| n.parse::<usize>().ok())
             .is_some_and(|n| n > max)
         {
             return Err(HubError::TooLarge { limit: max });
         }
-        let bytes = req.bytes().await.map_err(respond::internal)?;
-        if bytes.len() > max {
-            return Err(HubError::TooLarge { limit: max });
-        }
+        let key_header = header("Idempotency-Key");
+        let bytes = crate::body::read_within(req, max).await?;
         let body = std::str::from_utf8(&bytes)
             .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?;
         let publish = Publish::from_http_body(body, max)?;
-        let key_header = req.headers().get("Idempotency-Key").ok().flatten();
         let key = key_header
             .as_deref()
             .map(|k| crate::core::protocol::idempotency_key("Idempotency-Key", k))
             .transpose()?;
-        self.check_http_rate(identity)?;
+        self.take_publish_token(caller.budget_key().as_deref(), &settings)?;
         let origin = Origin {
-            from: identity.user(),
+            from: caller.identity.user(),
             key,
         };
         let accepted = self.with_room(|r| r.accept(&publish, &origin, now_ms()))??;
@@ -359,30 +408,29 @@ impl RoomObject {
     /// Hands a newly stored message to every live subscriber of every
     /// transport: WebSockets (one frame, built once), then long polls.
     fn deliver(&self, message: &StoredMessage) {
-        fanout::broadcast(&self.state, &message_frame(&message.envelope), None);
+        self.broadcast(&message_frame(&message.envelope), None);
         self.sse.borrow_mut().deliver(message);
-        for waiter in self.waiters.borrow_mut().drain(..) {
-            // A waiter whose poll already timed out has dropped its receiver.
+        for (_, waiter) in self.waiters.borrow_mut().drain() {
             let _ = waiter.send(());
         }
     }
 
     fn on_read_state(&self, cors: &Cors) -> Result<Response, HubError> {
-        let (ws, presence) = self.with_presence(|p| (p.connections() as u32, p.members()))?;
+        let presence = self.with_sockets(|s| s.presence.members())?;
+        let connections = self.connection_counts()?;
+        let open = crate::config::hub_secret(&self.env)?.is_none();
+        let poll_waiters = self.waiters.borrow().len() as u32;
         let body = self
             .with_room(|r| {
                 serde_json::to_string(&RoomState {
                     room: r.name.as_str(),
                     last_id: r.log.last_id().0,
                     first_id: r.log.first_kept().0,
-                    connections: ConnectionCounts {
-                        ws,
-                        sse: self.sse.borrow().count() as u32,
-                        poll: self.held_polls.get(),
-                    },
+                    connections,
                     presence,
-                    open: crate::config::hub_secret(&self.env).is_none(),
+                    open,
                     loads: r.loads,
+                    poll_waiters,
                 })
             })?
             .map_err(|e| HubError::Internal(e.to_string()))?;

@@ -5,9 +5,13 @@
 //! body. A long poll (`wait=S`) with nothing new is held on a one-shot
 //! waiter that the next accepted message fires, whatever transport
 //! published it, and released at its deadline at the latest.
+//!
+//! Invariants: a waiter is in the room's list only while its poll is held
+//! (a timed-out poll removes its own), so a quiet room's list never grows;
+//! a `200` page holds at most `POLL_PAGE_BYTES` of messages (plus one, so
+//! every page makes progress), and a client continues from its last id.
 
-use super::RoomObject;
-use crate::core::auth::Identity;
+use super::{Caller, RoomObject};
 use crate::core::cursor::Cursor;
 use crate::core::error::HubError;
 use crate::core::etag::if_none_match;
@@ -34,7 +38,7 @@ impl RoomObject {
         &self,
         req: &Request,
         url: &worker::Url,
-        identity: &Identity,
+        caller: &Caller,
         cors: &Cors,
     ) -> Result<Response, HubError> {
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
@@ -71,35 +75,34 @@ impl RoomObject {
             }
             if !holding {
                 // A held poll is a live connection; an immediate one is not.
-                self.check_connection_limit(identity)?;
+                self.check_connection_limit(caller)?;
                 holding = true;
             }
-            self.wait_for_message(identity.user(), Duration::from_millis(deadline_ms - now))
-                .await;
+            self.wait_for_message(
+                caller.connection_key(),
+                Duration::from_millis(deadline_ms - now),
+            )
+            .await;
         }
     }
 
-    /// Holds until the next accepted message or the timeout, whichever is first.
-    async fn wait_for_message(&self, user: Option<&str>, timeout: Duration) {
+    /// Holds until the next accepted message or the timeout, whichever is
+    /// first. The poll counts as a live connection of `key` meanwhile.
+    async fn wait_for_message(&self, key: Option<String>, timeout: Duration) {
         let (tx, rx) = oneshot::channel();
-        self.waiters.borrow_mut().push(tx);
-        self.held_polls.set(self.held_polls.get() + 1);
-        if let Some(u) = user {
-            *self
-                .held_polls_by_user
-                .borrow_mut()
-                .entry(u.to_owned())
-                .or_insert(0) += 1;
-        }
+        let id = self.next_waiter.get();
+        self.next_waiter.set(id + 1);
+        self.waiters.borrow_mut().insert(id, tx);
+        *self.held_polls.borrow_mut().entry(key.clone()).or_insert(0) += 1;
         let _ = select(rx, Delay::from(timeout)).await;
-        self.held_polls.set(self.held_polls.get() - 1);
-        if let Some(u) = user {
-            let mut by_user = self.held_polls_by_user.borrow_mut();
-            if let Some(n) = by_user.get_mut(u) {
-                *n -= 1;
-                if *n == 0 {
-                    by_user.remove(u);
-                }
+        // Fired waiters were taken out by `deliver`; a timed-out one is
+        // still there and must not outlive its poll.
+        self.waiters.borrow_mut().remove(&id);
+        let mut held = self.held_polls.borrow_mut();
+        if let Some(n) = held.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&key);
             }
         }
     }

@@ -15,13 +15,20 @@
 //!   their last one closes, once each (presence is keyed by connection),
 //!   while the room has at most `PRESENCE_MAX_MEMBERS` members; crossing
 //!   that limit sends a `presence` snapshot instead (`core::presence`).
+//! - What one socket can make the room send is bounded: its replay is at
+//!   most one batch of [`replay_budget_bytes`] (then it is closed with
+//!   4009 and reconnects with `since`); its own requests cost its frame
+//!   budget; and `fanout` drops a socket that shows no sign of reading
+//!   (4008). A socket enters presence only once its replay was complete,
+//!   and leaves it whenever it goes, so no failure leaves a ghost member.
 
 use super::fanout;
 use super::room::Origin;
-use super::{now_ms, query_param, random_u32, RoomObject};
-use crate::core::auth::Identity;
+use super::sse::stream_buffer_bytes;
+use super::{now_ms, query_param, random_u32, Caller, RoomObject};
 use crate::core::cursor::parse_seq;
 use crate::core::error::{HubError, CLOSE_NORMAL};
+use crate::core::names::RoomName;
 use crate::core::presence::{Announce, Presence};
 use crate::core::protocol::ResetInfo;
 use crate::core::session::{
@@ -29,100 +36,188 @@ use crate::core::session::{
     on_text_frame, presence_frame, reset_frame, welcome_frame, SocketMeta, Step,
 };
 use crate::respond;
+use std::collections::{BTreeSet, HashMap};
 use worker::{Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
+/// The most bytes of replay one connection gets: as much as one SSE stream
+/// may buffer, so both transports bound a catching-up client alike.
+pub fn replay_budget_bytes(max_message_bytes: usize) -> usize {
+    stream_buffer_bytes(max_message_bytes)
+}
+
+/// The room's WebSockets as the room counts them: presence, and the
+/// connections of each connection key (for `MAX_CONNECTIONS_PER_USER`).
+/// Adding and removing are idempotent per connection id.
+pub struct SocketIndex {
+    pub presence: Presence,
+    conns_by_key: HashMap<String, BTreeSet<String>>,
+}
+
+impl SocketIndex {
+    fn new(presence_limit: u32) -> Self {
+        SocketIndex {
+            presence: Presence::new(presence_limit),
+            conns_by_key: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, meta: &SocketMeta) -> Announce {
+        if let Some(key) = meta.connection_key() {
+            self.conns_by_key
+                .entry(key)
+                .or_default()
+                .insert(meta.conn.clone());
+        }
+        self.presence.add(&meta.presence_name(), &meta.conn)
+    }
+
+    fn remove(&mut self, meta: &SocketMeta) -> Announce {
+        if let Some(key) = meta.connection_key() {
+            if let Some(conns) = self.conns_by_key.get_mut(&key) {
+                conns.remove(&meta.conn);
+                if conns.is_empty() {
+                    self.conns_by_key.remove(&key);
+                }
+            }
+        }
+        self.presence.remove(&meta.presence_name(), &meta.conn)
+    }
+
+    /// Open sockets of one connection key.
+    pub fn connections_of(&self, key: &str) -> usize {
+        self.conns_by_key.get(key).map_or(0, BTreeSet::len)
+    }
+
+    /// Open sockets in the room.
+    pub fn connections(&self) -> usize {
+        self.presence.connections()
+    }
+}
+
 impl RoomObject {
-    /// Runs `f` on the room's presence, rebuilding it from the sockets'
+    /// Runs `f` on the room's socket index, rebuilding it from the sockets'
     /// attachments first if this instance has not yet (after a wake).
-    pub(super) fn with_presence<T>(
+    pub(super) fn with_sockets<T>(
         &self,
-        f: impl FnOnce(&mut Presence) -> T,
+        f: impl FnOnce(&mut SocketIndex) -> T,
     ) -> Result<T, HubError> {
-        let mut guard = self.presence.borrow_mut();
-        let presence = match guard.take() {
-            Some(p) => p,
+        let mut guard = self.sockets.borrow_mut();
+        let index = match guard.take() {
+            Some(index) => index,
             None => {
                 let limit = crate::config::settings(&self.env)?.presence_max_members;
-                let mut p = Presence::new(limit);
+                let mut index = SocketIndex::new(limit);
                 for ws in self.state.get_websockets() {
                     if let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() {
-                        p.add(&meta.presence_name(), &meta.conn);
+                        index.add(&meta);
                     }
                 }
-                p
+                index
             }
         };
-        Ok(f(guard.insert(presence)))
+        Ok(f(guard.insert(index)))
     }
 
     /// `GET /rooms/{room}/ws` with an upgrade: accept, welcome, replay.
     pub(super) fn on_open_socket(
         &self,
         url: &worker::Url,
-        identity: &Identity,
+        caller: &Caller,
     ) -> Result<Response, HubError> {
         let since = query_param(url, "since")
             .map(|v| parse_seq("since", &v))
             .transpose()?;
-        self.check_connection_limit(identity)?;
+        self.check_connection_limit(caller)?;
         let settings = self.with_room(|r| r.settings.clone())?;
-        let meta = SocketMeta::new(
+        let name = self.with_room(|r| r.name.clone())?;
+        let mut meta = SocketMeta::new(
+            name.as_str().to_owned(),
             format!("{:08x}", random_u32()),
-            identity.user().map(str::to_owned),
-            identity.can_publish(),
+            caller.identity.user().map(str::to_owned),
+            caller.identity.can_publish(),
             &settings,
             now_ms(),
         );
+        meta.addr = caller.addr.clone();
 
-        // Presence must be built before the new socket is accepted, or a
-        // rebuild would count it and its join would never be announced.
-        self.with_presence(|_| ())?;
-        let pair = WebSocketPair::new().map_err(respond::internal)?;
-        let server = pair.server;
-        self.state.accept_websocket_with_tags(&server, &[]);
-        server
-            .serialize_attachment(&meta)
-            .map_err(respond::internal)?;
-
-        let member = meta.presence_name();
-        let (announce, listed, count) =
-            self.with_presence(|p| (p.add(&member, &meta.conn), p.listed(), p.member_count()))?;
-        let (welcome, replay_from, reset) = self.with_room(|r| {
-            let welcome = welcome_frame(r.name.as_str(), r.log.last_id(), &meta, &listed, count);
-            match since.map(|s| r.log.resume(s)) {
-                None => (welcome, None, None),
-                Some(resume) => (welcome, Some(resume.replay_after()), ResetInfo::of(resume)),
-            }
+        // The replay is read before the socket is accepted: a storage
+        // failure then refuses the upgrade, and a replay longer than one
+        // batch is known before presence would count the socket.
+        let (last_id, resume) = self.with_room(|r| {
+            let resume = since.map(|s| r.log.resume(s));
+            (r.log.last_id(), resume)
         })?;
-        send(&server, &welcome);
-        if let Some(reset) = reset {
-            send(&server, &reset_frame(reset));
-        }
-        if let Some(after) = replay_from {
-            self.replay(after, |message| {
-                send(&server, &message_frame(&message.envelope));
+        let mut replay = Vec::new();
+        let mut complete = true;
+        if let Some(resume) = resume {
+            let budget = replay_budget_bytes(settings.max_message_bytes);
+            let mut bytes = 0;
+            complete = self.replay(resume.replay_after(), |message| {
+                let frame = message_frame(&message.envelope);
+                bytes += frame.len();
+                // Always at least one message, so every batch makes progress.
+                if bytes > budget && !replay.is_empty() {
+                    return false;
+                }
+                replay.push(frame);
                 true
             })?;
         }
-        // The new socket learnt presence from its welcome.
-        self.announce(announce, &member, &meta.conn);
+
+        // Presence must be built before the new socket is accepted, or a
+        // rebuild would count it and its join would never be announced.
+        self.with_sockets(|_| ())?;
+        let pair = WebSocketPair::new().map_err(respond::internal)?;
+        let server = pair.server;
+        self.state.accept_websocket_with_tags(&server, &[]);
+        if let Err(e) = server.serialize_attachment(&meta) {
+            close(&server, &HubError::Internal(String::new()));
+            return Err(respond::internal(e));
+        }
+
+        let member = meta.presence_name();
+        let (announce, listed, count) = self.with_sockets(|s| {
+            let announce = if complete {
+                s.add(&meta)
+            } else {
+                Announce::Nothing
+            };
+            (announce, s.presence.listed(), s.presence.member_count())
+        })?;
+        self.send(
+            &server,
+            &welcome_frame(name.as_str(), last_id, &meta, &listed, count, &settings),
+        );
+        if let Some(reset) = resume.and_then(ResetInfo::of) {
+            self.send(&server, &reset_frame(reset));
+        }
+        for frame in &replay {
+            self.send(&server, frame);
+        }
+        if complete {
+            // The new socket learnt presence from its welcome.
+            self.announce(announce, &member, &meta.conn);
+        } else {
+            close(&server, &HubError::ReplayPartial);
+        }
         Response::from_websocket(pair.client).map_err(respond::internal)
     }
 
     /// A frame from a client.
     pub(super) fn on_socket_message(&self, ws: &WebSocket, message: WebSocketIncomingMessage) {
-        if let Err(e) = self.load(None, None) {
-            close(ws, &e);
-            return;
-        }
         let Ok(Some(mut meta)) = ws.deserialize_attachment::<SocketMeta>() else {
             close(ws, &HubError::Internal("socket without attachment".into()));
             return;
         };
+        if let Err(e) = RoomName::parse(&meta.room).and_then(|name| self.load(name, None)) {
+            close(ws, &e);
+            return;
+        }
+        fanout::seen(ws);
         let text = match message {
             WebSocketIncomingMessage::String(text) => text,
             WebSocketIncomingMessage::Binary(_) => {
-                send(ws, &binary_frame_error());
+                self.send(ws, &binary_frame_error());
                 return;
             }
         };
@@ -134,37 +229,43 @@ impl RoomObject {
                 return;
             }
         };
-        // The rate budget changed; keep it across hibernation.
+        // The budgets changed; keep them across hibernation.
         if let Err(e) = ws.serialize_attachment(&meta) {
             worker::console_error!("attachment: {}", e);
         }
         match step {
-            Step::Reply(frame) => send(ws, &frame),
+            Step::Reply(frame) => self.send(ws, &frame),
             Step::Close(err) => {
-                send(ws, &error_frame(&err));
+                self.send(ws, &error_frame(&err, None));
                 close(ws, &err);
                 self.on_socket_gone(ws);
             }
-            Step::Presence => match self.with_presence(|p| (p.listed(), p.member_count())) {
-                Ok((listed, count)) => send(ws, &presence_frame(&listed, count)),
-                Err(e) => send(ws, &error_frame(&e)),
-            },
+            Step::Presence => {
+                match self.with_sockets(|s| (s.presence.listed(), s.presence.member_count())) {
+                    Ok((listed, count)) => self.send(ws, &presence_frame(&listed, count)),
+                    Err(e) => self.send(ws, &error_frame(&e, None)),
+                }
+            }
             Step::Publish { publish, cid } => {
                 let origin = Origin {
                     from: meta.user.as_deref(),
                     key: cid.as_deref(),
                 };
-                match self
-                    .with_room(|r| r.accept(&publish, &origin, now_ms()))
-                    .and_then(|r| r)
-                {
+                let accepted = self
+                    .with_room(|r| r.settings.clone())
+                    .and_then(|settings| {
+                        self.take_publish_token(meta.budget_key().as_deref(), &settings)
+                    })
+                    .and_then(|()| self.with_room(|r| r.accept(&publish, &origin, now_ms())))
+                    .and_then(|r| r);
+                match accepted {
                     Ok(accepted) => {
-                        send(ws, &ack_frame(cid.as_deref(), accepted.id));
+                        self.send(ws, &ack_frame(cid.as_deref(), accepted.id));
                         if let Some(message) = &accepted.stored {
                             self.deliver(message);
                         }
                     }
-                    Err(e) => send(ws, &error_frame(&e)),
+                    Err(e) => self.send(ws, &error_frame(&e, cid.as_deref())),
                 }
             }
         }
@@ -187,9 +288,8 @@ impl RoomObject {
         let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() else {
             return;
         };
-        let member = meta.presence_name();
-        if let Ok(announce) = self.with_presence(|p| p.remove(&member, &meta.conn)) {
-            self.announce(announce, &member, &meta.conn);
+        if let Ok(announce) = self.with_sockets(|s| s.remove(&meta)) {
+            self.announce(announce, &meta.presence_name(), &meta.conn);
         }
     }
 
@@ -200,20 +300,33 @@ impl RoomObject {
             Announce::Nothing => return,
             Announce::Join => join_frame(member),
             Announce::Leave => leave_frame(member),
-            Announce::Snapshot => match self.with_presence(|p| (p.listed(), p.member_count())) {
-                Ok((listed, count)) => presence_frame(&listed, count),
-                Err(_) => return,
-            },
+            Announce::Snapshot => {
+                match self.with_sockets(|s| (s.presence.listed(), s.presence.member_count())) {
+                    Ok((listed, count)) => presence_frame(&listed, count),
+                    Err(_) => return,
+                }
+            }
         };
-        fanout::broadcast(&self.state, &frame, Some(conn));
+        self.broadcast(&frame, Some(conn));
+    }
+
+    /// Sends one frame to one socket (counted toward its slow-consumer bound).
+    fn send(&self, ws: &WebSocket, frame: &str) {
+        fanout::send(&self.state, ws, frame);
+    }
+
+    /// Sends one frame to every socket but `except_conn`'s; the sockets
+    /// dropped as slow consumers leave presence.
+    pub(super) fn broadcast(&self, frame: &str, except_conn: Option<&str>) {
+        let max_message_bytes = crate::config::settings(&self.env)
+            .map(|s| s.max_message_bytes)
+            .unwrap_or_default();
+        for ws in fanout::broadcast(&self.state, frame, except_conn, max_message_bytes) {
+            self.on_socket_gone(&ws);
+        }
     }
 }
 
-fn send(ws: &WebSocket, frame: &str) {
-    // A send fails only on a socket that is already closing.
-    let _ = ws.send_with_str(frame);
-}
-
-fn close(ws: &WebSocket, err: &HubError) {
+pub(super) fn close(ws: &WebSocket, err: &HubError) {
     let _ = ws.close(Some(err.close_code()), Some(err.close_reason()));
 }

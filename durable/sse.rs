@@ -18,8 +18,7 @@
 //! synchronous stretch, so nothing falls between them.
 
 use super::store::StoredMessage;
-use super::{query_param, RoomObject};
-use crate::core::auth::Identity;
+use super::{query_param, Caller, RoomObject};
 use crate::core::cursor::{sse_cursor, Cursor};
 use crate::core::error::HubError;
 use crate::core::protocol::ResetInfo;
@@ -47,8 +46,8 @@ pub fn stream_buffer_bytes(max_message_bytes: usize) -> usize {
 /// One open stream, shared by the room (which pushes) and the response
 /// body (which the runtime pulls).
 struct Subscriber {
-    /// The verified user, for `MAX_CONNECTIONS_PER_USER`.
-    user: Option<String>,
+    /// The caller's connection key, for `MAX_CONNECTIONS_PER_USER`.
+    key: Option<String>,
     buffer: SseBuffer,
     waker: Option<Waker>,
     /// No more frames: the body ends once the buffer is drained.
@@ -91,11 +90,11 @@ impl SseHub {
         self.subscribers.len()
     }
 
-    /// Open streams of `user`.
-    pub fn count_of(&self, user: &str) -> usize {
+    /// Open streams of one connection key.
+    pub fn count_of(&self, key: &str) -> usize {
         self.subscribers
             .iter()
-            .filter(|s| s.borrow().user.as_deref() == Some(user))
+            .filter(|s| s.borrow().key.as_deref() == Some(key))
             .count()
     }
 
@@ -186,13 +185,13 @@ impl RoomObject {
         &self,
         req: &Request,
         url: &worker::Url,
-        identity: &Identity,
+        caller: &Caller,
         cors: &Cors,
     ) -> Result<Response, HubError> {
         let since = query_param(url, "since");
         let last_event_id = req.headers().get("Last-Event-ID").ok().flatten();
         let cursor = sse_cursor(since.as_deref(), last_event_id.as_deref())?;
-        self.check_connection_limit(identity)?;
+        self.check_connection_limit(caller)?;
 
         let (max_message_bytes, heartbeat_secs) =
             self.with_room(|r| (r.settings.max_message_bytes, r.settings.heartbeat_secs))?;
@@ -201,7 +200,7 @@ impl RoomObject {
         let _ = buffer.push(retry_frame(RETRY_MS), tick);
         let complete = self.replay_into(&mut buffer, cursor, tick)?;
         let sub = Rc::new(RefCell::new(Subscriber {
-            user: identity.user().map(str::to_owned),
+            key: caller.connection_key(),
             buffer,
             waker: None,
             // A replay that did not fit ends the stream after it; the client

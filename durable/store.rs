@@ -7,6 +7,8 @@
 //!   retention keeps at least one message, so ids continue after a restart
 //!   and are never reused, without a second write per publish.
 //! - `hub_meta.epoch` is drawn once, when the room's storage is created.
+//! - Storage is created by the first publish, never by a read: a room that
+//!   was never published to keeps nothing on disk.
 //! - Every write of one publish happens in one synchronous stretch with no
 //!   `.await` in between, so the runtime commits them atomically, and its
 //!   output gate holds the `201`/`ack` until they are durable.
@@ -14,6 +16,7 @@
 use crate::core::cursor::{Epoch, Seq};
 use crate::core::error::HubError;
 use serde::Deserialize;
+use std::cell::Cell;
 use worker::{SqlStorage, SqlStorageValue};
 
 const SCHEMA: &[&str] = &[
@@ -22,10 +25,12 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS hub_idempotency (scope TEXT NOT NULL, key TEXT NOT NULL, \
      id INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS hub_idempotency_by_id ON hub_idempotency (id)",
-    // The room's own name: a room woken by a WebSocket event has no request
-    // path to read it from.
-    "CREATE TABLE IF NOT EXISTS hub_room (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
 ];
+
+/// The bytes of envelopes one poll page holds (plus the one message that
+/// crosses it). SQLite refuses strings of a few MB (`SQLITE_TOOBIG`), and a
+/// page is built as one string.
+pub const POLL_PAGE_BYTES: u64 = 512 * 1024;
 
 /// Idempotency keys of dropped messages are deleted every this many ids.
 const IDEMPOTENCY_PRUNE_EVERY: u64 = 64;
@@ -58,7 +63,6 @@ pub struct NewMessage<'a> {
 
 /// What storage holds about the room when it wakes.
 pub struct Restored {
-    pub name: String,
     pub epoch: Epoch,
     pub last_id: Seq,
     pub kept: u64,
@@ -69,6 +73,10 @@ pub struct Restored {
 
 pub struct Store {
     sql: SqlStorage,
+    /// Whether the room's tables exist (see [`Store::open`]).
+    created: Cell<bool>,
+    epoch: Epoch,
+    loads: Cell<u64>,
 }
 
 #[derive(Deserialize)]
@@ -80,11 +88,6 @@ struct ValueRow {
 struct WindowRow {
     n: i64,
     last: i64,
-}
-
-#[derive(Deserialize)]
-struct NameRow {
-    name: String,
 }
 
 #[derive(Deserialize)]
@@ -107,46 +110,55 @@ fn storage_error(e: worker::Error) -> HubError {
 }
 
 impl Store {
-    /// Creates the schema if needed and reads the room's state. `name` is
-    /// the room's name when the caller knows it (a request path), recorded
-    /// for later wakes that do not; `new_epoch` is used only when the
-    /// room's storage is brand new.
+    /// Reads the room's state. A room whose storage was never created (never
+    /// published to) is not created here: reads and subscriptions leave
+    /// nothing on disk, and the first [`Store::append`] creates it with the
+    /// epoch drawn now (`new_epoch`). The room's name always comes from the
+    /// caller (a request path, or a socket's attachment after a wake).
     pub fn open(
         sql: SqlStorage,
-        name: Option<&str>,
         new_epoch: impl FnOnce() -> u32,
     ) -> Result<(Store, Restored), HubError> {
-        let store = Store { sql };
-        for stmt in SCHEMA {
-            store.exec(stmt, vec![])?;
+        let exists = sql
+            .exec(
+                "SELECT COUNT(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'hub_meta'",
+                None,
+            )
+            .and_then(|c| c.one::<ValueRow>())
+            .map_err(storage_error)?
+            .value
+            > 0;
+        if !exists {
+            let epoch = Epoch(new_epoch());
+            let store = Store {
+                sql,
+                created: Cell::new(false),
+                epoch,
+                loads: Cell::new(1),
+            };
+            let restored = Restored {
+                epoch,
+                last_id: Seq(0),
+                kept: 0,
+                loads: 1,
+            };
+            return Ok((store, restored));
         }
-        let name = match name {
-            Some(n) => {
-                store.exec(
-                    "INSERT INTO hub_room (id, name) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
-                    vec![n.into()],
-                )?;
-                n.to_owned()
-            }
-            None => {
-                let rows: Vec<NameRow> = store
-                    .exec("SELECT name FROM hub_room WHERE id = 1", vec![])?
-                    .to_array()
-                    .map_err(storage_error)?;
-                rows.into_iter()
-                    .next()
-                    .map(|r| r.name)
-                    .ok_or_else(|| HubError::Internal("room woke without a recorded name".into()))?
-            }
+        let mut store = Store {
+            sql,
+            created: Cell::new(true),
+            epoch: Epoch(0),
+            loads: Cell::new(0),
         };
         let loads = store.meta("loads")?.unwrap_or(0) + 1;
         store.set_meta("loads", loads)?;
-        let epoch = match store.meta("epoch")? {
+        store.loads.set(loads);
+        store.epoch = match store.meta("epoch")? {
             Some(e) => Epoch(e as u32),
             None => {
-                let e = new_epoch();
-                store.set_meta("epoch", u64::from(e))?;
-                Epoch(e)
+                let e = Epoch(new_epoch());
+                store.set_meta("epoch", u64::from(e.0))?;
+                e
             }
         };
         let window = store
@@ -157,17 +169,27 @@ impl Store {
             )
             .and_then(|c| c.one::<WindowRow>())
             .map_err(storage_error)?;
-        let (kept, last_id) = (window.n as u64, Seq(window.last as u64));
-        Ok((
-            store,
-            Restored {
-                name,
-                epoch,
-                last_id,
-                kept,
-                loads,
-            },
-        ))
+        let restored = Restored {
+            epoch: store.epoch,
+            last_id: Seq(window.last as u64),
+            kept: window.n as u64,
+            loads,
+        };
+        Ok((store, restored))
+    }
+
+    /// Creates the schema and the room's meta on the first write.
+    fn ensure_created(&self) -> Result<(), HubError> {
+        if self.created.get() {
+            return Ok(());
+        }
+        for stmt in SCHEMA {
+            self.exec(stmt, vec![])?;
+        }
+        self.set_meta("epoch", u64::from(self.epoch.0))?;
+        self.set_meta("loads", self.loads.get())?;
+        self.created.set(true);
+        Ok(())
     }
 
     fn exec(
@@ -198,6 +220,7 @@ impl Store {
     /// Stores one accepted message, its idempotency key and the retention
     /// trim, all before the caller answers.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<(), HubError> {
+        self.ensure_created()?;
         self.exec(
             "INSERT INTO hub_messages (id, event, body) VALUES (?, ?, ?)",
             vec![
@@ -237,6 +260,9 @@ impl Store {
 
     /// The id and timestamp a key was first accepted with, if it still is kept.
     pub fn idempotent(&self, scope: &str, key: &str) -> Result<Option<(Seq, u64)>, HubError> {
+        if !self.created.get() {
+            return Ok(None);
+        }
         let rows: Vec<IdemRow> = self
             .exec(
                 "SELECT id, ts FROM hub_idempotency WHERE scope = ? AND key = ?",
@@ -249,27 +275,41 @@ impl Store {
 
     /// Up to `limit` envelopes with ids greater than `after`, oldest first.
     pub fn read_after(&self, after: Seq, limit: u32) -> Result<Vec<StoredMessage>, HubError> {
+        if !self.created.get() {
+            return Ok(Vec::new());
+        }
         self.messages(
             "SELECT id, event, body FROM hub_messages WHERE id > ? ORDER BY id LIMIT ?",
             vec![int(after.0), int(u64::from(limit))],
         )
     }
 
-    /// The newest `limit` envelopes, oldest first.
     /// Up to `limit` envelopes after `after` (or the newest `limit` when
     /// `after` is `None`), oldest first, joined with commas by SQLite: one
-    /// row crosses into the Worker instead of one object per message.
+    /// row crosses into the Worker instead of one object per message. The
+    /// page stops once it holds `POLL_PAGE_BYTES` (the message that crosses
+    /// the budget is still in, so a page is never empty while messages are
+    /// due): one string that SQLite and the isolate can always hold.
     pub fn joined(&self, after: Option<Seq>, limit: u32) -> Result<String, HubError> {
+        if !self.created.get() {
+            return Ok(String::new());
+        }
         let (query, bindings) = match after {
             Some(after) => (
                 "SELECT group_concat(body, ',' ORDER BY id) AS joined FROM \
-                 (SELECT id, body FROM hub_messages WHERE id > ? ORDER BY id LIMIT ?)",
-                vec![int(after.0), int(u64::from(limit))],
+                 (SELECT id, body, SUM(len) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - len AS before FROM \
+                  (SELECT id, body, length(CAST(body AS BLOB)) AS len FROM hub_messages \
+                   WHERE id > ? ORDER BY id LIMIT ?)) \
+                 WHERE before < ?",
+                vec![int(after.0), int(u64::from(limit)), int(POLL_PAGE_BYTES)],
             ),
             None => (
                 "SELECT group_concat(body, ',' ORDER BY id) AS joined FROM \
-                 (SELECT id, body FROM hub_messages ORDER BY id DESC LIMIT ?)",
-                vec![int(u64::from(limit))],
+                 (SELECT id, body, SUM(len) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) - len AS before FROM \
+                  (SELECT id, body, length(CAST(body AS BLOB)) AS len FROM hub_messages \
+                   ORDER BY id DESC LIMIT ?)) \
+                 WHERE before < ?",
+                vec![int(u64::from(limit)), int(POLL_PAGE_BYTES)],
             ),
         };
         let row: JoinedRow = self.exec(query, bindings)?.one().map_err(storage_error)?;

@@ -4,10 +4,11 @@
 //! Bindings cannot change while an isolate lives (a new deployment starts
 //! new isolates), so parsing them once keeps every request, the `304` path
 //! included, from crossing into JavaScript eight times for settings it
-//! already knows. A bad setting is not cached: every request fails loudly.
+//! already knows. A bad setting (a short secret included) is not cached:
+//! every request fails loudly.
 
 use crate::core::error::HubError;
-use crate::core::settings::Settings;
+use crate::core::settings::{check_secret, Settings};
 use std::cell::RefCell;
 use std::rc::Rc;
 use worker::Env;
@@ -29,17 +30,17 @@ pub fn settings(env: &Env) -> Result<Rc<Settings>, HubError> {
     Ok(parsed)
 }
 
-/// `HUB_SECRET`, when set and non-empty.
-pub fn hub_secret(env: &Env) -> Option<Rc<str>> {
+/// `HUB_SECRET`, when set and non-empty; an error when it is too short.
+pub fn hub_secret(env: &Env) -> Result<Option<Rc<str>>, HubError> {
     if let Some(s) = SECRET.with(|c| c.borrow().clone()) {
-        return s;
+        return Ok(s);
     }
-    let secret: Option<Rc<str>> = env
+    let raw = env
         .secret("HUB_SECRET")
-        .ok()
         .map(|s| s.to_string())
-        .filter(|s| !s.is_empty())
-        .map(Rc::from);
+        .unwrap_or_default();
+    check_secret(&raw)?;
+    let secret: Option<Rc<str>> = (!raw.is_empty()).then(|| Rc::from(raw));
     SECRET.with(|c| *c.borrow_mut() = Some(secret.clone()));
-    secret
+    Ok(secret)
 }

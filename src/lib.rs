@@ -8,6 +8,7 @@
 //!   error enum. No `worker` types, no clock, no I/O: `cargo test` runs it.
 //! - `routes` (wasm32): the Worker entry; routes requests, answers what
 //!   needs no room, forwards the rest to the room's Durable Object.
+//! - `body` (wasm32): request bodies, read within a budget or cancelled.
 //! - `config` (wasm32): settings and the secret, read once per isolate.
 //! - `respond` (wasm32): turns core results and errors into responses.
 //! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object:
@@ -16,6 +17,8 @@
 pub mod assets;
 pub mod core;
 
+#[cfg(target_arch = "wasm32")]
+mod body;
 #[cfg(target_arch = "wasm32")]
 mod config;
 #[cfg(target_arch = "wasm32")]

@@ -6,11 +6,15 @@
 //! outside `ALLOWED_ORIGINS` (403), WebSocket routes without an upgrade
 //! (426), bad settings (500) and authentication: with `HUB_SECRET` set,
 //! every room request needs a token that grants the room and the action's
-//! capability (401/403). The verified identity travels to the room in
-//! internal headers that the Worker always overwrites, so a client can
-//! never set them. Everything else is the room's.
+//! capability (401/403), and publishes whose `Content-Type` or declared
+//! `Content-Length` the room would refuse (415/413). The verified identity
+//! travels to the room in an internal header that the Worker always
+//! overwrites, so a client can never set it. Everything else is the room's.
+//!
+//! Invariant: a request answered here without being forwarded has its
+//! unread body cancelled first (`body::discard`).
 
-use crate::core::auth::{self, Identity, PUBLISH_HEADER, USER_HEADER};
+use crate::core::auth::{self, Identity, IDENTITY_HEADER};
 use crate::core::error::HubError;
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
@@ -34,21 +38,27 @@ fn start() {
 /// client as the object that the room produced, not re-wrapped (which would
 /// pipe every body, SSE streams included, through one more JS stream).
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
-        Err(e) => return Ok(respond::error(&e, &Cors::None).into()),
+        Err(e) => {
+            crate::body::discard(&mut req);
+            return Ok(respond::error(&e, &Cors::None).into());
+        }
     };
     let origin = req.headers().get("Origin").ok().flatten();
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-    match handle(req, &env, &settings, origin.as_deref(), &cors).await {
+    match handle(&mut req, &env, &settings, origin.as_deref(), &cors).await {
         Ok(resp) => Ok(resp),
-        Err(e) => Ok(respond::error(&e, &cors).into()),
+        Err(e) => {
+            crate::body::discard(&mut req);
+            Ok(respond::error(&e, &cors).into())
+        }
     }
 }
 
 async fn handle(
-    req: Request,
+    req: &mut Request,
     env: &Env,
     settings: &Settings,
     origin: Option<&str>,
@@ -56,11 +66,13 @@ async fn handle(
 ) -> Result<web_sys::Response, HubError> {
     let url = req.url().map_err(respond::internal)?;
     if let Some(asset) = crate::assets::asset(url.path()) {
-        return serve_asset(&req, asset).map(Into::into);
+        crate::body::discard(req);
+        return serve_asset(req, asset).map(Into::into);
     }
     let Route { room, endpoint } = route(url.path())?;
-    let same_origin = origin == Some(url.origin().ascii_serialization().as_str());
-    if !same_origin && !settings.allowed_origins.allows(origin) {
+    // The `Host` header is the client's to set, so the hub's own origin is
+    // not trusted from it: list it in ALLOWED_ORIGINS (or keep `*`).
+    if !settings.allowed_origins.allows(origin) {
         return Err(HubError::OriginNotAllowed);
     }
     let method = Method::parse(req.method().as_ref());
@@ -71,15 +83,22 @@ async fn handle(
             .map_err(respond::internal);
     }
     let action = endpoint.action(method)?;
-    let identity = authenticate(&req, &url, env, room.as_str(), action)?;
-    if action == Action::OpenSocket && !is_websocket_upgrade(&req) {
+    let identity = authenticate(req, &url, env, room.as_str(), action)?;
+    if action == Action::OpenSocket && !is_websocket_upgrade(req) {
         return Err(HubError::UpgradeRequired);
     }
+    if action == Action::Publish {
+        check_publish_headers(req, settings)?;
+    }
+    let with_user;
     let forwarded = match identity {
-        // Open mode: the room ignores identity headers, so the request goes
-        // through as it came, without a copy.
-        Identity::Anonymous => req,
-        Identity::User { .. } => with_identity(&req, &identity)?,
+        // Open mode: the room ignores the identity header, so the request
+        // goes through as it came, without a copy.
+        Identity::Anonymous => req.inner(),
+        Identity::User { .. } => {
+            with_user = with_identity(req, &identity)?;
+            with_user.inner()
+        }
     };
     let namespace = env.durable_object("ROOMS").map_err(respond::internal)?;
     let stub = namespace
@@ -88,7 +107,7 @@ async fn handle(
         .map_err(respond::internal)?;
     let object: worker::worker_sys::DurableObject = stub.into_rpc();
     let promise = object
-        .fetch_with_request(forwarded.inner())
+        .fetch_with_request(forwarded)
         .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
     let answer = JsFuture::from(promise)
         .await
@@ -98,17 +117,34 @@ async fn handle(
         .map_err(|_| HubError::Internal("the room did not answer with a Response".into()))
 }
 
-/// A copy of `req` carrying the verified identity in the internal headers,
-/// overwriting whatever the client sent under those names.
+/// Refuses, before the room is woken, a publish the room would refuse for
+/// its headers alone: not JSON (415), or a declared length over
+/// `MAX_MESSAGE_BYTES` (413). A chunked body is measured by the room as it
+/// reads it.
+fn check_publish_headers(req: &Request, settings: &Settings) -> Result<(), HubError> {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    if !crate::core::protocol::is_json_media_type(&header("Content-Type").unwrap_or_default()) {
+        return Err(HubError::UnsupportedMediaType);
+    }
+    let max = settings.max_message_bytes;
+    if header("Content-Length")
+        .and_then(|n| n.parse::<usize>().ok())
+        .is_some_and(|n| n > max)
+    {
+        return Err(HubError::TooLarge { limit: max });
+    }
+    Ok(())
+}
+
+/// A copy of `req` carrying the verified identity in the internal header,
+/// overwriting whatever the client sent under that name.
 fn with_identity(req: &Request, identity: &Identity) -> Result<Request, HubError> {
     let mut forwarded = req.clone_mut().map_err(respond::internal)?;
     let headers = forwarded.headers_mut().map_err(respond::internal)?;
-    let (user, publish) = identity.to_headers();
-    match user {
-        Some(sub) => headers.set(USER_HEADER, sub),
-        None => headers.delete(USER_HEADER),
+    match identity.to_header() {
+        Some(value) => headers.set(IDENTITY_HEADER, &value),
+        None => headers.delete(IDENTITY_HEADER),
     }
-    .and_then(|()| headers.set(PUBLISH_HEADER, publish))
     .map_err(respond::internal)?;
     Ok(forwarded)
 }
@@ -122,7 +158,7 @@ fn authenticate(
     room: &str,
     action: Action,
 ) -> Result<Identity, HubError> {
-    let Some(secret) = crate::config::hub_secret(env) else {
+    let Some(secret) = crate::config::hub_secret(env)? else {
         if !OPEN_MODE_ANNOUNCED.with(|a| a.replace(true)) {
             worker::console_warn!(
                 "HUB_SECRET is not set: every room is open to anyone (development mode)"

@@ -523,6 +523,7 @@ describe('HTTP API with default settings', () => {
         presence: [],
         open: true,
         loads: 1,
+        poll_waiters: 0,
       });
     });
 

@@ -9,7 +9,7 @@ import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { startHub, roomName, getJson } from './harness.mjs';
-import { WsClient, closeWsClients, refusedUpgrade, wsUrl, show, sleep, waitFor, roomState, mustPublish } from './support.mjs';
+import { WsClient, closeWsClients, refusedUpgrade, wsUrl, show, sleep, waitFor, roomState, mustPublish, range } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -92,7 +92,8 @@ describe('WebSocket transport (rate limits off)', () => {
     await mustPublish(url, room, { data: 'a' });
     await mustPublish(url, room, { data: 'b' });
     const { client, welcome } = await WsClient.welcomed(url, room);
-    assert.deepEqual(Object.keys(welcome).sort(), ['last_id', 'presence', 'presence_count', 'room', 'type', 'you']);
+    assert.deepEqual(Object.keys(welcome).sort(), ['last_id', 'limits', 'presence', 'presence_count', 'room', 'type', 'you']);
+    assert.deepEqual(welcome.limits, { max_message_bytes: 65536, rate_per_sec: 0, rate_burst: 40 });
     assert.equal(welcome.room, room);
     assert.equal(welcome.last_id, 2);
     assert.deepEqual(Object.keys(welcome.you).sort(), ['conn', 'presence_name', 'user']);
@@ -502,7 +503,7 @@ describe('WebSocket with RATE_PER_SEC=1, RATE_BURST=3', () => {
     await hub?.stop();
   });
 
-  test('a burst of 10 gets 3 acks and 7 rate_limited errors; persisting closes with 1008', async () => {
+  test('a burst of 10 gets 3 acks and 7 rate_limited errors naming their cid; a flood closes with 1008', async () => {
     const room = roomName('rate');
     const { client } = await WsClient.welcomed(hub.url, room);
     const isReply = (f) => f.type === 'ack' || f.type === 'error';
@@ -515,7 +516,9 @@ describe('WebSocket with RATE_PER_SEC=1, RATE_BURST=3', () => {
     assert.equal(acks.length, 3, `acks: ${replies.map(show).join(', ')}`);
     assert.equal(errors.length, 7, `errors: ${replies.map(show).join(', ')}`);
     for (const e of errors) assertErrorFrame(e, 'rate_limited', 'publish over the rate');
+    for (const e of errors) assert.ok(e.retry_after_ms > 0 && e.retry_after_ms <= 1000, show(e));
     assert.deepEqual(acks.map((a) => a.cid), ['rl-0', 'rl-1', 'rl-2']);
+    assert.deepEqual(errors.map((e) => e.cid), range(3, 9).map((i) => `rl-${i}`), 'each error names its publish');
     assert.deepEqual(acks.map((a) => a.id), [1, 2, 3]);
 
     const polled = await poll(hub.url, room, '?since=0');
@@ -523,8 +526,9 @@ describe('WebSocket with RATE_PER_SEC=1, RATE_BURST=3', () => {
     assert.deepEqual(polled.messages.map((m) => m.data), ['r0', 'r1', 'r2']);
     assert.equal(polled.last_id, 3);
 
-    // Keep going past the limit: the hub closes the socket with 1008.
-    for (let i = 10; i < 50; i += 1) client.send({ type: 'publish', data: `r${i}`, cid: `rl-${i}` });
+    // A flood past the socket's frame budget (2x the publish budget, at
+    // least a burst of 200) and its strikes: the hub closes with 1008.
+    for (let i = 10; i < 400; i += 1) client.send({ type: 'publish', data: `r${i}`, cid: `rl-${i}` });
     const info = await client.waitClosed();
     assert.equal(info.code, 1008, client.seen());
     assert.ok(client.ofType('error').length > 7, 'more rate_limited errors before the close');

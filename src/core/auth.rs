@@ -9,6 +9,14 @@
 //! `exp`, `nbf`, `rooms` (exact names, or prefixes ending in `*`) and
 //! `can` (`subscribe`, `publish`; absent means subscribe only).
 //!
+//! A `crit` header (critical extensions the verifier must understand) is
+//! refused: the hub understands none. A `sub` with control characters is
+//! refused (it would become `from`, a presence name and a log line).
+//!
+//! The verified identity travels from the Worker to the room in one
+//! internal header ([`IDENTITY_HEADER`]), base64url-encoded JSON, so a
+//! `sub` reaches the room byte for byte (headers would trim spaces).
+//!
 //! Invariant: no error carries the token or the secret; error texts say
 //! which check failed and nothing more.
 //!
@@ -51,6 +59,9 @@ pub struct Claims {
 #[derive(Deserialize)]
 struct Header {
     alg: String,
+    /// Critical extensions (RFC 7515 §4.1.11): none is understood here.
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
 }
 
 /// Who a request is, once checked.
@@ -118,6 +129,9 @@ pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, HubError
     if header.alg != "HS256" {
         return Err(HubError::Unauthorized("only HS256 tokens are accepted"));
     }
+    if header.crit.is_some() {
+        return Err(HubError::Unauthorized("unsupported critical header"));
+    }
     let signature = URL_SAFE_NO_PAD
         .decode(sig_b64)
         .map_err(|_| HubError::Unauthorized("malformed token"))?;
@@ -132,6 +146,11 @@ pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, HubError
     let claims: Claims = decode_json(payload_b64)?;
     if claims.sub.is_empty() || claims.sub.len() > 256 {
         return Err(HubError::Unauthorized("sub must be 1-256 characters"));
+    }
+    if claims.sub.chars().any(char::is_control) {
+        return Err(HubError::Unauthorized(
+            "sub must not contain control characters",
+        ));
     }
     if now_s >= claims.exp {
         return Err(HubError::Unauthorized("token expired"));
@@ -159,30 +178,71 @@ pub fn authorize(claims: &Claims, room: &str, needed: Capability) -> Result<Iden
     })
 }
 
-/// The header that carries the verified user from the Worker to the room.
-/// The Worker always overwrites or removes it, so a client cannot set it.
-pub const USER_HEADER: &str = "X-Hub-User";
-/// The header that carries the publish capability to the room (`1` or `0`).
-pub const PUBLISH_HEADER: &str = "X-Hub-Publish";
+/// The header that carries the verified identity from the Worker to the
+/// room. The Worker always overwrites or removes it, so a client cannot set
+/// it; the room reads it only when the hub runs with a secret.
+pub const IDENTITY_HEADER: &str = "X-Hub-Identity";
+
+#[derive(Serialize, Deserialize)]
+struct IdentityWire {
+    sub: String,
+    publish: bool,
+}
 
 impl Identity {
-    /// The internal headers for this identity: `(USER_HEADER, PUBLISH_HEADER)`;
-    /// `None` for the user means the header is removed.
-    pub fn to_headers(&self) -> (Option<&str>, &'static str) {
-        (self.user(), if self.can_publish() { "1" } else { "0" })
-    }
-
-    /// Reads the internal headers back in the room.
-    pub fn from_headers(user: Option<&str>, publish: Option<&str>) -> Identity {
-        match user {
-            None => Identity::Anonymous,
-            Some(sub) => Identity::User {
-                sub: sub.to_owned(),
-                can_publish: publish == Some("1"),
-            },
+    /// The value of [`IDENTITY_HEADER`]; `None` for anonymous (removed).
+    pub fn to_header(&self) -> Option<String> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::User { sub, can_publish } => {
+                let wire = IdentityWire {
+                    sub: sub.clone(),
+                    publish: *can_publish,
+                };
+                Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap_or_default()))
+            }
         }
     }
+
+    /// Reads [`IDENTITY_HEADER`] back in the room. A value the Worker could
+    /// not have written is an internal error, never a guess.
+    pub fn from_header(value: Option<&str>) -> Result<Identity, HubError> {
+        let Some(value) = value else {
+            return Ok(Identity::Anonymous);
+        };
+        let wire: IdentityWire = URL_SAFE_NO_PAD
+            .decode(value)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| HubError::Internal("unreadable identity header".into()))?;
+        Ok(Identity::User {
+            sub: wire.sub,
+            can_publish: wire.publish,
+        })
+    }
 }
+
+/// The key of a caller's publish budget: `u:<sub>` for a verified user,
+/// `ip:<address>` for an anonymous client whose address the platform gives
+/// (`CF-Connecting-IP`), `None` for an anonymous client without one (they
+/// share [`ANONYMOUS_KEY`]'s budget).
+pub fn budget_key(identity: &Identity, addr: Option<&str>) -> Option<String> {
+    match (identity.user(), addr) {
+        (Some(sub), _) => Some(format!("u:{sub}")),
+        (None, Some(addr)) if !addr.is_empty() => Some(format!("ip:{addr}")),
+        (None, _) => None,
+    }
+}
+
+/// The key of a caller's per-user connection count: `u:<sub>` for a
+/// verified user; anonymous connections are bounded by the room's
+/// `MAX_CONNECTIONS_PER_ROOM` only (many users may share one address).
+pub fn connection_key(identity: &Identity) -> Option<String> {
+    identity.user().map(|sub| format!("u:{sub}"))
+}
+
+/// The publish budget that anonymous clients without an address share.
+pub const ANONYMOUS_KEY: &str = "anon";
 
 /// The capability an action needs.
 pub fn needed_for_publish(publishing: bool) -> Capability {
@@ -394,21 +454,88 @@ mod tests {
     }
 
     #[test]
-    fn identity_round_trips_through_internal_headers() {
-        for id in [
-            Identity::Anonymous,
-            Identity::User {
-                sub: "alice".into(),
-                can_publish: true,
-            },
-            Identity::User {
-                sub: "bob".into(),
-                can_publish: false,
-            },
+    fn identity_reaches_the_room_byte_for_byte() {
+        for sub in [
+            "alice",
+            "alice ",
+            " alice",
+            "alice\t",
+            " ",
+            "a,b;c=d",
+            "日本",
+            "x".repeat(256).as_str(),
         ] {
-            let (user, publish) = id.to_headers();
-            assert_eq!(Identity::from_headers(user, Some(publish)), id);
+            for can_publish in [true, false] {
+                let id = Identity::User {
+                    sub: sub.to_owned(),
+                    can_publish,
+                };
+                let header = id.to_header().unwrap();
+                assert!(header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                assert_eq!(Identity::from_header(Some(&header)), Ok(id));
+            }
         }
+        assert_eq!(Identity::Anonymous.to_header(), None);
+        assert_eq!(Identity::from_header(None), Ok(Identity::Anonymous));
+        assert!(Identity::from_header(Some("alice")).is_err());
+    }
+
+    #[test]
+    fn subs_with_control_characters_and_crit_headers_are_refused() {
+        for sub in ["al\u{0}ice", "a\nb", "a\u{7f}", "\u{85}x"] {
+            let token = mint(
+                &Claims {
+                    sub: sub.into(),
+                    ..claims()
+                },
+                SECRET,
+            );
+            assert_eq!(
+                verify(&token, SECRET, NOW),
+                Err(HubError::Unauthorized(
+                    "sub must not contain control characters"
+                )),
+                "{sub:?}"
+            );
+        }
+        let crit = forge(r#"{"alg":"HS256","crit":["exp"]}"#, &claims(), SECRET);
+        assert_eq!(
+            verify(&crit, SECRET, NOW),
+            Err(HubError::Unauthorized("unsupported critical header"))
+        );
+        // Spaces are kept as they are: " alice " is not "alice".
+        let spaced = mint(
+            &Claims {
+                sub: " alice ".into(),
+                ..claims()
+            },
+            SECRET,
+        );
+        assert_eq!(verify(&spaced, SECRET, NOW).unwrap().sub, " alice ");
+    }
+
+    #[test]
+    fn budget_keys_keep_users_and_addresses_apart() {
+        let user = |sub: &str| Identity::User {
+            sub: sub.into(),
+            can_publish: true,
+        };
+        assert_eq!(
+            budget_key(&user("alice"), Some("1.2.3.4")).as_deref(),
+            Some("u:alice")
+        );
+        assert_eq!(
+            budget_key(&user("ip:1.2.3.4"), None).as_deref(),
+            Some("u:ip:1.2.3.4")
+        );
+        assert_eq!(
+            budget_key(&Identity::Anonymous, Some("1.2.3.4")).as_deref(),
+            Some("ip:1.2.3.4")
+        );
+        assert_eq!(budget_key(&Identity::Anonymous, Some("")), None);
+        assert_eq!(budget_key(&Identity::Anonymous, None), None);
     }
 
     #[test]
@@ -421,11 +548,39 @@ mod tests {
         assert_eq!(token_from(None, None), None);
     }
 
+    /// Every refusal, for tokens that carry a recognisable marker in each
+    /// part: no error text echoes any part of the token or the secret.
     #[test]
     fn errors_never_carry_the_token() {
-        let token = mint(&Claims { exp: 1, ..claims() }, SECRET);
-        let err = verify(&token, SECRET, NOW).unwrap_err();
-        assert!(!err.body().message.contains(&token));
-        assert!(!err.body().message.contains("test-secret"));
+        let marker = "MARKERxyz";
+        let tokens = [
+            mint(
+                &Claims {
+                    exp: 1,
+                    sub: marker.into(),
+                    ..claims()
+                },
+                SECRET,
+            ),
+            mint(
+                &Claims {
+                    sub: marker.into(),
+                    ..claims()
+                },
+                b"wrong-secret",
+            ),
+            forge(&format!(r#"{{"alg":"{marker}"}}"#), &claims(), SECRET),
+            format!("{marker}.{marker}.{marker}"),
+            format!(
+                "{}.{marker}.x",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#)
+            ),
+        ];
+        for token in &tokens {
+            let err = verify(token, SECRET, NOW).unwrap_err();
+            let text = format!("{} {}", err.body().message, err.close_reason());
+            assert!(!text.contains(marker), "{text}");
+            assert!(!text.contains("test-secret"), "{text}");
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! The one error type of the hub, and how each error shows on the wire.
 //!
 //! Every failure a client can cause maps to exactly one [`HubError`] variant,
-//! which knows its HTTP status, its stable machine-readable code, its
-//! WebSocket close code and whether a client should retry. The JSON body is
-//! always `{"error": code, "message": text}` (PROTOCOL.md, Errors).
+//! which knows its HTTP status, its stable machine-readable code and its
+//! WebSocket close code. The JSON body is always `{"error": code,
+//! "message": text}` (docs/PROTOCOL.md, "Errors").
 //!
 //! Invariant: [`HubError::Internal`] and [`HubError::BadConfig`] carry text
 //! for the operator's log only; [`HubError::body`] never sends it.
@@ -22,9 +22,12 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code: a normal close, echoed back to the client.
 pub const CLOSE_NORMAL: u16 = 1000;
 
-/// Close codes after which a client must not reconnect without changing
-/// something (a new token, a smaller message): retrying is pointless.
-pub const CLOSE_CODES_NO_RECONNECT: &[u16] = &[CLOSE_POLICY, CLOSE_TOO_BIG];
+/// WebSocket close code: the room kept sending to a socket that showed no
+/// sign of reading; reconnect with `since` to resume.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// WebSocket close code: the room sent one bounded batch of the replay;
+/// reconnect at once with `since` to get the rest.
+pub const CLOSE_REPLAY_PARTIAL: u16 = 4009;
 
 /// Everything that can go wrong in a request or a frame.
 #[non_exhaustive]
@@ -37,7 +40,8 @@ pub enum HubError {
     /// character outside `A-Z a-z 0-9 . _ : -`.
     InvalidEvent,
     /// Occurs when a publisher uses an event name the hub keeps for its own
-    /// signals (`reset`, `join`, `leave`, `presence`).
+    /// signals (`reset`, `join`, `leave`, `presence`) or that a browser's
+    /// `EventSource` treats as its own (`error`, `open`, `close`).
     ReservedEvent(String),
     /// Occurs when a query parameter or header is not what the route accepts
     /// (`since`, `limit`, `wait`, `Last-Event-ID`).
@@ -64,11 +68,21 @@ pub enum HubError {
     /// Occurs when a WebSocket upgrade or a CORS request comes from an
     /// `Origin` outside `ALLOWED_ORIGINS`.
     OriginNotAllowed,
-    /// Occurs when one user already holds `MAX_CONNECTIONS_PER_USER` live
-    /// connections in the room.
+    /// Occurs when one user (or one anonymous client address) already holds
+    /// `MAX_CONNECTIONS_PER_USER` live connections in the room.
     TooManyConnections { limit: u32 },
-    /// Occurs when a publisher exceeds its token bucket.
-    RateLimited { retry_after_s: u32 },
+    /// Occurs when the room already holds `MAX_CONNECTIONS_PER_ROOM` live
+    /// connections.
+    RoomFull { limit: u32 },
+    /// Occurs when a publisher exceeds its publish budget, or a WebSocket
+    /// its frame budget.
+    RateLimited { retry_after_ms: u64 },
+    /// Occurs when a WebSocket shows no sign of reading while the room
+    /// keeps sending to it (see `durable/fanout.rs`).
+    SlowConsumer,
+    /// Occurs when a WebSocket's replay is longer than one batch: the room
+    /// sent the batch and asks the client to continue with `since`.
+    ReplayPartial,
     /// Occurs when a `[vars]` setting cannot be parsed. Fails the request
     /// loudly rather than running with a silent default.
     BadConfig(String),
@@ -101,7 +115,8 @@ impl HubError {
             TooLarge { .. } => 413,
             UnsupportedMediaType => 415,
             UpgradeRequired => 426,
-            TooManyConnections { .. } | RateLimited { .. } => 429,
+            TooManyConnections { .. } | RoomFull { .. } | RateLimited { .. } => 429,
+            SlowConsumer | ReplayPartial => 409,
             BadConfig(_) | Internal(_) => 500,
         }
     }
@@ -125,7 +140,10 @@ impl HubError {
             Forbidden(_) => "forbidden",
             OriginNotAllowed => "origin_not_allowed",
             TooManyConnections { .. } => "too_many_connections",
+            RoomFull { .. } => "room_full",
             RateLimited { .. } => "rate_limited",
+            SlowConsumer => "slow_consumer",
+            ReplayPartial => "replay_partial",
             BadConfig(_) => "bad_config",
             Internal(_) => "internal",
         }
@@ -137,27 +155,25 @@ impl HubError {
         match self {
             TooLarge { .. } => CLOSE_TOO_BIG,
             Internal(_) | BadConfig(_) => CLOSE_INTERNAL,
+            SlowConsumer => CLOSE_SLOW_CONSUMER,
+            ReplayPartial => CLOSE_REPLAY_PARTIAL,
             _ => CLOSE_POLICY,
         }
     }
 
-    /// Whether the same request may succeed later unchanged (centrifuge's `Temporary`).
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            HubError::RateLimited { .. }
-                | HubError::TooManyConnections { .. }
-                | HubError::Internal(_)
-        )
-    }
-
-    /// Seconds for a `Retry-After` header, where the error has one.
-    pub fn retry_after_s(&self) -> Option<u32> {
+    /// Milliseconds after which the same request may succeed, where known.
+    pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            HubError::RateLimited { retry_after_s } => Some(*retry_after_s),
-            HubError::TooManyConnections { .. } => Some(5),
+            HubError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+            HubError::TooManyConnections { .. } | HubError::RoomFull { .. } => Some(5000),
             _ => None,
         }
+    }
+
+    /// Whole seconds for a `Retry-After` header (at least 1), where the
+    /// error has one.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after_ms().map(|ms| ms.div_ceil(1000).max(1))
     }
 
     /// The body sent to the client. Internal details stay out.
@@ -168,11 +184,10 @@ impl HubError {
         }
     }
 
-    /// A close reason within the 123 bytes a close frame allows.
-    pub fn close_reason(&self) -> String {
-        let mut text = self.code().to_string();
-        text.truncate(123);
-        text
+    /// The close reason: the stable code, which always fits the 123 bytes
+    /// a close frame allows (checked for every variant in the tests).
+    pub fn close_reason(&self) -> &'static str {
+        self.code()
     }
 }
 
@@ -198,9 +213,16 @@ impl fmt::Display for HubError {
             TooManyConnections { limit } => {
                 write!(f, "at most {limit} connections per user in a room")
             }
-            RateLimited { retry_after_s } => {
-                write!(f, "too many messages; retry in {retry_after_s} s")
+            RoomFull { limit } => write!(f, "the room holds its maximum of {limit} connections"),
+            RateLimited { retry_after_ms } => {
+                write!(f, "too many messages; retry in {retry_after_ms} ms")
             }
+            SlowConsumer => {
+                f.write_str("the connection did not keep up; reconnect with since to resume")
+            }
+            ReplayPartial => f.write_str(
+                "the replay continues on the next connection; reconnect with since to resume",
+            ),
             BadConfig(_) => f.write_str("the hub is misconfigured; see its log"),
             Internal(_) => f.write_str("internal error; see the hub's log"),
         }
@@ -248,10 +270,11 @@ mod tests {
             (HubError::Unauthorized("expired"), 401, "unauthorized"),
             (HubError::Forbidden("room"), 403, "forbidden"),
             (
-                HubError::RateLimited { retry_after_s: 1 },
+                HubError::RateLimited { retry_after_ms: 1 },
                 429,
                 "rate_limited",
             ),
+            (HubError::RoomFull { limit: 3 }, 429, "room_full"),
             (
                 HubError::TooManyConnections { limit: 5 },
                 429,
@@ -279,6 +302,57 @@ mod tests {
         assert_eq!(HubError::TooLarge { limit: 1 }.close_code(), CLOSE_TOO_BIG);
         assert_eq!(HubError::Forbidden("x").close_code(), CLOSE_POLICY);
         assert_eq!(HubError::Internal("x".into()).close_code(), CLOSE_INTERNAL);
-        assert!(HubError::Internal("x".repeat(500)).close_reason().len() <= 123);
+        assert_eq!(HubError::SlowConsumer.close_code(), CLOSE_SLOW_CONSUMER);
+        assert_eq!(HubError::ReplayPartial.close_code(), CLOSE_REPLAY_PARTIAL);
+    }
+
+    /// A close reason longer than 123 bytes would make the runtime throw
+    /// while closing. Every variant, with the longest texts it can carry,
+    /// must fit; the reason never carries the variant's free text.
+    #[test]
+    fn every_close_reason_fits_a_close_frame() {
+        let long = "x".repeat(10_000);
+        let all = [
+            HubError::InvalidRoom,
+            HubError::InvalidEvent,
+            HubError::ReservedEvent(long.clone()),
+            HubError::InvalidParam {
+                name: "since",
+                reason: long.clone(),
+            },
+            HubError::InvalidJson(long.clone()),
+            HubError::InvalidBody(long.clone()),
+            HubError::UnsupportedMediaType,
+            HubError::TooLarge { limit: usize::MAX },
+            HubError::NotFound,
+            HubError::MethodNotAllowed { allow: "GET" },
+            HubError::UpgradeRequired,
+            HubError::Unauthorized("x"),
+            HubError::Forbidden("x"),
+            HubError::OriginNotAllowed,
+            HubError::TooManyConnections { limit: u32::MAX },
+            HubError::RoomFull { limit: u32::MAX },
+            HubError::RateLimited {
+                retry_after_ms: u64::MAX,
+            },
+            HubError::SlowConsumer,
+            HubError::ReplayPartial,
+            HubError::BadConfig(long.clone()),
+            HubError::Internal(long),
+        ];
+        for err in &all {
+            let reason = err.close_reason();
+            assert!(reason.len() <= 123, "{err:?}");
+            assert!(!reason.contains("xxx"), "{err:?} leaks its text");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let at = |ms| HubError::RateLimited { retry_after_ms: ms }.retry_after_s();
+        assert_eq!(at(1), Some(1));
+        assert_eq!(at(1000), Some(1));
+        assert_eq!(at(1001), Some(2));
+        assert_eq!(HubError::NotFound.retry_after_s(), None);
     }
 }

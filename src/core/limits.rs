@@ -1,17 +1,52 @@
-//! Rate limiting: a token bucket per WebSocket connection and per user.
+//! Rate limiting: token buckets, and the budgets built from them.
 //!
-//! The bucket holds at most `burst` tokens and refills `rate` per second;
-//! each publish takes one. Time is passed in (`now_ms`), never read here,
-//! so tests drive it exactly. A rate of 0 turns the limit off.
+//! A bucket holds at most `burst` tokens and refills `rate` per second;
+//! each use takes one. Time is passed in (`now_ms`), never read here, so
+//! tests drive it exactly. A rate of 0 turns the limit off.
+//!
+//! The hub keeps three kinds of budget (see the README's "Limits"):
+//! - one **publish budget** per user per room (`RATE_PER_SEC`/`RATE_BURST`),
+//!   shared by every socket of that user and by HTTP, so reconnecting does
+//!   not refill it; anonymous clients share one per client address;
+//! - one **frame budget** per WebSocket ([`frame_budget`]): every client
+//!   frame costs a token, whatever it is, so no frame type is free;
+//! - one **strike budget** per WebSocket ([`ABUSE_STRIKES`]): invalid frames
+//!   and frames over the frame budget are strikes; a socket that runs out
+//!   of strikes is abusive and closed with 1008. A publish refused by the
+//!   publish budget is *not* a strike: that client is catching up, and it
+//!   was told when to retry (`retry_after_ms`).
 //!
 //! Pure: plain data, serializable so it can ride in a socket attachment
 //! across hibernation.
 
 use serde::{Deserialize, Serialize};
 
-/// Consecutive refused publishes after which a WebSocket is closed with
-/// 1008: a client that keeps sending past its limit is abusive, not bursty.
+/// Strikes a WebSocket may collect at once before it is closed with 1008;
+/// they come back at [`STRIKES_PER_SEC`]. A client that sends a few bad
+/// frames now and then is buggy, one that sends a stream of them is abusive.
 pub const ABUSE_STRIKES: u32 = 20;
+/// How fast strikes are forgiven.
+pub const STRIKES_PER_SEC: u32 = 1;
+
+/// The smallest per-socket frame rate and burst, so presence requests and
+/// publishes at a low `RATE_PER_SEC` never starve each other.
+const MIN_FRAME_RATE_PER_SEC: u32 = 50;
+const MIN_FRAME_BURST: u32 = 200;
+
+/// A WebSocket's frame budget `(rate, burst)` for a publish budget of
+/// `(rate_per_sec, rate_burst)`: twice the publish budget, at least 50/s
+/// with a burst of 200, and off when publishing is unlimited. Generous on
+/// purpose: a client that re-sends its pending publishes after a reconnect
+/// stays within it; a flood does not.
+pub fn frame_budget(rate_per_sec: u32, rate_burst: u32) -> (u32, u32) {
+    if rate_per_sec == 0 {
+        return (0, 0);
+    }
+    (
+        rate_per_sec.saturating_mul(2).max(MIN_FRAME_RATE_PER_SEC),
+        rate_burst.saturating_mul(2).max(MIN_FRAME_BURST),
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenBucket {
@@ -30,8 +65,8 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token. On refusal returns the seconds until one is back.
-    pub fn take(&mut self, rate_per_sec: u32, burst: u32, now_ms: u64) -> Result<(), u32> {
+    /// Takes one token. On refusal returns the milliseconds until one is back.
+    pub fn take(&mut self, rate_per_sec: u32, burst: u32, now_ms: u64) -> Result<(), u64> {
         if rate_per_sec == 0 {
             return Ok(());
         }
@@ -46,9 +81,16 @@ impl TokenBucket {
             Ok(())
         } else {
             let missing = 1000 - self.milli_tokens;
-            let wait_ms = missing.div_ceil(u64::from(rate_per_sec));
-            Err(wait_ms.div_ceil(1000).max(1) as u32)
+            Err(missing.div_ceil(u64::from(rate_per_sec)).max(1))
         }
+    }
+
+    /// Whether the bucket would be full at `now_ms` (it can be forgotten:
+    /// a new full bucket is the same).
+    pub fn is_full_at(&self, rate_per_sec: u32, burst: u32, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        let refill = elapsed.saturating_mul(u64::from(rate_per_sec));
+        rate_per_sec == 0 || self.milli_tokens.saturating_add(refill) >= u64::from(burst) * 1000
     }
 }
 
@@ -62,7 +104,7 @@ mod tests {
         assert_eq!(b.take(2, 3, 0), Ok(()));
         assert_eq!(b.take(2, 3, 0), Ok(()));
         assert_eq!(b.take(2, 3, 0), Ok(()));
-        assert_eq!(b.take(2, 3, 0), Err(1));
+        assert_eq!(b.take(2, 3, 0), Err(500));
         // 2/s: one token every 500 ms.
         assert_eq!(b.take(2, 3, 499), Err(1));
         assert_eq!(b.take(2, 3, 500), Ok(()));
@@ -70,6 +112,18 @@ mod tests {
         // A long pause refills to the burst, never beyond.
         let taken = (0..10).filter(|_| b.take(2, 3, 60_000).is_ok()).count();
         assert_eq!(taken, 3);
+    }
+
+    #[test]
+    fn fullness_and_frame_budgets() {
+        let mut b = TokenBucket::full(2, 0);
+        assert!(b.is_full_at(1, 2, 0));
+        b.take(1, 2, 0).unwrap();
+        assert!(!b.is_full_at(1, 2, 999));
+        assert!(b.is_full_at(1, 2, 1000));
+        assert_eq!(frame_budget(0, 40), (0, 0));
+        assert_eq!(frame_budget(20, 40), (50, 200));
+        assert_eq!(frame_budget(100, 300), (200, 600));
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub const MAX_EVENT_NAME_CHARS: usize = 64;
 /// The event name of a publish that names none.
 pub const DEFAULT_EVENT: &str = "message";
 /// Event names the hub uses for its own signals; publishers may not use them.
-pub const RESERVED_EVENTS: &[&str] = &["reset", "join", "leave", "presence"];
+pub const RESERVED_EVENTS: &[&str] = &[
+    "reset", "join", "leave", "presence", "error", "open", "close",
+];
 
 fn is_name_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-')

@@ -187,6 +187,9 @@ pub struct RoomState<'a> {
     /// How many times the room's Durable Object loaded it: once per start
     /// or wake from hibernation. Operators see wakes; tests prove them.
     pub loads: u64,
+    /// Long polls the room is waiting to wake (held ones only: a timed-out
+    /// poll leaves nothing behind).
+    pub poll_waiters: u32,
 }
 
 #[cfg(test)]

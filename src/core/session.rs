@@ -7,7 +7,11 @@
 //!   change, so a room that wakes knows every socket's identity and budget.
 //! - A frame never crashes a session: bad input yields an `error` frame and
 //!   the socket stays open, except a frame over `MAX_MESSAGE_BYTES` (1009)
-//!   and persistent abuse (1008).
+//!   and persistent abuse (1008: the socket ran out of strikes, see
+//!   `limits.rs`).
+//! - Every reply names what it answers: an `error` answering a frame that
+//!   carried a `cid` carries that `cid`; a publish gets exactly one `ack`
+//!   or one `error`.
 //! - `from` comes from [`SocketMeta::user`], set by the server at upgrade.
 //! - The broadcast frame of a message is built once from the stored
 //!   envelope ([`message_frame`]) and sent unchanged to every socket.
@@ -15,9 +19,10 @@
 //! Pure: no `worker` types, clock or I/O; `durable/sockets.rs` carries the
 //! decisions out.
 
+use super::auth::{budget_key, connection_key, Identity};
 use super::cursor::Seq;
 use super::error::HubError;
-use super::limits::{TokenBucket, ABUSE_STRIKES};
+use super::limits::{frame_budget, TokenBucket, ABUSE_STRIKES, STRIKES_PER_SEC};
 use super::names::EventName;
 use super::protocol::{idempotency_key, Publish, ResetInfo};
 use super::settings::Settings;
@@ -27,32 +32,72 @@ use serde_json::{json, Value};
 /// What a socket carries across hibernation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SocketMeta {
+    /// The room's name: a room woken by a socket event has no request path
+    /// to read it from, and storage may not exist (see `durable/store.rs`).
+    pub room: String,
     /// Connection id, unique within the room.
     pub conn: String,
     /// The verified user (`sub`), `None` when anonymous.
     pub user: Option<String>,
     /// Whether the token grants `publish`.
     pub can_publish: bool,
-    pub bucket: TokenBucket,
-    /// Consecutive publishes refused for rate; reset by an accepted one.
-    pub strikes: u32,
+    /// The frame budget: every client frame takes a token.
+    pub frames: TokenBucket,
+    /// Strikes left (invalid frames, frames over the frame budget).
+    pub strikes: TokenBucket,
+    /// The client's address, for anonymous sockets' shared budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
 }
 
 impl SocketMeta {
     pub fn new(
+        room: String,
         conn: String,
         user: Option<String>,
         can_publish: bool,
         settings: &Settings,
         now_ms: u64,
     ) -> Self {
+        let (_, frame_burst) = frame_budget(settings.rate_per_sec, settings.rate_burst);
         SocketMeta {
+            room,
             conn,
             user,
             can_publish,
-            bucket: TokenBucket::full(settings.rate_burst, now_ms),
-            strikes: 0,
+            frames: TokenBucket::full(frame_burst, now_ms),
+            strikes: TokenBucket::full(ABUSE_STRIKES, now_ms),
+            addr: None,
         }
+    }
+
+    /// Counts a strike for `err`: the socket gets the `error` (naming `cid`)
+    /// and stays open while it has strikes left, else it is closed.
+    fn strike(&mut self, err: HubError, cid: Option<String>, now_ms: u64) -> Step {
+        match self.strikes.take(STRIKES_PER_SEC, ABUSE_STRIKES, now_ms) {
+            Ok(()) => Step::Reply(error_frame(&err, cid.as_deref())),
+            Err(_) => Step::Close(err),
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        match &self.user {
+            Some(sub) => Identity::User {
+                sub: sub.clone(),
+                can_publish: self.can_publish,
+            },
+            None => Identity::Anonymous,
+        }
+    }
+
+    /// The key of this socket's publish budget (see [`budget_key`]).
+    pub fn budget_key(&self) -> Option<String> {
+        budget_key(&self.identity(), self.addr.as_deref())
+    }
+
+    /// The key of this socket's connection count (see [`connection_key`]).
+    pub fn connection_key(&self) -> Option<String> {
+        connection_key(&self.identity())
     }
 
     /// The name this socket has in presence: its user, or `anon:<conn>`
@@ -122,10 +167,25 @@ impl ClientMsg {
     }
 }
 
+/// The `cid` of a frame that is JSON with a string `cid`, whatever else it
+/// holds: an error about that frame then names it.
+fn loose_cid(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct CidOnly {
+        cid: Option<Value>,
+    }
+    let frame: CidOnly = serde_json::from_str(text).ok()?;
+    match frame.cid? {
+        Value::String(cid) if idempotency_key("cid", &cid).is_ok() => Some(cid),
+        _ => None,
+    }
+}
+
 /// What the room does with one incoming frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Store the message (deduplicated by `cid`), ack the sender, broadcast.
+    /// Check the user's publish budget, then store the message
+    /// (deduplicated by `cid`), ack the sender, broadcast.
     Publish {
         publish: Publish,
         cid: Option<String>,
@@ -138,53 +198,43 @@ pub enum Step {
     Close(HubError),
 }
 
-/// Decides what a text frame does. Updates the socket's rate budget and
-/// strike count in `meta`; the caller persists `meta` afterwards.
+/// Decides what a text frame does. Takes the frame's token from the
+/// socket's frame budget and counts strikes in `meta`; the caller persists
+/// `meta` afterwards. The publish budget is the room's (shared by the
+/// user's sockets and HTTP), checked by the caller on `Step::Publish`.
 pub fn on_text_frame(meta: &mut SocketMeta, text: &str, settings: &Settings, now_ms: u64) -> Step {
     if text.len() > settings.max_message_bytes {
         return Step::Close(HubError::TooLarge {
             limit: settings.max_message_bytes,
         });
     }
+    let (frame_rate, frame_burst) = frame_budget(settings.rate_per_sec, settings.rate_burst);
+    if let Err(retry_after_ms) = meta.frames.take(frame_rate, frame_burst, now_ms) {
+        let err = HubError::RateLimited { retry_after_ms };
+        return meta.strike(err, loose_cid(text), now_ms);
+    }
     let msg = match ClientMsg::parse(text) {
         Ok(m) => m,
-        Err(e) => return Step::Reply(error_frame(&e)),
+        Err(e) => return meta.strike(e, loose_cid(text), now_ms),
     };
     match msg {
         ClientMsg::Presence => Step::Presence,
         ClientMsg::Publish { publish, cid } => {
             if !meta.can_publish {
-                return Step::Reply(error_frame(&HubError::Forbidden(
-                    "this token does not grant publish",
-                )));
+                let err = HubError::Forbidden("this token does not grant publish");
+                return meta.strike(err, cid, now_ms);
             }
-            match meta
-                .bucket
-                .take(settings.rate_per_sec, settings.rate_burst, now_ms)
-            {
-                Ok(()) => {
-                    meta.strikes = 0;
-                    Step::Publish { publish, cid }
-                }
-                Err(retry_after_s) => {
-                    meta.strikes += 1;
-                    let err = HubError::RateLimited { retry_after_s };
-                    if meta.strikes >= ABUSE_STRIKES {
-                        Step::Close(err)
-                    } else {
-                        Step::Reply(error_frame(&err))
-                    }
-                }
-            }
+            Step::Publish { publish, cid }
         }
     }
 }
 
 /// The answer to a binary frame: the protocol is JSON text only.
 pub fn binary_frame_error() -> String {
-    error_frame(&HubError::InvalidBody(
-        "binary frames are not supported; send JSON text".into(),
-    ))
+    error_frame(
+        &HubError::InvalidBody("binary frames are not supported; send JSON text".into()),
+        None,
+    )
 }
 
 /// The `message` frame: the stored envelope with `"type":"message"` first.
@@ -198,13 +248,15 @@ pub fn message_frame(envelope: &str) -> String {
 
 /// The first frame of a socket. `presence` lists the members the room
 /// tracks one by one; `presence_count` is how many there are in all (more
-/// than listed when the room is above `PRESENCE_MAX_MEMBERS`).
+/// than listed when the room is above `PRESENCE_MAX_MEMBERS`). `limits`
+/// lets a client refuse an oversized publish and pace itself.
 pub fn welcome_frame(
     room: &str,
     last_id: Seq,
     meta: &SocketMeta,
     presence: &[String],
     presence_count: usize,
+    settings: &Settings,
 ) -> String {
     json!({
         "type": "welcome",
@@ -213,6 +265,11 @@ pub fn welcome_frame(
         "you": {"conn": meta.conn, "user": meta.user, "presence_name": meta.presence_name()},
         "presence": presence,
         "presence_count": presence_count,
+        "limits": {
+            "max_message_bytes": settings.max_message_bytes,
+            "rate_per_sec": settings.rate_per_sec,
+            "rate_burst": settings.rate_burst,
+        },
     })
     .to_string()
 }
@@ -238,8 +295,17 @@ pub fn reset_frame(reset: ResetInfo) -> String {
     json!({"type": "reset", "reason": reset.reason, "first_id": reset.first_id}).to_string()
 }
 
-pub fn error_frame(err: &HubError) -> String {
-    json!({"type": "error", "code": err.code(), "message": err.to_string()}).to_string()
+/// An `error` frame; `cid` names the client frame it answers, and
+/// `retry_after_ms` says when a `rate_limited` frame may be sent again.
+pub fn error_frame(err: &HubError, cid: Option<&str>) -> String {
+    let mut frame = json!({"type": "error", "code": err.code(), "message": err.to_string()});
+    if let Some(cid) = cid {
+        frame["cid"] = json!(cid);
+    }
+    if let HubError::RateLimited { retry_after_ms } = err {
+        frame["retry_after_ms"] = json!(retry_after_ms);
+    }
+    frame.to_string()
 }
 
 #[cfg(test)]
@@ -257,6 +323,7 @@ mod tests {
 
     fn meta(can_publish: bool) -> SocketMeta {
         SocketMeta::new(
+            "room".into(),
             "c1".into(),
             Some("alice".into()),
             can_publish,
@@ -352,40 +419,121 @@ mod tests {
         assert_eq!(code_of(&step), "forbidden");
     }
 
+    fn frame_of(step: &Step) -> Value {
+        match step {
+            Step::Reply(frame) => serde_json::from_str(frame).unwrap(),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn rate_limit_then_close_on_persistent_abuse() {
-        let mut m = meta(true);
-        let publish = r#"{"type":"publish","data":1}"#;
+    fn errors_name_the_frame_they_answer() {
         let s = settings();
-        assert!(matches!(
-            on_text_frame(&mut m, publish, &s, 0),
-            Step::Publish { .. }
+        let mut m = meta(true);
+        let table: &[(&str, Option<&str>)] = &[
+            (r#"{"type":"publish","cid":"c-1"}"#, Some("c-1")),
+            (
+                r#"{"type":"publish","data":1,"event":"open","cid":"c-2"}"#,
+                Some("c-2"),
+            ),
+            (r#"{"type":"shout","cid":"c-3"}"#, Some("c-3")),
+            (r#"{"type":"publish","cid":7}"#, None),
+            (r#"{"type":"publish","cid":"has space"}"#, None),
+            ("not json", None),
+        ];
+        for (frame, cid) in table {
+            let reply = frame_of(&on_text_frame(&mut m, frame, &s, 0));
+            assert_eq!(reply["type"], "error", "{frame}");
+            assert_eq!(reply["cid"].as_str(), *cid, "{frame}");
+        }
+        let mut m = meta(false);
+        let reply = frame_of(&on_text_frame(
+            &mut m,
+            r#"{"type":"publish","data":1,"cid":"c-9"}"#,
+            &s,
+            0,
         ));
-        assert!(matches!(
-            on_text_frame(&mut m, publish, &s, 0),
-            Step::Publish { .. }
+        assert_eq!(
+            (reply["code"].as_str(), reply["cid"].as_str()),
+            (Some("forbidden"), Some("c-9"))
+        );
+    }
+
+    #[test]
+    fn every_frame_costs_frame_budget_and_a_flood_closes_with_1008() {
+        let s = settings();
+        let (_, burst) = frame_budget(s.rate_per_sec, s.rate_burst);
+        let mut m = meta(true);
+        for i in 0..burst {
+            let step = on_text_frame(&mut m, r#"{"type":"presence"}"#, &s, 0);
+            assert_eq!(step, Step::Presence, "frame {i}");
+        }
+        // Over the frame budget: refused with retry_after_ms, a strike each.
+        let refused = frame_of(&on_text_frame(
+            &mut m,
+            r#"{"type":"publish","data":1,"cid":"late"}"#,
+            &s,
+            0,
         ));
+        assert_eq!(refused["code"], "rate_limited");
+        assert_eq!(refused["cid"], "late");
+        assert!(refused["retry_after_ms"].as_u64().unwrap() > 0);
         for _ in 1..ABUSE_STRIKES {
             assert_eq!(
-                code_of(&on_text_frame(&mut m, publish, &s, 0)),
+                code_of(&on_text_frame(&mut m, r#"{"type":"presence"}"#, &s, 0)),
                 "rate_limited"
             );
         }
         assert_eq!(
-            code_of(&on_text_frame(&mut m, publish, &s, 0)),
+            code_of(&on_text_frame(&mut m, r#"{"type":"presence"}"#, &s, 0)),
             "close 1008"
         );
-        // An accepted publish forgives earlier strikes.
+    }
+
+    #[test]
+    fn invalid_frames_are_strikes_that_come_back_with_time() {
+        let s = settings();
         let mut m = meta(true);
-        on_text_frame(&mut m, publish, &s, 0);
-        on_text_frame(&mut m, publish, &s, 0);
-        on_text_frame(&mut m, publish, &s, 0);
-        assert_eq!(m.strikes, 1);
-        assert!(matches!(
-            on_text_frame(&mut m, publish, &s, 1000),
-            Step::Publish { .. }
-        ));
-        assert_eq!(m.strikes, 0);
+        for _ in 0..ABUSE_STRIKES {
+            assert_eq!(
+                code_of(&on_text_frame(&mut m, "nope", &s, 0)),
+                "invalid_json"
+            );
+        }
+        // Strikes come back at STRIKES_PER_SEC: a buggy client survives.
+        assert_eq!(
+            code_of(&on_text_frame(&mut m, "nope", &s, 1000)),
+            "invalid_json"
+        );
+        assert_eq!(
+            code_of(&on_text_frame(&mut m, "nope", &s, 1000)),
+            "close 1008"
+        );
+    }
+
+    #[test]
+    fn with_rate_limits_off_frames_are_free() {
+        let s = Settings {
+            rate_per_sec: 0,
+            ..settings()
+        };
+        let mut m = SocketMeta::new("r".into(), "c".into(), None, true, &s, 0);
+        for _ in 0..10_000 {
+            assert_eq!(
+                on_text_frame(&mut m, r#"{"type":"presence"}"#, &s, 0),
+                Step::Presence
+            );
+        }
+    }
+
+    #[test]
+    fn welcome_carries_the_limits() {
+        let s = settings();
+        let w: Value =
+            serde_json::from_str(&welcome_frame("r", Seq(3), &meta(true), &[], 0, &s)).unwrap();
+        assert_eq!(w["limits"]["max_message_bytes"], 300);
+        assert_eq!(w["limits"]["rate_per_sec"], 1);
+        assert_eq!(w["limits"]["rate_burst"], 2);
     }
 
     #[test]
@@ -401,21 +549,23 @@ mod tests {
     #[test]
     fn anonymous_sockets_have_distinct_presence_names() {
         let s = settings();
-        let a = SocketMeta::new("c1".into(), None, true, &s, 0);
-        let b = SocketMeta::new("c2".into(), None, true, &s, 0);
+        let a = SocketMeta::new("r".into(), "c1".into(), None, true, &s, 0);
+        let b = SocketMeta::new("r".into(), "c2".into(), None, true, &s, 0);
         assert_ne!(a.presence_name(), b.presence_name());
         assert_eq!(meta(true).presence_name(), "alice");
     }
 
     #[test]
     fn meta_fits_an_attachment() {
-        let m = SocketMeta::new(
+        let mut m = SocketMeta::new(
+            "r".repeat(128),
             "c".repeat(32),
             Some("u".repeat(256)),
             true,
             &settings(),
             u64::MAX / 4,
         );
+        m.addr = Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".into());
         assert!(serde_json::to_string(&m).unwrap().len() < 2048);
     }
 }

@@ -20,7 +20,11 @@ pub struct Settings {
     /// Token-bucket size.
     pub rate_burst: u32,
     /// Live connections per user per room; 0 turns the limit off.
+    /// Anonymous clients count per client address where the platform
+    /// gives one (`CF-Connecting-IP`).
     pub max_connections_per_user: u32,
+    /// Live connections per room, all transports and users; 0 = off.
+    pub max_connections_per_room: u32,
     /// Seconds between SSE heartbeats.
     pub heartbeat_secs: u32,
     /// Longest long-poll `wait`, in seconds.
@@ -58,6 +62,7 @@ impl Default for Settings {
             rate_per_sec: 20,
             rate_burst: 40,
             max_connections_per_user: 5,
+            max_connections_per_room: 10_000,
             heartbeat_secs: 15,
             long_poll_max_secs: 30,
             presence_max_members: 1000,
@@ -72,6 +77,11 @@ const MAX_HISTORY_LIMIT: u32 = 100_000;
 const MAX_MESSAGE_BYTES_CEILING: usize = 1 << 20;
 const MAX_LONG_POLL_SECS: u32 = 300;
 const MAX_HEARTBEAT_SECS: u32 = 3600;
+/// The platform's limit of WebSockets per Durable Object.
+const MAX_CONNECTIONS_PER_ROOM_CEILING: u32 = 32_768;
+/// The shortest `HUB_SECRET`: 32 bytes (256 bits, the HMAC-SHA-256 block
+/// strength); anything shorter can be brute-forced offline from one token.
+pub const MIN_SECRET_BYTES: usize = 32;
 /// Past this, one join costs more sends than a room can make in a second.
 const MAX_PRESENCE_MEMBERS: u32 = 100_000;
 
@@ -103,6 +113,13 @@ impl Settings {
                 0,
                 32_768,
             )?,
+            max_connections_per_room: number(
+                &lookup,
+                "MAX_CONNECTIONS_PER_ROOM",
+                d.max_connections_per_room,
+                0,
+                MAX_CONNECTIONS_PER_ROOM_CEILING,
+            )?,
             heartbeat_secs: number(
                 &lookup,
                 "HEARTBEAT_SECS",
@@ -130,6 +147,19 @@ impl Settings {
             },
         })
     }
+}
+
+/// Checks `HUB_SECRET`: unset or empty means open rooms; otherwise it must
+/// be at least [`MIN_SECRET_BYTES`] long, or every request fails loudly.
+pub fn check_secret(secret: &str) -> Result<(), HubError> {
+    if !secret.is_empty() && secret.len() < MIN_SECRET_BYTES {
+        return Err(HubError::BadConfig(format!(
+            "HUB_SECRET is {} bytes; use at least {MIN_SECRET_BYTES} random bytes \
+             (e.g. `openssl rand -base64 48`)",
+            secret.len()
+        )));
+    }
+    Ok(())
 }
 
 fn number(
@@ -198,6 +228,7 @@ mod tests {
         assert_eq!(s.max_message_bytes, 65536);
         assert_eq!((s.rate_per_sec, s.rate_burst), (20, 40));
         assert_eq!(s.max_connections_per_user, 5);
+        assert_eq!(s.max_connections_per_room, 10_000);
         assert_eq!((s.heartbeat_secs, s.long_poll_max_secs), (15, 30));
         assert_eq!(s.presence_max_members, 1000);
     }
@@ -230,6 +261,16 @@ mod tests {
                 matches!(with(&[(k, v)]), Err(HubError::BadConfig(_))),
                 "{k}={v}"
             );
+        }
+    }
+
+    #[test]
+    fn short_secrets_fail_loudly() {
+        assert!(check_secret("").is_ok());
+        assert!(check_secret(&"s".repeat(32)).is_ok());
+        match check_secret("topsecret") {
+            Err(HubError::BadConfig(why)) => assert!(!why.contains("topsecret"), "{why}"),
+            other => panic!("{other:?}"),
         }
     }
 
