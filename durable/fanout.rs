@@ -107,7 +107,7 @@ extern "C" {
 use worker::js_sys;
 
 /// Bytes the room sends one socket without a sign of life before it
-/// drops it: four replay batches (4 MiB at the default message size).
+/// drops it: four SSE stream buffers (4 MiB at the default message size).
 pub fn slow_socket_bytes(max_message_bytes: usize) -> usize {
     4 * stream_buffer_bytes(max_message_bytes)
 }

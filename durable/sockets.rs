@@ -15,16 +15,14 @@
 //!   their last one closes, once each (presence is keyed by connection),
 //!   while the room has at most `PRESENCE_MAX_MEMBERS` members; crossing
 //!   that limit sends a `presence` snapshot instead (`core::presence`).
-//! - What one socket can make the room send is bounded: its replay is at
-//!   most one batch of [`replay_budget_bytes`] (then it is closed with
-//!   4009 and reconnects with `since`); its own requests cost its frame
-//!   budget; and `fanout` drops a socket that shows no sign of reading
-//!   (4008). A socket enters presence only once its replay was complete,
-//!   and leaves it whenever it goes, so no failure leaves a ghost member.
+//! - What one socket can make the room send is bounded: its own requests
+//!   cost its frame budget, and `fanout` drops a socket that shows no sign
+//!   of reading (4008). Its replay (at most the kept history) is read
+//!   before it is accepted, so a failed replay refuses the upgrade and
+//!   leaves no ghost member in presence.
 
 use super::fanout;
 use super::room::Origin;
-use super::sse::stream_buffer_bytes;
 use super::{now_ms, query_param, random_u32, Caller, RoomObject};
 use crate::core::cursor::parse_seq;
 use crate::core::error::{HubError, CLOSE_NORMAL};
@@ -32,18 +30,12 @@ use crate::core::names::RoomName;
 use crate::core::presence::{Announce, Presence};
 use crate::core::protocol::ResetInfo;
 use crate::core::session::{
-    ack_frame, binary_frame_error, error_frame, join_frame, leave_frame, message_frame,
-    on_text_frame, presence_frame, reset_frame, welcome_frame, SocketMeta, Step,
+    ack_frame, error_frame, join_frame, leave_frame, message_frame, on_binary_frame, on_text_frame,
+    presence_frame, reset_frame, welcome_frame, SocketMeta, Step,
 };
 use crate::respond;
 use std::collections::{BTreeSet, HashMap};
 use worker::{Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
-
-/// The most bytes of replay one connection gets: as much as one SSE stream
-/// may buffer, so both transports bound a catching-up client alike.
-pub fn replay_budget_bytes(max_message_bytes: usize) -> usize {
-    stream_buffer_bytes(max_message_bytes)
-}
 
 /// The room's WebSockets as the room counts them: presence, and the
 /// connections of each connection key (for `MAX_CONNECTIONS_PER_USER`).
@@ -141,25 +133,16 @@ impl RoomObject {
         meta.addr = caller.addr.clone();
 
         // The replay is read before the socket is accepted: a storage
-        // failure then refuses the upgrade, and a replay longer than one
-        // batch is known before presence would count the socket.
+        // failure then refuses the upgrade instead of leaving an accepted
+        // socket in presence (a ghost member).
         let (last_id, resume) = self.with_room(|r| {
             let resume = since.map(|s| r.log.resume(s));
             (r.log.last_id(), resume)
         })?;
         let mut replay = Vec::new();
-        let mut complete = true;
         if let Some(resume) = resume {
-            let budget = replay_budget_bytes(settings.max_message_bytes);
-            let mut bytes = 0;
-            complete = self.replay(resume.replay_after(), |message| {
-                let frame = message_frame(&message.envelope);
-                bytes += frame.len();
-                // Always at least one message, so every batch makes progress.
-                if bytes > budget && !replay.is_empty() {
-                    return false;
-                }
-                replay.push(frame);
+            self.replay(resume.replay_after(), |message| {
+                replay.push(message_frame(&message.envelope));
                 true
             })?;
         }
@@ -177,11 +160,7 @@ impl RoomObject {
 
         let member = meta.presence_name();
         let (announce, listed, count) = self.with_sockets(|s| {
-            let announce = if complete {
-                s.add(&meta)
-            } else {
-                Announce::Nothing
-            };
+            let announce = s.add(&meta);
             (announce, s.presence.listed(), s.presence.member_count())
         })?;
         self.send(
@@ -194,12 +173,8 @@ impl RoomObject {
         for frame in &replay {
             self.send(&server, frame);
         }
-        if complete {
-            // The new socket learnt presence from its welcome.
-            self.announce(announce, &member, &meta.conn);
-        } else {
-            close(&server, &HubError::ReplayPartial);
-        }
+        // The new socket learnt presence from its welcome.
+        self.announce(announce, &member, &meta.conn);
         Response::from_websocket(pair.client).map_err(respond::internal)
     }
 
@@ -214,15 +189,14 @@ impl RoomObject {
             return;
         }
         fanout::seen(ws);
-        let text = match message {
-            WebSocketIncomingMessage::String(text) => text,
-            WebSocketIncomingMessage::Binary(_) => {
-                self.send(ws, &binary_frame_error());
-                return;
+        let step = match self.with_room(|r| match &message {
+            WebSocketIncomingMessage::String(text) => {
+                on_text_frame(&mut meta, text, &r.settings, now_ms())
             }
-        };
-        let step = match self.with_room(|r| on_text_frame(&mut meta, &text, &r.settings, now_ms()))
-        {
+            WebSocketIncomingMessage::Binary(bytes) => {
+                on_binary_frame(&mut meta, bytes.len(), &r.settings, now_ms())
+            }
+        }) {
             Ok(step) => step,
             Err(e) => {
                 close(ws, &e);
@@ -235,8 +209,8 @@ impl RoomObject {
         }
         match step {
             Step::Reply(frame) => self.send(ws, &frame),
-            Step::Close(err) => {
-                self.send(ws, &error_frame(&err, None));
+            Step::Close { err, cid } => {
+                self.send(ws, &error_frame(&err, cid.as_deref()));
                 close(ws, &err);
                 self.on_socket_gone(ws);
             }

@@ -3,7 +3,8 @@
 //! Each stream is a pull-based body over a bounded [`SseBuffer`]: the room
 //! pushes frames in, the runtime pulls them out as the client reads.
 //!
-//! The runtime never tells the room that an SSE client left (TOOLCHAIN.md),
+//! The runtime never tells the room that an SSE client left
+//! (docs/PROTOCOL.md, "Runtime notes"),
 //! so while any stream is open a heartbeat loop runs every
 //! `HEARTBEAT_SECS`: it queues a comment on every stream and drops every
 //! stream that still holds a frame from `STALL_TICKS` heartbeats ago (the

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toolchain.sh
 # worker-build would download wasm-bindgen and wasm-opt from GitHub; point
-# it at the pinned local copies instead (see TOOLCHAIN.md).
+# it at the pinned local copies instead (see the README, "Run it").
 export WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"

@@ -77,9 +77,9 @@ pub fn json<T: serde::Serialize>(status: u16, value: &T, cors: &Cors) -> worker:
     json_text(status, body, cors)
 }
 
-/// The response for an error: PROTOCOL.md's JSON body, the fitting status,
-/// `Retry-After` and `Allow` where they apply. `Internal` and `BadConfig`
-/// details go to the log, never to the client.
+/// The response for an error: the JSON body of docs/PROTOCOL.md, "Errors",
+/// the fitting status, `Retry-After` and `Allow` where they apply.
+/// `Internal` and `BadConfig` details go to the log, never to the client.
 pub fn error(err: &HubError, cors: &Cors) -> Response {
     if let HubError::Internal(detail) | HubError::BadConfig(detail) = err {
         worker::console_error!("{}: {}", err.code(), detail);

@@ -1,5 +1,5 @@
 // Authentication, authorization and abuse limits, checked against
-// /work/shared/PROTOCOL.md (Auth, Errors): HS256 tokens from the
+// docs/PROTOCOL.md ("Authentication and origins", "Limits", "Errors"): HS256 tokens from the
 // `Authorization: Bearer` header or `?token=` (the header wins), their claims
 // (`sub`, `exp`, `nbf`, `rooms`, `can`), 401/403 on every transport (a refused
 // WebSocket never upgrades), ALLOWED_ORIGINS, `from` taken from the token,
@@ -8,7 +8,9 @@
 //
 // Tokens are minted here with node:crypto, independently of the hub's code.
 //
-// Run: HUB_BUILD_DIR=/tmp/hub-build-auth node --test --test-timeout=90000 tests/auth.test.mjs
+// Run, from the repository root after `npm run build`:
+//   node --test --test-timeout=90000 tests/auth.test.mjs
+// (HUB_BUILD_DIR=<dir> tests a copy of build/ instead.)
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
@@ -125,7 +127,7 @@ function assertNoLeak(text, auth, what) {
   }
 }
 
-/** PROTOCOL.md's error shape: status, JSON `{error, message}`, nothing leaked. */
+/** The error shape of docs/PROTOCOL.md, "Errors": status, JSON `{error, message}`, nothing leaked. */
 function assertError(res, status, code, what, auth = {}) {
   const ctx = `${what} -> ${res.status} ${show(res.text ?? res.body)}`;
   assert.equal(res.status, status, `status for ${ctx}`);

@@ -1,8 +1,11 @@
-// HTTP publishing and polling, checked against /work/shared/PROTOCOL.md:
+// HTTP publishing and polling, checked against docs/PROTOCOL.md ("Publishing
+// over HTTP", "Polling", "Room state", "Errors"):
 // POST /rooms/{room}/messages, GET /rooms/{room}/messages (ETag, long poll,
 // retention resets), GET /rooms/{room}, errors, CORS, settings and restarts.
 //
-// Run: HUB_BUILD_DIR=/tmp/hub-build-http node --test --test-timeout=60000 tests/http.test.mjs
+// Run, from the repository root after `npm run build`:
+//   node --test --test-timeout=60000 tests/http.test.mjs
+// (HUB_BUILD_DIR=<dir> tests a copy of build/ instead.)
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHub, stateDir, roomName, publish, getJson } from './harness.mjs';
@@ -10,7 +13,7 @@ import { waitFor, request, roomState, mustPublish } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
-/** Asserts PROTOCOL.md's error shape: status, JSON `{error, message}`. */
+/** Asserts the error shape of docs/PROTOCOL.md, "Errors": status, JSON `{error, message}`. */
 function assertError(res, status, code, what = '') {
   const ctx = `${what} -> ${res.status} ${res.text ?? JSON.stringify(res.body)}`;
   assert.equal(res.status, status, `status for ${ctx}`);

@@ -14,7 +14,9 @@
 // 5. Storage stays bounded by HISTORY_LIMIT, and resumes from pruned ids get
 //    an explicit `reset` on every transport.
 //
-// Run: cd /work/main && HUB_BUILD_DIR=/tmp/hub-build-rel node --test --test-timeout=180000 tests/reliability.test.mjs
+// Run, from the repository root after `npm run build`:
+//   node --test --test-timeout=180000 tests/reliability.test.mjs
+// (HUB_BUILD_DIR=<dir> tests a copy of build/ instead.)
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';

@@ -1,4 +1,5 @@
-// The Server-Sent Events transport, checked against /work/shared/PROTOCOL.md:
+// The Server-Sent Events transport, checked against docs/PROTOCOL.md,
+// "Server-Sent Events":
 // GET /rooms/{room}/events — headers and the `retry:` preamble, live delivery,
 // heartbeats, resume by `?since=` and `Last-Event-ID` (and which wins),
 // `reset` signals, ids shared with HTTP and WebSocket publishes, framing that
@@ -8,7 +9,9 @@
 // (to see the exact bytes and their timing), and the `eventsource` package
 // (a real client that reconnects with Last-Event-ID by itself).
 //
-// Run: HUB_BUILD_DIR=/tmp/hub-build-sse node --test --test-timeout=90000 tests/sse.test.mjs
+// Run, from the repository root after `npm run build`:
+//   node --test --test-timeout=90000 tests/sse.test.mjs
+// (HUB_BUILD_DIR=<dir> tests a copy of build/ instead.)
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';

@@ -1,10 +1,12 @@
-// The WebSocket transport, checked against /work/shared/PROTOCOL.md:
+// The WebSocket transport, checked against docs/PROTOCOL.md, "WebSocket":
 // GET /rooms/{room}/ws — welcome, publish/ack/broadcast, ids shared with
 // HTTP, cid deduplication (also across a reconnect), ?since= replay and
 // resets, ping/pong auto-response, presence/join/leave, bad input, size and
 // rate limits, close reciprocation and hibernation.
 //
-// Run: HUB_BUILD_DIR=/tmp/hub-build-ws node --test --test-timeout=90000 tests/ws.test.mjs
+// Run, from the repository root after `npm run build`:
+//   node --test --test-timeout=90000 tests/ws.test.mjs
+// (HUB_BUILD_DIR=<dir> tests a copy of build/ instead.)
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
@@ -39,7 +41,7 @@ function assertMessageFrame(frame, { id, event = 'message', data }) {
   assert.deepEqual(frame.data, data);
 }
 
-/** PROTOCOL.md: each connection receives messages in strictly increasing id order. */
+/** docs/PROTOCOL.md, "Ids, cursors, epochs and resets": each connection receives messages in strictly increasing id order. */
 function assertIdsIncreasing(client) {
   const ids = client.messageIds();
   for (let i = 1; i < ids.length; i += 1) {

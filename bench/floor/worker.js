@@ -1,5 +1,5 @@
 // The runtime's floor: the smallest hand-written JavaScript Worker + Durable
-// Object that speaks the hub's wire protocol (/work/shared/PROTOCOL.md) for
+// Object that speaks the hub's wire protocol (docs/PROTOCOL.md) for
 // the benchmark: no auth, no limits, no presence, no idempotency, no resets.
 // Whatever the hub costs above this is the price of its features and of WASM.
 import { DurableObject } from 'cloudflare:workers';

@@ -25,9 +25,6 @@ pub const CLOSE_NORMAL: u16 = 1000;
 /// WebSocket close code: the room kept sending to a socket that showed no
 /// sign of reading; reconnect with `since` to resume.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
-/// WebSocket close code: the room sent one bounded batch of the replay;
-/// reconnect at once with `since` to get the rest.
-pub const CLOSE_REPLAY_PARTIAL: u16 = 4009;
 
 /// Everything that can go wrong in a request or a frame.
 #[non_exhaustive]
@@ -68,8 +65,8 @@ pub enum HubError {
     /// Occurs when a WebSocket upgrade or a CORS request comes from an
     /// `Origin` outside `ALLOWED_ORIGINS`.
     OriginNotAllowed,
-    /// Occurs when one user (or one anonymous client address) already holds
-    /// `MAX_CONNECTIONS_PER_USER` live connections in the room.
+    /// Occurs when one user already holds `MAX_CONNECTIONS_PER_USER` live
+    /// connections in the room.
     TooManyConnections { limit: u32 },
     /// Occurs when the room already holds `MAX_CONNECTIONS_PER_ROOM` live
     /// connections.
@@ -80,9 +77,7 @@ pub enum HubError {
     /// Occurs when a WebSocket shows no sign of reading while the room
     /// keeps sending to it (see `durable/fanout.rs`).
     SlowConsumer,
-    /// Occurs when a WebSocket's replay is longer than one batch: the room
-    /// sent the batch and asks the client to continue with `since`.
-    ReplayPartial,
+
     /// Occurs when a `[vars]` setting cannot be parsed. Fails the request
     /// loudly rather than running with a silent default.
     BadConfig(String),
@@ -90,7 +85,7 @@ pub enum HubError {
     Internal(String),
 }
 
-/// The JSON error body of PROTOCOL.md: `{"error": code, "message": text}`.
+/// The JSON error body (docs/PROTOCOL.md, "Errors"): `{"error": code, "message": text}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrorBody {
     pub error: &'static str,
@@ -116,7 +111,7 @@ impl HubError {
             UnsupportedMediaType => 415,
             UpgradeRequired => 426,
             TooManyConnections { .. } | RoomFull { .. } | RateLimited { .. } => 429,
-            SlowConsumer | ReplayPartial => 409,
+            SlowConsumer => 409,
             BadConfig(_) | Internal(_) => 500,
         }
     }
@@ -143,7 +138,6 @@ impl HubError {
             RoomFull { .. } => "room_full",
             RateLimited { .. } => "rate_limited",
             SlowConsumer => "slow_consumer",
-            ReplayPartial => "replay_partial",
             BadConfig(_) => "bad_config",
             Internal(_) => "internal",
         }
@@ -156,7 +150,6 @@ impl HubError {
             TooLarge { .. } => CLOSE_TOO_BIG,
             Internal(_) | BadConfig(_) => CLOSE_INTERNAL,
             SlowConsumer => CLOSE_SLOW_CONSUMER,
-            ReplayPartial => CLOSE_REPLAY_PARTIAL,
             _ => CLOSE_POLICY,
         }
     }
@@ -220,9 +213,6 @@ impl fmt::Display for HubError {
             SlowConsumer => {
                 f.write_str("the connection did not keep up; reconnect with since to resume")
             }
-            ReplayPartial => f.write_str(
-                "the replay continues on the next connection; reconnect with since to resume",
-            ),
             BadConfig(_) => f.write_str("the hub is misconfigured; see its log"),
             Internal(_) => f.write_str("internal error; see the hub's log"),
         }
@@ -303,7 +293,6 @@ mod tests {
         assert_eq!(HubError::Forbidden("x").close_code(), CLOSE_POLICY);
         assert_eq!(HubError::Internal("x".into()).close_code(), CLOSE_INTERNAL);
         assert_eq!(HubError::SlowConsumer.close_code(), CLOSE_SLOW_CONSUMER);
-        assert_eq!(HubError::ReplayPartial.close_code(), CLOSE_REPLAY_PARTIAL);
     }
 
     /// A close reason longer than 123 bytes would make the runtime throw
@@ -336,7 +325,6 @@ mod tests {
                 retry_after_ms: u64::MAX,
             },
             HubError::SlowConsumer,
-            HubError::ReplayPartial,
             HubError::BadConfig(long.clone()),
             HubError::Internal(long),
         ];

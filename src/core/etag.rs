@@ -3,8 +3,8 @@
 //! A room's ETag is `"<epoch>-<last id>"`: it changes with every accepted
 //! message and with every new life of the room's storage, and with nothing
 //! else, so a poller that already holds the current state gets a `304`.
-//! The ETag names the room's state, not one query's body (PROTOCOL.md:
-//! "an opaque validator of the room's state").
+//! The ETag names the room's state, not one query's body (docs/PROTOCOL.md,
+//! "Polling": an opaque validator of the room's state).
 //!
 //! Evaluation follows RFC 9110 §13.1.2: `*` matches any current
 //! representation, lists are comma-separated, and comparison is weak

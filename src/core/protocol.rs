@@ -99,7 +99,7 @@ pub fn is_json_media_type(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// The envelope of PROTOCOL.md: the same on every transport.
+/// The envelope (docs/PROTOCOL.md, "The envelope"): the same on every transport.
 #[derive(Debug, Serialize)]
 struct Envelope<'a> {
     id: u64,

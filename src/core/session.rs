@@ -76,7 +76,7 @@ impl SocketMeta {
     fn strike(&mut self, err: HubError, cid: Option<String>, now_ms: u64) -> Step {
         match self.strikes.take(STRIKES_PER_SEC, ABUSE_STRIKES, now_ms) {
             Ok(()) => Step::Reply(error_frame(&err, cid.as_deref())),
-            Err(_) => Step::Close(err),
+            Err(_) => Step::Close { err, cid },
         }
     }
 
@@ -194,8 +194,8 @@ pub enum Step {
     Presence,
     /// Answer the sender with this frame; the socket stays open.
     Reply(String),
-    /// Close the socket with this error's close code.
-    Close(HubError),
+    /// Send the error (naming `cid`), then close the socket with its close code.
+    Close { err: HubError, cid: Option<String> },
 }
 
 /// Decides what a text frame does. Takes the frame's token from the
@@ -203,15 +203,8 @@ pub enum Step {
 /// `meta` afterwards. The publish budget is the room's (shared by the
 /// user's sockets and HTTP), checked by the caller on `Step::Publish`.
 pub fn on_text_frame(meta: &mut SocketMeta, text: &str, settings: &Settings, now_ms: u64) -> Step {
-    if text.len() > settings.max_message_bytes {
-        return Step::Close(HubError::TooLarge {
-            limit: settings.max_message_bytes,
-        });
-    }
-    let (frame_rate, frame_burst) = frame_budget(settings.rate_per_sec, settings.rate_burst);
-    if let Err(retry_after_ms) = meta.frames.take(frame_rate, frame_burst, now_ms) {
-        let err = HubError::RateLimited { retry_after_ms };
-        return meta.strike(err, loose_cid(text), now_ms);
+    if let Some(refused) = take_frame_token(meta, text.len(), settings, now_ms) {
+        return refused(loose_cid(text));
     }
     let msg = match ClientMsg::parse(text) {
         Ok(m) => m,
@@ -229,12 +222,43 @@ pub fn on_text_frame(meta: &mut SocketMeta, text: &str, settings: &Settings, now
     }
 }
 
-/// The answer to a binary frame: the protocol is JSON text only.
-pub fn binary_frame_error() -> String {
-    error_frame(
-        &HubError::InvalidBody("binary frames are not supported; send JSON text".into()),
-        None,
-    )
+/// Checks a frame of `len` bytes against `MAX_MESSAGE_BYTES` and takes its
+/// token from the frame budget; on refusal returns the step to take for a
+/// frame with a given `cid` (computed only then: parsing costs).
+fn take_frame_token<'m>(
+    meta: &'m mut SocketMeta,
+    len: usize,
+    settings: &Settings,
+    now_ms: u64,
+) -> Option<Box<dyn FnOnce(Option<String>) -> Step + 'm>> {
+    if len > settings.max_message_bytes {
+        let err = HubError::TooLarge {
+            limit: settings.max_message_bytes,
+        };
+        return Some(Box::new(move |cid| Step::Close { err, cid }));
+    }
+    let (frame_rate, frame_burst) = frame_budget(settings.rate_per_sec, settings.rate_burst);
+    match meta.frames.take(frame_rate, frame_burst, now_ms) {
+        Ok(()) => None,
+        Err(retry_after_ms) => Some(Box::new(move |cid| {
+            meta.strike(HubError::RateLimited { retry_after_ms }, cid, now_ms)
+        })),
+    }
+}
+
+/// Decides what a binary frame does: the protocol is JSON text only, so it
+/// is refused, and like any invalid frame it costs a token and a strike.
+pub fn on_binary_frame(
+    meta: &mut SocketMeta,
+    len: usize,
+    settings: &Settings,
+    now_ms: u64,
+) -> Step {
+    if let Some(refused) = take_frame_token(meta, len, settings, now_ms) {
+        return refused(None);
+    }
+    let err = HubError::InvalidBody("binary frames are not supported; send JSON text".into());
+    meta.strike(err, None, now_ms)
 }
 
 /// The `message` frame: the stored envelope with `"type":"message"` first.
@@ -338,7 +362,7 @@ mod tests {
                 let v: Value = serde_json::from_str(frame).unwrap();
                 v["code"].as_str().unwrap_or("").to_string()
             }
-            Step::Close(e) => format!("close {}", e.close_code()),
+            Step::Close { err, .. } => format!("close {}", err.close_code()),
             other => format!("{other:?}"),
         }
     }

@@ -1,4 +1,4 @@
-//! Settings from `[vars]`, with PROTOCOL.md's defaults.
+//! Settings from `[vars]`, with the defaults of docs/PROTOCOL.md, "Settings".
 //!
 //! Every value is validated once, when the first request arrives. A value
 //! that does not parse is an error ([`HubError::BadConfig`]) that fails every
@@ -20,8 +20,7 @@ pub struct Settings {
     /// Token-bucket size.
     pub rate_burst: u32,
     /// Live connections per user per room; 0 turns the limit off.
-    /// Anonymous clients count per client address where the platform
-    /// gives one (`CF-Connecting-IP`).
+    /// Anonymous connections are bounded by `max_connections_per_room`.
     pub max_connections_per_user: u32,
     /// Live connections per room, all transports and users; 0 = off.
     pub max_connections_per_room: u32,
@@ -89,7 +88,7 @@ impl Settings {
     /// Reads every setting through `lookup`, which returns a `[vars]` value or `None`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, HubError> {
         let d = Settings::default();
-        Ok(Settings {
+        Settings {
             history_limit: number(
                 &lookup,
                 "HISTORY_LIMIT",
@@ -145,7 +144,19 @@ impl Settings {
                 None => d.allowed_origins,
                 Some(v) => parse_origins(&v)?,
             },
-        })
+        }
+        .checked()
+    }
+
+    /// Refuses combinations no single value shows: a rate limit with an
+    /// empty bucket would refuse every publish forever.
+    fn checked(self) -> Result<Self, HubError> {
+        if self.rate_per_sec > 0 && self.rate_burst == 0 {
+            return Err(HubError::BadConfig(
+                "RATE_BURST=0 with RATE_PER_SEC>0 refuses every publish; use RATE_BURST>=1 or RATE_PER_SEC=0".into(),
+            ));
+        }
+        Ok(self)
     }
 }
 
@@ -255,6 +266,7 @@ mod tests {
             ("ALLOWED_ORIGINS", "example.com"),
             ("ALLOWED_ORIGINS", "https://a.com/"),
             ("ALLOWED_ORIGINS", " , "),
+            ("RATE_BURST", "0"),
         ];
         for (k, v) in bad {
             assert!(

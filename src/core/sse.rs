@@ -20,7 +20,8 @@ use super::protocol::ResetInfo;
 use std::collections::VecDeque;
 
 /// A stream still holding a frame this many heartbeats after it was
-/// queued is dead or not reading; PROTOCOL.md allows at most 10.
+/// queued is dead or not reading, so a dead stream leaves within
+/// `STALL_TICKS + 1` heartbeats (docs/PROTOCOL.md, "Server-Sent Events").
 pub const STALL_TICKS: u64 = 3;
 
 /// The first bytes of every stream: the client's reconnect delay.

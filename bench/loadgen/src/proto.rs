@@ -2,7 +2,8 @@
 //! each transport, how to publish, and where the benchmark payload
 //! `{"seq": n, "t": µs}` sits in what each one delivers.
 //!
-//! - hub / floor: PROTOCOL.md (envelope `data` carries the payload).
+//! - hub / floor: the hub's protocol, docs/PROTOCOL.md at the repository
+//!   root (envelope `data` carries the payload).
 //! - nchan: `/pub/{room}` publishes the raw body; `/sub/{room}` delivers it
 //!   over WebSocket, EventSource, long-poll and interval-poll.
 //! - socketio: Engine.IO v4 over WebSocket; `42["join",room]`,
