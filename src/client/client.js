@@ -2,31 +2,66 @@
 //
 //   import { connect } from 'https://your-hub.example/client.js';
 //   const room = connect('https://your-hub.example/rooms/lobby');
-//   room.on('message', (m) => console.log(m.id, m.data));
+//   room.on('message', (m) => console.log(m.id, m.event, m.data));
+//   room.on('status', (s) => console.log(s.state, s.transport, s.error));
 //   await room.publish({ text: 'hi' });
 //
-// Guarantees: the page sees every message once, in id order, whichever
-// transport carries it and however often it reconnects; when the hub could
-// not keep what was missed, a 'reset' event says so. Publishes carry an
-// idempotency key (WebSocket `cid`, HTTP `Idempotency-Key`), so a retry
-// after a dropped connection never stores a message twice.
+// Guarantees:
+// - The page sees every message once, in id order, whichever transport
+//   carries it and however often it reconnects; when the hub could not keep
+//   what was missed (or its log is not the one the page saw), one `reset`
+//   says so and delivery continues from the hub's first kept id.
+// - Every publish settles exactly once: with its stored id, or with an
+//   error that belongs to it (matched by its `cid`), or a timeout. Publishes
+//   carry an idempotency key (WebSocket `cid`, HTTP `Idempotency-Key`), so a
+//   retry after a drop, a rate limit or a transport change never stores a
+//   message twice. Sends are paced to the hub's rate, so the hub never
+//   closes a page for catching up.
+// - Every failure is told once: `status` says why (`error`, `message`) and
+//   one `error` event carries the code. Nothing the room's publishers send
+//   can trigger the client's own events: app events are `message` (all of
+//   them) and `event:<name>`.
+// - Connections are watched: a silent WebSocket (no frame for 3 ping
+//   intervals) or SSE stream (no heartbeat for ~3 heartbeats) is replaced
+//   and resumed; `online` and `visibilitychange` reconnect at once.
 
-const DEFAULT_EVENT = 'message';
-const CONNECT_TIMEOUT_MS = 5000;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_CAP_MS = 15000;
-const LONG_POLL_WAIT_S = 25;
-const POLL_LIMIT = 1000;
-// Close codes after which reconnecting cannot help (policy, message too big).
-const FATAL_CLOSE_CODES = new Set([1008]);
-// HTTP statuses after which reconnecting cannot help without a new token.
-const FATAL_STATUSES = new Set([400, 401, 403, 404]);
 const TRANSPORTS = ['ws', 'sse', 'poll'];
+const DEFAULTS = {
+  connectTimeoutMs: 5000,
+  pingIntervalMs: 10000,
+  heartbeatTimeoutMs: null, // SSE: 3 observed heartbeats + 1 s; 50 s until two are seen
+  publishTimeoutMs: 30000,
+  probeIntervalMs: 30000,
+  longPollSecs: 25,
+  requestTimeoutMs: 10000,
+  maxPending: 1000,
+};
+const BACKOFF = { baseMs: 500, capMs: 15000 };
+const PROBE_CAP_MS = 5 * 60 * 1000;
+const SSE_DEFAULT_TIMEOUT_MS = 50000;
+const PING_EVERY_BYTES = 512 * 1024;
+const POLL_LIMIT = 1000;
+// Lifecycle events: only the client emits them, never a room's message.
+const LIFECYCLE = new Set(['message', 'status', 'error', 'reset', 'presence', 'join', 'leave', 'open', 'close']);
+// Event names the hub keeps for itself (publishing them is refused).
+const RESERVED_EVENTS = new Set(['reset', 'join', 'leave', 'presence', 'error', 'open', 'close']);
+// HTTP statuses and WebSocket closes after which retrying unchanged cannot help.
+const FATAL_STATUSES = new Set([400, 401, 403, 404]);
+const CLOSE_NAMES = {
+  1008: 'policy_violation',
+  1009: 'too_large',
+  1011: 'internal',
+  4001: 'token_expired',
+  4003: 'disconnected',
+  4004: 'room_deleted',
+  4008: 'slow_consumer',
+  4009: 'replay_partial',
+};
 
 /**
- * Picks a transport from what the page needs, as the decision framework
- * goes: two-way traffic wants a WebSocket; frequent one-way updates want
- * Server-Sent Events; rare updates are cheapest as polling.
+ * Picks a transport from what the page needs: two-way traffic wants a
+ * WebSocket; frequent one-way updates want Server-Sent Events; rare
+ * updates are cheapest as polling.
  */
 export function chooseTransport({ bidirectional = false, updatesPerMinute = 60 } = {}) {
   if (bidirectional) return 'ws';
@@ -35,8 +70,18 @@ export function chooseTransport({ bidirectional = false, updatesPerMinute = 60 }
 }
 
 /** Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)]. */
-export function backoffDelay(attempt, base = BACKOFF_BASE_MS, cap = BACKOFF_CAP_MS) {
+export function backoffDelay(attempt, base = BACKOFF.baseMs, cap = BACKOFF.capMs) {
   return Math.random() * Math.min(cap, base * 2 ** attempt);
+}
+
+/** An error from the hub or the client: `code` is stable, `status` the HTTP status if any. */
+export class HubError extends Error {
+  constructor(code, message, extra = {}) {
+    super(message || code);
+    this.name = 'HubError';
+    this.code = code;
+    Object.assign(this, extra);
+  }
 }
 
 function randomId() {
@@ -44,23 +89,11 @@ function randomId() {
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
-class HubError extends Error {
-  constructor(code, message, status) {
-    super(message || code);
-    this.code = code;
-    this.status = status;
-  }
-}
+const utf8Length = (s) => (globalThis.TextEncoder ? new TextEncoder().encode(s).length : s.length);
 
 /**
  * Connects to a room. `url` is the room's URL (`https://hub/rooms/NAME`,
- * absolute or relative to the page). Options:
- * - `transport`: 'auto' (default: WebSocket, then SSE, then polling when
- *   one cannot connect), 'ws', 'sse', 'poll', or 'hints' with `hints`.
- * - `hints`: `{ bidirectional, updatesPerMinute }` for `chooseTransport`.
- * - `token`: a hub token (sent as `?token=` where browsers cannot set headers).
- * - `since`: resume after this message id; without it, live messages only.
- * - `pollIntervalMs`: poll at this interval instead of long-polling.
+ * absolute or relative to the page). See client.d.ts for every option.
  */
 export function connect(url, options = {}) {
   return new Room(url, options);
@@ -70,440 +103,1157 @@ class Room {
   constructor(url, options) {
     const base = new URL(url, globalThis.location?.href);
     base.pathname = base.pathname.replace(/\/+$/, '');
+    base.search = '';
+    base.hash = '';
     this.url = base;
-    this.token = options.token ?? null;
-    this.pollIntervalMs = options.pollIntervalMs ?? null;
+    this.opts = { ...DEFAULTS, ...options };
+    this.backoff = { ...BACKOFF, ...(options.backoff ?? {}) };
+    this.tokenSource = options.token ?? null;
+    this.token = typeof this.tokenSource === 'string' ? this.tokenSource : null;
     const mode = options.transport ?? 'auto';
-    if (mode === 'hints') this.candidates = [chooseTransport(options.hints)];
-    else if (mode === 'auto') this.candidates = TRANSPORTS.slice();
-    else if (TRANSPORTS.includes(mode)) this.candidates = [mode];
+    if (mode === 'hints') this.order = [chooseTransport(options.hints)];
+    else if (mode === 'auto') this.order = TRANSPORTS.slice();
+    else if (TRANSPORTS.includes(mode)) this.order = [mode];
     else throw new TypeError(`unknown transport '${mode}'`);
     this.auto = mode === 'auto';
-    this.lastId = Number.isInteger(options.since) ? options.since : null;
+    this.current = 0;
+
+    this.storage = resumeStorage(options.resume);
+    this.storageKey = `hub-cursor:${this.url.href}`;
+    const stored = this.readCursor();
+    this.lastId = stored ?? (Number.isInteger(options.since) ? options.since : null);
+    this.historyWanted = this.lastId === null && Number.isInteger(options.history) ? options.history : null;
+
     this.presence = [];
-    // Members in all; more than presence.length when the room is above
-    // PRESENCE_MAX_MEMBERS (the hub then lists only the first ones).
     this.presenceCount = 0;
-    this.status = { state: 'connecting', transport: this.candidates[0] };
-    this.listeners = new Map();
-    this.pending = new Map(); // cid -> { frame, resolve, reject } (WebSocket publishes)
+    this.limits = null;
+    this.status = { state: 'connecting', transport: this.order[0] };
+    this.life = new Map();
+    this.app = new Map();
+
+    // Publishes not yet settled: cid -> record (see publish()).
+    this.outbox = new Map();
     this.session = randomId();
     this.counter = 0;
+    this.httpQueue = [];
+    this.httpActive = 0;
+    this.httpPausedUntil = 0;
+
     this.attempt = 0;
-    this.closed = false;
+    this.gen = 0;
     this.conn = null;
+    this.probe = null;
+    this.probeDelay = this.opts.probeIntervalMs;
     this.timer = null;
+    this.probeTimer = null;
+    this.reported = new Set();
+    this.closed = false;
+    this.userClosed = false;
+    this.everOpened = false;
+    this.tokenRefreshes = 0;
+
+    this.ready = new Promise((resolve, reject) => {
+      this.readyResolve = resolve;
+      this.readyReject = reject;
+    });
+    this.ready.catch(() => {}); // observed by whoever awaits it; never unhandled
+
+    this.onOnline = () => this.wake('online');
+    this.onVisible = () => {
+      if (globalThis.document?.visibilityState === 'visible') this.wake('visible');
+    };
+    globalThis.addEventListener?.('online', this.onOnline);
+    globalThis.document?.addEventListener?.('visibilitychange', this.onVisible);
+
     queueMicrotask(() => this.open());
   }
 
-  /** Listens to 'message', an event name, 'status', 'presence', 'join', 'leave', 'reset' or 'error'. */
-  on(event, fn) {
-    if (!this.listeners.has(event)) this.listeners.set(event, new Set());
-    this.listeners.get(event).add(fn);
-    return () => this.listeners.get(event)?.delete(fn);
+  // ---------------------------------------------------------------- events
+
+  /**
+   * Listens to a lifecycle event (`message`, `status`, `error`, `reset`,
+   * `presence`, `join`, `leave`, `open`, `close`) or to the room's messages
+   * of one event name: `event:<name>`. Returns a function that unsubscribes.
+   */
+  on(name, fn) {
+    const [map, key] = this.slot(name);
+    if (!map.has(key)) map.set(key, new Set());
+    map.get(key).add(fn);
+    return () => this.off(name, fn);
   }
 
-  emit(event, value) {
-    for (const fn of this.listeners.get(event) ?? []) {
-      try {
-        fn(value);
-      } catch (e) {
-        console.error(e);
-      }
-    }
+  off(name, fn) {
+    const [map, key] = this.slot(name);
+    const set = map.get(key);
+    if (!set) return;
+    for (const f of set) if (f === fn || f.original === fn) set.delete(f);
+    if (set.size === 0) map.delete(key);
+  }
+
+  /** Like `on`, once; without `fn`, a promise of the next value. */
+  once(name, fn) {
+    if (!fn) return new Promise((resolve) => this.once(name, resolve));
+    const wrapper = (v) => {
+      this.off(name, wrapper);
+      fn(v);
+    };
+    wrapper.original = fn;
+    return this.on(name, wrapper);
+  }
+
+  slot(name) {
+    if (typeof name !== 'string') throw new TypeError('event name must be a string');
+    if (name.startsWith('event:')) return [this.app, name.slice(6)];
+    if (LIFECYCLE.has(name)) return [this.life, name];
+    // Shorthand kept from earlier versions: a bare app event name.
+    return [this.app, name];
+  }
+
+  emit(name, value) {
+    dispatch(this.life.get(name), value);
   }
 
   get transport() {
-    return this.status.transport;
+    return this.order[this.current];
   }
 
   setStatus(state, extra = {}) {
-    this.status = { state, transport: this.candidates[0], ...extra };
-    this.emit('status', this.status);
+    const next = { state, transport: this.transport, ...extra };
+    const prev = this.status;
+    const same =
+      prev.state === next.state &&
+      prev.transport === next.transport &&
+      prev.error === next.error &&
+      prev.retryInMs === next.retryInMs;
+    this.status = next;
+    if (!same) this.emit('status', next);
+  }
+
+  /** Says a failure once (until the next successful open): one `error` event. */
+  report(err) {
+    if (this.reported.has(err.code)) return;
+    this.reported.add(err.code);
+    this.emit('error', err);
+  }
+
+  // ---------------------------------------------------------------- cursor
+
+  readCursor() {
+    try {
+      const v = this.storage?.getItem(this.storageKey);
+      return v !== null && v !== undefined && /^\d+$/.test(v) ? Number(v) : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  setLastId(id) {
+    this.lastId = id;
+    try {
+      this.storage?.setItem(this.storageKey, String(id));
+    } catch (_) {}
   }
 
   /** Delivers a message at most once and in id order. */
   deliver(msg) {
     if (typeof msg?.id !== 'number') return;
     if (this.lastId !== null && msg.id <= this.lastId) return;
-    this.lastId = msg.id;
+    this.setLastId(msg.id);
     const { type, ...envelope } = msg;
-    this.emit('message', envelope);
-    if (envelope.event !== DEFAULT_EVENT) this.emit(envelope.event, envelope);
+    dispatch(this.life.get('message'), envelope);
+    dispatch(this.app.get(envelope.event), envelope);
   }
 
-  signalReset(reset) {
-    this.emit('reset', reset);
+  /**
+   * A `reset`: the hub resumes at `first_id` (history dropped, or a log
+   * that is not the one we saw: `cursor_ahead`). Move the cursor there so
+   * the new log is delivered, and say it once.
+   */
+  onReset(reset) {
+    if (!reset || typeof reset.first_id !== 'number') return;
+    const at = Math.max(0, reset.first_id - 1);
+    if (this.lastId !== null && reset.reason !== 'cursor_ahead' && at <= this.lastId) return;
+    this.setLastId(at);
+    this.emit('reset', { reason: reset.reason, first_id: reset.first_id });
   }
 
-  /** Publishes; resolves to the stored message's id. */
-  publish(data, { event } = {}) {
+  // ---------------------------------------------------------------- publish
+
+  /**
+   * Publishes; resolves to the stored message's id, or rejects with a
+   * HubError (`too_large`, `reserved_event`, `forbidden`, `rate_limited`
+   * never: it waits instead, `timeout`, `aborted`, `queue_full`, `closed`).
+   */
+  publish(data, { event, timeoutMs, signal } = {}) {
     if (this.closed) return Promise.reject(new HubError('closed', 'the room is closed'));
-    const cid = `${this.session}-${++this.counter}`;
+    if (event !== undefined && RESERVED_EVENTS.has(event)) {
+      return Promise.reject(new HubError('reserved_event', `'${event}' is reserved by the hub`));
+    }
+    if (signal?.aborted) return Promise.reject(new HubError('aborted', 'the publish was aborted'));
+    if (this.outbox.size >= this.opts.maxPending) {
+      return Promise.reject(new HubError('queue_full', `more than ${this.opts.maxPending} publishes waiting`));
+    }
+    const seq = ++this.counter;
+    const cid = `${this.session}-${seq}`;
     const body = event === undefined ? { data } : { event, data };
+    let frame;
+    try {
+      frame = JSON.stringify({ type: 'publish', ...body, cid });
+    } catch (e) {
+      return Promise.reject(new HubError('invalid_json', String(e?.message ?? e)));
+    }
+    return new Promise((resolve, reject) => {
+      const rec = { cid, seq, body, frame, bytes: utf8Length(frame), resolve, reject, via: null, signal };
+      this.outbox.set(cid, rec);
+      const ms = timeoutMs ?? this.opts.publishTimeoutMs;
+      if (ms > 0) {
+        rec.timer = setTimeout(() => this.settle(rec, new HubError('timeout', `not acknowledged within ${ms} ms`)), ms);
+      }
+      if (signal) {
+        rec.onAbort = () => this.settle(rec, new HubError('aborted', 'the publish was aborted'));
+        signal.addEventListener('abort', rec.onAbort, { once: true });
+      }
+      if (this.tooLarge(rec)) return;
+      this.route(rec);
+    });
+  }
+
+  tooLarge(rec) {
+    const max = this.limits?.max_message_bytes;
+    if (max && rec.bytes > max) {
+      this.settle(rec, new HubError('too_large', `the message is larger than ${max} bytes`, { status: 413 }));
+      return true;
+    }
+    return false;
+  }
+
+  /** Sends a publish over the WebSocket when that is the transport, else over HTTP. */
+  route(rec) {
     if (this.transport === 'ws') {
-      return new Promise((resolve, reject) => {
-        const frame = JSON.stringify({ type: 'publish', ...body, cid });
-        this.pending.set(cid, { frame, resolve, reject });
-        if (this.conn?.ready) this.conn.send(frame);
-        // Otherwise it is sent after the next welcome.
+      rec.via = 'ws';
+      if (this.conn?.ready) this.conn.enqueue(rec);
+      // Otherwise it is sent after the next welcome.
+    } else {
+      this.sendHttp(rec);
+    }
+  }
+
+  /** Settles a publish exactly once: an id, or an error. */
+  settle(rec, err, id) {
+    if (rec.settled) return;
+    rec.settled = true;
+    this.outbox.delete(rec.cid);
+    clearTimeout(rec.timer);
+    if (rec.onAbort) rec.signal.removeEventListener('abort', rec.onAbort);
+    this.conn?.forget?.(rec.cid);
+    if (err) rec.reject(err);
+    else rec.resolve(id);
+  }
+
+  sendHttp(rec) {
+    rec.via = 'http';
+    this.httpQueue.push(rec);
+    this.pumpHttp();
+  }
+
+  pumpHttp() {
+    clearTimeout(this.httpTimer);
+    const wait = this.httpPausedUntil - Date.now();
+    if (wait > 0) {
+      this.httpTimer = setTimeout(() => this.pumpHttp(), wait);
+      return;
+    }
+    while (this.httpActive < 4 && this.httpQueue.length) {
+      const rec = this.httpQueue.shift();
+      if (rec.settled) continue;
+      this.httpActive += 1;
+      this.postOnce(rec).finally(() => {
+        this.httpActive -= 1;
+        this.pumpHttp();
       });
     }
-    return this.publishHttp(body, cid);
   }
 
-  async publishHttp(body, key, attempt = 0) {
+  async postOnce(rec) {
     let res;
     try {
       res = await fetch(`${this.url}/messages`, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': key, ...this.authHeader() },
-        body: JSON.stringify(body),
+        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': rec.cid, ...this.authHeader() },
+        body: JSON.stringify(rec.body),
       });
-    } catch (e) {
-      return this.retryPublish(body, key, attempt, e);
+    } catch (_) {
+      return this.retryHttp(rec, backoffDelay(Math.min(rec.tries = (rec.tries ?? 0) + 1, 6), this.backoff.baseMs, this.backoff.capMs));
     }
-    if (res.status === 201) return (await res.json()).id;
+    if (rec.settled) return undefined;
+    if (res.status === 201) {
+      const body = await res.json().catch(() => ({}));
+      return this.settle(rec, null, body.id);
+    }
     const err = await errorFrom(res);
-    if (res.status >= 500 || res.status === 429) return this.retryPublish(body, key, attempt, err);
-    throw err;
+    if (res.status === 429) {
+      this.httpPausedUntil = Date.now() + (err.retryAfterMs ?? 1000);
+      return this.retryHttp(rec, 0);
+    }
+    if (res.status >= 500) {
+      return this.retryHttp(rec, backoffDelay(Math.min(rec.tries = (rec.tries ?? 0) + 1, 6), this.backoff.baseMs, this.backoff.capMs));
+    }
+    if (res.status === 401 && typeof this.tokenSource === 'function' && !rec.refreshed) {
+      rec.refreshed = true;
+      if (await this.refreshToken().then(() => true, () => false)) return this.retryHttp(rec, 0);
+    }
+    return this.settle(rec, err);
   }
 
-  async retryPublish(body, key, attempt, err) {
-    if (this.closed || attempt >= 6) throw err;
-    await sleep(backoffDelay(attempt));
+  retryHttp(rec, delay) {
+    if (rec.settled || this.closed) return undefined;
     // Same key: if the first try was stored, the hub answers with its id.
-    return this.publishHttp(body, key, attempt + 1);
+    if (delay > 0) setTimeout(() => !rec.settled && this.sendHttp(rec), delay);
+    else this.httpQueue.unshift(rec);
+    return undefined;
+  }
+
+  /** WebSocket publishes go over HTTP with the same key (nothing is stored twice). */
+  movePublishesToHttp() {
+    for (const rec of [...this.outbox.values()].sort((a, b) => a.seq - b.seq)) {
+      if (rec.via !== 'http') this.sendHttp(rec);
+    }
+  }
+
+  // ---------------------------------------------------------------- tokens and URLs
+
+  async refreshToken() {
+    if (typeof this.tokenSource !== 'function') return;
+    const t = await this.tokenSource();
+    if (typeof t !== 'string' || !t) throw new HubError('unauthorized', 'the token function returned no token');
+    this.token = t;
   }
 
   authHeader() {
     return this.token ? { Authorization: `Bearer ${this.token}` } : {};
   }
 
-  endpoint(path, params = {}) {
+  endpoint(path, params = {}, withToken = true) {
     const u = new URL(`${this.url}${path}`);
-    if (u.protocol === 'https:' && path === '/ws') u.protocol = 'wss:';
-    else if (u.protocol === 'http:' && path === '/ws') u.protocol = 'ws:';
+    if (path === '/ws') u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined) u.searchParams.set(k, v);
-    if (this.token && path !== '/messages') u.searchParams.set('token', this.token);
+    if (withToken && this.token) u.searchParams.set('token', this.token);
     return u.toString();
   }
 
-  open() {
-    if (this.closed) return;
-    const transport = this.candidates[0];
-    this.setStatus(this.attempt === 0 && this.lastOpened === undefined ? 'connecting' : 'reconnecting');
-    const handlers = {
-      opened: () => {
-        this.attempt = 0;
-        this.lastOpened = transport;
-        this.setStatus('open');
-      },
-      failed: (err, { everOpened }) => this.onFailure(transport, err, everOpened),
-    };
-    if (transport === 'ws') this.conn = new SocketConnection(this, handlers);
-    else if (transport === 'sse') this.conn = new StreamConnection(this, handlers);
-    else this.conn = new PollConnection(this, handlers);
+  /** GET /rooms/{room} with the page's token: why did a connection fail? */
+  async diagnose() {
+    const ctl = new AbortController();
+    const t = setTimeout(() => ctl.abort(), this.opts.connectTimeoutMs);
+    try {
+      const res = await fetch(this.endpoint('', {}, false), { headers: this.authHeader(), cache: 'no-store', signal: ctl.signal });
+      if (res.ok) {
+        const body = await res.json().catch(() => null);
+        return { kind: 'ok', body };
+      }
+      return { kind: 'http', err: await errorFrom(res) };
+    } catch (_) {
+      return { kind: 'network' };
+    } finally {
+      clearTimeout(t);
+    }
   }
 
-  onFailure(transport, err, everOpened) {
+  // ---------------------------------------------------------------- connecting
+
+  async open() {
     if (this.closed) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    const gen = ++this.gen;
+    if (this.status.state !== 'connecting' && this.status.state !== 'reconnecting') this.setStatus('reconnecting');
+    else if (this.status.transport !== this.transport) this.setStatus(this.status.state, pick(this.status, 'error', 'message'));
+    try {
+      await this.refreshToken();
+    } catch (e) {
+      if (gen === this.gen) this.onFailure(gen, e instanceof HubError ? e : new HubError('token_error', String(e?.message ?? e)), {});
+      return;
+    }
+    if (gen !== this.gen || this.closed) return;
+    if (this.historyWanted !== null && this.lastId === null) {
+      const d = await this.diagnose();
+      if (gen !== this.gen || this.closed) return;
+      if (d.kind === 'ok' && typeof d.body?.last_id === 'number') {
+        const first = typeof d.body.first_id === 'number' ? d.body.first_id : 1;
+        this.setLastId(Math.max(0, first - 1, d.body.last_id - this.historyWanted));
+        this.historyWanted = null;
+      }
+    }
+    this.conn = this.makeConn(this.transport, {
+      opened: () => gen === this.gen && this.onOpened(),
+      failed: (err, info) => gen === this.gen && this.onFailure(gen, err, info),
+    });
+  }
+
+  makeConn(transport, handlers) {
+    if (transport === 'ws') return new SocketConnection(this, handlers);
+    if (transport === 'sse') return new StreamConnection(this, handlers);
+    return new PollConnection(this, handlers);
+  }
+
+  onOpened() {
+    const resumed = this.everOpened;
+    this.everOpened = true;
+    this.openedAt = Date.now();
+    this.reported.clear();
+    this.tokenRefreshes = 0;
+    this.setStatus('open');
+    this.emit('open', { transport: this.transport, resumed });
+    this.readyResolve();
+    if (this.transport !== 'ws') this.movePublishesToHttp();
+    this.scheduleProbe(true);
+  }
+
+  /**
+   * A connection failed: decide whether to retry, fall back, refresh the
+   * token or give up, and say why once.
+   */
+  async onFailure(gen, err, { everOpened = false, diagnose = false } = {}) {
+    if (this.closed || gen !== this.gen) return;
     this.conn = null;
-    if (err?.fatal) {
-      this.emit('error', err);
-      this.shutdown('closed', err);
-      return;
+    this.cancelProbe();
+    if (everOpened && Date.now() - (this.openedAt ?? 0) > 2000) this.attempt = 0;
+
+    if (diagnose) {
+      // A browser tells nothing about a refused upgrade (1006): ask the
+      // room's HTTP endpoint with the same token.
+      const d = await this.diagnose();
+      if (this.closed || gen !== this.gen) return;
+      if (d.kind === 'http') err = d.err;
+      else if (d.kind === 'network') err = new HubError('unreachable', 'the hub cannot be reached', { transient: true });
+      else if (this.auto && this.current < this.order.length - 1) {
+        // HTTP works but this transport does not: something blocks it.
+        this.current += 1;
+        if (this.transport !== 'ws') this.movePublishesToHttp();
+        this.attempt = 0;
+        this.open();
+        return;
+      } else {
+        err = new HubError(err.code ?? 'unreachable', `${this.transport} cannot connect`, { transient: true });
+      }
     }
-    // In auto mode a transport that never connected is skipped, unless it
-    // is the last one left (then keep retrying it).
-    if (this.auto && !everOpened && this.lastOpened === undefined && this.candidates.length > 1) {
-      this.candidates.shift();
-      if (this.transport !== 'ws') this.failPendingToHttp();
-      this.open();
-      return;
+
+    const code = err.code;
+    if (code === 'unauthorized' || code === 'token_expired') {
+      if (typeof this.tokenSource === 'function' && this.tokenRefreshes < 2) {
+        this.tokenRefreshes += 1;
+        return this.retry(0, err);
+      }
+      return this.fail(err);
     }
-    if (this.transport !== 'ws') this.failPendingToHttp();
-    const delay = backoffDelay(this.attempt++);
-    this.setStatus('reconnecting', { retryInMs: Math.round(delay) });
+    if (err.fatal || (err.status && FATAL_STATUSES.has(err.status)) || code === 'policy_violation' || code === 'disconnected') {
+      return this.fail(err);
+    }
+    if (code === 'slow_consumer' || code === 'replay_partial' || code === 'stalled') {
+      // Catching up or replacing a dead connection: at once, not a failure.
+      return this.retry(0, null);
+    }
+    if (code === 'too_many_connections' || code === 'room_deleted') {
+      this.report(err);
+      const delay = err.retryAfterMs ?? backoffDelay(this.attempt++, this.backoff.baseMs, this.backoff.capMs);
+      return this.retry(delay, err);
+    }
+    if (this.auto && !everOpened && code === 'timeout' && this.current < this.order.length - 1) {
+      // Connected but nothing arrived: a proxy buffering this transport.
+      this.current += 1;
+      if (this.transport !== 'ws') this.movePublishesToHttp();
+      return this.retry(0, null);
+    }
+    const delay = everOpened && this.attempt === 0 ? 0 : backoffDelay(this.attempt, this.backoff.baseMs, this.backoff.capMs);
+    this.attempt += 1;
+    return this.retry(delay, err.transient || !everOpened ? err : null);
+  }
+
+  retry(delay, err) {
+    delay = Math.round(delay);
+    const extra = { retryInMs: delay };
+    if (err) Object.assign(extra, { error: err.code, message: err.message });
+    this.setStatus('reconnecting', extra);
+    clearTimeout(this.timer);
     this.timer = setTimeout(() => this.open(), delay);
   }
 
-  failPendingToHttp() {
-    // Publishes waiting on a WebSocket that is gone for good go over HTTP
-    // with the same key, so nothing is stored twice.
-    for (const [cid, p] of this.pending) {
-      const { type, cid: _c, ...body } = JSON.parse(p.frame);
-      this.publishHttp(body, cid).then(p.resolve, p.reject);
-    }
-    this.pending.clear();
+  /** Gives up: one error event, status closed with the reason, every publish rejected. */
+  fail(err) {
+    this.report(err);
+    this.shutdown(err);
   }
 
-  shutdown(state, err) {
+  shutdown(err) {
     this.closed = true;
+    this.gen += 1;
     clearTimeout(this.timer);
+    clearTimeout(this.httpTimer);
+    this.cancelProbe();
     this.conn?.close();
     this.conn = null;
-    for (const p of this.pending.values()) p.reject(err ?? new HubError('closed', 'the room is closed'));
-    this.pending.clear();
-    this.setStatus(state, err ? { error: err.code } : {});
+    for (const rec of [...this.outbox.values()]) this.settle(rec, err ?? new HubError('closed', 'the room is closed'));
+    this.httpQueue = [];
+    this.setStatus('closed', err ? { error: err.code, message: err.message } : {});
+    this.readyReject(err ?? new HubError('closed', 'the room is closed'));
+    this.emit('close', err ? { error: err } : {});
   }
 
   /** Closes the room's connection for good. */
   close() {
-    if (!this.closed) this.shutdown('closed');
+    this.userClosed = true;
+    globalThis.removeEventListener?.('online', this.onOnline);
+    globalThis.document?.removeEventListener?.('visibilitychange', this.onVisible);
+    if (!this.closed) this.shutdown(null);
+  }
+
+  /**
+   * Drops the connection and connects again now, from the best transport
+   * (also after a fatal error, e.g. once the page has a new token).
+   */
+  reconnect() {
+    if (this.userClosed) throw new HubError('closed', 'the room was closed');
+    if (this.closed) {
+      this.closed = false;
+      this.ready = new Promise((resolve, reject) => {
+        this.readyResolve = resolve;
+        this.readyReject = reject;
+      });
+      this.ready.catch(() => {});
+    }
+    this.cancelProbe();
+    this.gen += 1;
+    this.conn?.close();
+    this.conn = null;
+    this.current = 0;
+    this.attempt = 0;
+    this.tokenRefreshes = 0;
+    this.setStatus('reconnecting');
+    this.open();
+  }
+
+  /** The network is back or the page is visible again: do not wait for a backoff. */
+  wake() {
+    if (this.closed) return;
+    if (this.timer && this.status.state === 'reconnecting') {
+      this.attempt = 0;
+      this.open();
+    } else if (this.conn) {
+      this.conn.checkAlive?.();
+    }
+  }
+
+  // ---------------------------------------------------------------- moving back up
+
+  /** On a fallback transport, try the better ones now and then. */
+  scheduleProbe(reset) {
+    if (!this.auto || this.current === 0 || this.closed) return;
+    if (reset) this.probeDelay = this.opts.probeIntervalMs;
+    clearTimeout(this.probeTimer);
+    this.probeTimer = setTimeout(() => this.runProbe(0), this.probeDelay);
+  }
+
+  runProbe(index) {
+    if (this.closed || !this.conn || this.status.state !== 'open' || index >= this.current) {
+      this.probeDelay = Math.min(this.probeDelay * 2, PROBE_CAP_MS);
+      this.scheduleProbe(false);
+      return;
+    }
+    const gen = this.gen;
+    const probe = this.makeConn(this.order[index], {
+      probe: true,
+      opened: () => {
+        if (this.probe !== probe || gen !== this.gen) return;
+        // Adopt it: the old connection goes, the cursor carries over.
+        this.probe = null;
+        const old = this.conn;
+        this.gen += 1;
+        const adopted = this.gen;
+        old?.close();
+        this.current = index;
+        this.conn = probe;
+        probe.handlers.failed = (err, info) => adopted === this.gen && this.onFailure(adopted, err, info);
+        probe.handlers.opened = () => {};
+        this.onOpened();
+      },
+      failed: () => {
+        if (this.probe !== probe) return;
+        this.probe = null;
+        this.runProbe(index + 1);
+      },
+    });
+    this.probe = probe;
+  }
+
+  cancelProbe() {
+    clearTimeout(this.probeTimer);
+    this.probeTimer = null;
+    const p = this.probe;
+    this.probe = null;
+    p?.close();
+  }
+}
+
+function dispatch(set, value) {
+  if (!set) return;
+  for (const fn of [...set]) {
+    try {
+      fn(value);
+    } catch (e) {
+      console.error(e);
+    }
+  }
+}
+
+function pick(obj, ...keys) {
+  const out = {};
+  for (const k of keys) if (obj[k] !== undefined) out[k] = obj[k];
+  return out;
+}
+
+function resumeStorage(resume) {
+  try {
+    if (resume === 'session') return globalThis.sessionStorage ?? null;
+    if (resume === 'local') return globalThis.localStorage ?? null;
+    if (resume && typeof resume.getItem === 'function') return resume;
+  } catch (_) {}
+  return null;
+}
+
+/** A token bucket like the hub's, slightly slower, so paced sends are never refused. */
+class Bucket {
+  constructor(rate, burst) {
+    this.rate = rate * 0.9;
+    this.burst = Math.max(1, burst);
+    this.tokens = this.burst;
+    this.at = Date.now();
+  }
+
+  refill(now) {
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.rate);
+    this.at = now;
+  }
+
+  take(now) {
+    this.refill(now);
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  msUntilToken(now) {
+    this.refill(now);
+    return Math.max(1, Math.ceil(((1 - this.tokens) / this.rate) * 1000));
   }
 }
 
 class SocketConnection {
-  constructor(room, { opened, failed }) {
+  constructor(room, handlers) {
     this.room = room;
+    this.handlers = handlers;
     this.ready = false;
-    let everOpened = false;
-    let done = false;
-    const fail = (err) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timeout);
-      this.ready = false;
-      try {
-        this.ws.close();
-      } catch (_) {}
-      failed(err, { everOpened });
-    };
-    const timeout = setTimeout(() => fail(new HubError('timeout', 'no welcome from the hub')), CONNECT_TIMEOUT_MS);
-    this.ws = new WebSocket(room.endpoint('/ws', { since: room.lastId }));
-    this.ws.onmessage = (ev) => {
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch (_) {
-        return;
-      }
-      switch (msg.type) {
-        case 'welcome':
-          clearTimeout(timeout);
-          everOpened = true;
-          this.ready = true;
-          if (room.lastId === null) room.lastId = msg.last_id;
-          room.presence = msg.presence;
-          room.presenceCount = msg.presence_count ?? msg.presence.length;
-          room.emit('presence', room.presence);
-          opened();
-          for (const p of room.pending.values()) this.ws.send(p.frame);
-          break;
-        case 'message':
-          room.deliver(msg);
-          break;
-        case 'ack': {
-          const p = room.pending.get(msg.cid);
-          if (p) {
-            room.pending.delete(msg.cid);
-            p.resolve(msg.id);
-          }
-          break;
-        }
-        case 'reset':
-          room.signalReset({ reason: msg.reason, first_id: msg.first_id });
-          break;
-        case 'join':
-          if (!room.presence.includes(msg.user)) {
-            room.presence = [...room.presence, msg.user].sort();
-            room.presenceCount = room.presence.length;
-          }
-          room.emit('join', msg.user);
-          room.emit('presence', room.presence);
-          break;
-        case 'leave':
-          room.presence = room.presence.filter((u) => u !== msg.user);
-          room.presenceCount = room.presence.length;
-          room.emit('leave', msg.user);
-          room.emit('presence', room.presence);
-          break;
-        case 'presence':
-          room.presence = msg.members;
-          room.presenceCount = msg.count ?? msg.members.length;
-          room.emit('presence', room.presence);
-          break;
-        case 'error': {
-          const err = new HubError(msg.code, msg.message);
-          room.emit('error', err);
-          // An error answers the oldest publish still waiting (the hub
-          // answers frames in order); rate limits are retried later.
-          const first = room.pending.entries().next().value;
-          if (first && msg.code === 'rate_limited') {
-            setTimeout(() => this.ready && this.send(first[1].frame), 1000);
-          } else if (first) {
-            room.pending.delete(first[0]);
-            first[1].reject(err);
-          }
-          break;
-        }
-        default:
-      }
-    };
-    this.ws.onclose = (ev) => {
-      const fatal = FATAL_CLOSE_CODES.has(ev.code);
-      fail(Object.assign(new HubError(`close_${ev.code}`, ev.reason || 'connection closed'), { fatal }));
-    };
-    this.ws.onerror = () => {
-      /* onclose follows */
-    };
+    this.done = false;
+    this.everOpened = false;
+    this.queue = []; // cids to send, in publish order
+    this.inflight = []; // cids sent on this socket, not yet answered, in send order
+    this.window = 16;
+    this.pausedUntil = 0;
+    this.bucket = null;
+    this.legacy = true;
+    this.lastFrameAt = Date.now();
+    this.bytesSincePing = 0;
+    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'no welcome from the hub'), { diagnose: true }), room.opts.connectTimeoutMs);
+    try {
+      this.ws = new WebSocket(room.endpoint('/ws', { since: room.lastId }));
+    } catch (e) {
+      queueMicrotask(() => this.fail(new HubError('invalid_url', String(e?.message ?? e), { fatal: true })));
+      return;
+    }
+    this.ws.onmessage = (ev) => this.onFrame(ev.data);
+    this.ws.onclose = (ev) => this.onClose(ev);
+    this.ws.onerror = () => {}; // onclose follows
   }
 
-  send(frame) {
-    try {
-      this.ws.send(frame);
-    } catch (_) {
-      /* resent after the next welcome */
+  fail(err, extra = {}) {
+    if (this.done) return;
+    this.done = true;
+    this.teardown();
+    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
+  }
+
+  teardown() {
+    this.ready = false;
+    clearTimeout(this.timeout);
+    clearInterval(this.pinger);
+    clearTimeout(this.watchdog);
+    clearTimeout(this.aliveTimer);
+    clearTimeout(this.pumpTimer);
+    if (this.ws) {
+      this.ws.onmessage = null;
+      this.ws.onclose = null;
+      try {
+        this.ws.close(1000);
+      } catch (_) {}
     }
   }
 
   close() {
-    this.ready = false;
-    this.ws.onclose = null;
+    this.done = true;
+    this.teardown();
+  }
+
+  onClose(ev) {
+    const room = this.room;
+    const name = CLOSE_NAMES[ev.code];
+    if (!this.everOpened) {
+      // A refused upgrade looks like 1006 to a page: find out why.
+      return this.fail(new HubError('connect_failed', 'the WebSocket did not open'), { diagnose: true });
+    }
+    if (ev.code === 1009) {
+      // The frame that was too big is the largest one still unanswered,
+      // unless the hub's error frame before the close already named it.
+      const culprit = this.toldTooLarge ? null : this.inflight
+        .map((cid) => room.outbox.get(cid))
+        .filter(Boolean)
+        .reduce((a, b) => (!a || b.bytes > a.bytes ? b : a), null);
+      if (culprit) room.settle(culprit, new HubError('too_large', ev.reason || 'the message is too large', { status: 413, closeCode: 1009 }));
+      return this.fail(new HubError('going_away', 'closed after a frame that was too large'));
+    }
+    if (ev.code === 1000 || ev.code === 1001) return this.fail(new HubError('going_away', ev.reason || 'the hub closed the connection'));
+    const code = name ?? (ev.code === 1006 ? 'network' : `close_${ev.code}`);
+    this.fail(new HubError(code, ev.reason || `connection closed (${ev.code})`, { closeCode: ev.code, fatal: ev.code === 1008 || ev.code === 4003 }));
+  }
+
+  onFrame(data) {
+    this.lastFrameAt = Date.now();
+    if (typeof data !== 'string') return;
+    this.bytesSincePing += data.length;
+    if (this.bytesSincePing >= PING_EVERY_BYTES) this.ping();
+    if (data === 'pong') return;
+    let msg;
     try {
-      this.ws.close(1000);
+      msg = JSON.parse(data);
+    } catch (_) {
+      return;
+    }
+    const room = this.room;
+    switch (msg.type) {
+      case 'welcome':
+        this.onWelcome(msg);
+        break;
+      case 'message':
+        room.deliver(msg);
+        break;
+      case 'ack': {
+        this.answered(msg.cid);
+        const rec = room.outbox.get(msg.cid);
+        if (rec) room.settle(rec, null, msg.id);
+        if (this.legacy) this.window = Math.min(64, this.window + 1);
+        this.pump();
+        break;
+      }
+      case 'error':
+        this.onError(msg);
+        break;
+      case 'reset':
+        room.onReset(msg);
+        break;
+      case 'join':
+        if (!room.presence.includes(msg.user)) {
+          room.presence = [...room.presence, msg.user].sort();
+          room.presenceCount = Math.max(room.presenceCount + 1, room.presence.length);
+        }
+        room.emit('join', msg.user);
+        room.emit('presence', room.presence);
+        break;
+      case 'leave':
+        room.presence = room.presence.filter((u) => u !== msg.user);
+        room.presenceCount = Math.max(room.presence.length, room.presenceCount - 1);
+        room.emit('leave', msg.user);
+        room.emit('presence', room.presence);
+        break;
+      case 'presence':
+        room.presence = msg.members ?? [];
+        room.presenceCount = msg.count ?? room.presence.length;
+        room.emit('presence', room.presence);
+        break;
+      default:
+    }
+  }
+
+  onWelcome(msg) {
+    const room = this.room;
+    clearTimeout(this.timeout);
+    this.everOpened = true;
+    this.ready = true;
+    if (msg.limits && typeof msg.limits === 'object') {
+      this.legacy = false;
+      room.limits = msg.limits;
+      const { rate_per_sec: rate, rate_burst: burst } = msg.limits;
+      if (rate > 0) {
+        this.bucket = new Bucket(rate, burst ?? rate);
+        this.window = Math.max(1, burst ?? rate);
+      } else {
+        this.window = 64;
+      }
+    }
+    if (room.lastId === null) room.setLastId(msg.last_id);
+    room.presence = msg.presence ?? [];
+    room.presenceCount = msg.presence_count ?? room.presence.length;
+    this.pinger = setInterval(() => this.ping(), room.opts.pingIntervalMs);
+    this.watch();
+    this.handlers.opened();
+    if (this.done) return;
+    room.emit('presence', room.presence);
+    // Everything not yet acknowledged goes again, in order, paced: the hub
+    // answers a repeated cid with the original id.
+    for (const rec of [...room.outbox.values()].sort((a, b) => a.seq - b.seq)) {
+      if (rec.via === 'ws' && !room.tooLarge(rec)) this.queue.push(rec.cid);
+    }
+    this.pump();
+  }
+
+  /** A publish from the room while this socket is ready. */
+  enqueue(rec) {
+    this.queue.push(rec.cid);
+    this.pump();
+  }
+
+  forget(cid) {
+    const i = this.inflight.indexOf(cid);
+    if (i >= 0) this.inflight.splice(i, 1);
+  }
+
+  answered(cid) {
+    this.forget(cid);
+  }
+
+  onError(msg) {
+    const room = this.room;
+    let cid = typeof msg.cid === 'string' ? msg.cid : null;
+    // Today's hub answers frames in order but without a cid: the oldest
+    // unanswered frame is the one the error answers. A hub that sends
+    // limits in its welcome always sends the cid, and an error without one
+    // answers no publish.
+    if (!cid && this.legacy && this.inflight.length) cid = this.inflight[0];
+    if (cid) this.answered(cid);
+    const rec = cid ? room.outbox.get(cid) : null;
+    if (msg.code === 'too_large' && rec) this.toldTooLarge = true;
+    if (msg.code === 'rate_limited') {
+      const wait = Number.isFinite(msg.retry_after_ms) ? msg.retry_after_ms : 1000;
+      this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait);
+      if (this.legacy) this.window = Math.max(1, Math.floor(this.window / 2));
+      if (rec) this.queue.unshift(rec.cid); // the same cid again, first
+      this.pump();
+      return;
+    }
+    if (rec) {
+      room.settle(rec, new HubError(msg.code, msg.message));
+      this.pump();
+      return;
+    }
+    room.report(new HubError(msg.code, msg.message));
+  }
+
+  pump() {
+    clearTimeout(this.pumpTimer);
+    if (!this.ready || this.done) return;
+    const room = this.room;
+    while (this.queue.length) {
+      const now = Date.now();
+      if (now < this.pausedUntil) {
+        this.pumpTimer = setTimeout(() => this.pump(), this.pausedUntil - now);
+        return;
+      }
+      if (this.inflight.length >= this.window) return; // an answer pumps again
+      const rec = room.outbox.get(this.queue[0]);
+      if (!rec || rec.via !== 'ws' || this.inflight.includes(rec.cid)) {
+        this.queue.shift();
+        continue;
+      }
+      if (this.bucket && !this.bucket.take(now)) {
+        this.pumpTimer = setTimeout(() => this.pump(), this.bucket.msUntilToken(now));
+        return;
+      }
+      this.queue.shift();
+      this.inflight.push(rec.cid);
+      try {
+        this.ws.send(rec.frame);
+      } catch (_) {
+        return; // sent again after the next welcome
+      }
+    }
+  }
+
+  ping() {
+    this.bytesSincePing = 0;
+    try {
+      this.ws.send('ping');
     } catch (_) {}
+  }
+
+  /** The watchdog: no frame at all (message, pong, anything) for 3 ping intervals means dead. */
+  watch() {
+    const limit = 3 * this.room.opts.pingIntervalMs;
+    const left = this.lastFrameAt + limit - Date.now();
+    if (left <= 0) {
+      this.fail(new HubError('stalled', 'no frame from the hub for 3 ping intervals'));
+      return;
+    }
+    this.watchdog = setTimeout(() => this.watch(), left + 10);
+  }
+
+  /** After an outage or a hidden page: ping now, and expect an answer soon. */
+  checkAlive() {
+    if (!this.ready) return;
+    const asked = Date.now();
+    this.ping();
+    clearTimeout(this.aliveTimer);
+    this.aliveTimer = setTimeout(() => {
+      if (!this.done && this.lastFrameAt < asked) this.fail(new HubError('stalled', 'no answer to a ping'));
+    }, Math.min(5000, 2 * this.room.opts.pingIntervalMs));
   }
 }
 
 class StreamConnection {
-  constructor(room, { opened, failed }) {
+  constructor(room, handlers) {
+    this.room = room;
+    this.handlers = handlers;
     this.abort = new AbortController();
-    this.run(room, opened, failed);
+    this.everOpened = false;
+    this.done = false;
+    this.lastChunkAt = Date.now();
+    this.run();
   }
 
-  async run(room, opened, failed) {
-    let everOpened = false;
-    const timeout = setTimeout(() => this.abort.abort(), CONNECT_TIMEOUT_MS);
+  fail(err, extra = {}) {
+    if (this.done) return;
+    this.done = true;
+    this.teardown();
+    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
+  }
+
+  teardown() {
+    clearTimeout(this.timeout);
+    clearTimeout(this.watchdog);
+    this.abort.abort();
+  }
+
+  close() {
+    this.done = true;
+    this.teardown();
+  }
+
+  /** How long the stream may be silent: explicit, or 3.5 observed heartbeats. */
+  silenceLimit() {
+    if (this.room.opts.heartbeatTimeoutMs) return this.room.opts.heartbeatTimeoutMs;
+    return this.beat ? Math.max(2000, Math.round(this.beat * 3 + 1000)) : SSE_DEFAULT_TIMEOUT_MS;
+  }
+
+  /** The watchdog: wakes when the silence would exceed the limit, not before. */
+  watch() {
+    const left = this.lastChunkAt + this.silenceLimit() - Date.now();
+    if (left <= 0) {
+      this.fail(new HubError('stalled', 'no heartbeat from the hub'));
+      return;
+    }
+    this.watchdog = setTimeout(() => this.watch(), left + 10);
+  }
+
+  async run() {
+    const room = this.room;
+    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'the event stream did not start')), room.opts.connectTimeoutMs);
     try {
       // Live only without a cursor: learn where the log stands first, so a
       // reconnect before the first message still resumes without a gap.
-      if (room.lastId === null) room.lastId = await currentLastId(room, this.abort.signal);
-      const headers = { Accept: 'text/event-stream' };
-      if (room.lastId !== null) headers['Last-Event-ID'] = String(room.lastId);
-      const res = await fetch(room.endpoint('/events', { since: room.lastId }), {
+      if (room.lastId === null) {
+        const d = await room.diagnose();
+        if (this.done) return;
+        if (d.kind === 'http') return this.fail(d.err);
+        if (d.kind === 'network') return this.fail(new HubError('unreachable', 'the hub cannot be reached', { transient: true }));
+        room.setLastId(d.body?.last_id ?? 0);
+      }
+      const headers = { Accept: 'text/event-stream', ...room.authHeader() };
+      const res = await fetch(room.endpoint('/events', { since: room.lastId }, false), {
         headers,
         signal: this.abort.signal,
         cache: 'no-store',
       });
-      if (res.status !== 200) {
-        const err = await errorFrom(res);
-        err.fatal = FATAL_STATUSES.has(res.status);
-        clearTimeout(timeout);
-        return failed(err, { everOpened });
-      }
+      if (this.done) return;
+      if (res.status !== 200) return this.fail(await errorFrom(res));
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      this.lastChunkAt = Date.now();
+      this.watch();
       let buffer = '';
       for (;;) {
         const { value, done } = await reader.read();
+        if (this.done) return;
         if (done) break;
+        this.lastChunkAt = Date.now();
         buffer += value;
         let end;
         while ((end = buffer.indexOf('\n\n')) >= 0) {
           const block = buffer.slice(0, end);
           buffer = buffer.slice(end + 2);
-          const frame = parseSseBlock(block);
-          if (frame.retry !== undefined && !everOpened) {
-            // The hub sends `retry:` first: the stream is established.
-            clearTimeout(timeout);
-            everOpened = true;
-            opened();
-          }
-          if (frame.event === 'reset') room.signalReset(JSON.parse(frame.data));
-          else if (frame.data) room.deliver(JSON.parse(frame.data));
+          this.onBlock(parseSseBlock(block));
+          if (this.done) return;
         }
       }
-      clearTimeout(timeout);
-      failed(new HubError('stream_ended', 'the event stream ended'), { everOpened });
+      this.fail(new HubError('going_away', 'the event stream ended'));
     } catch (e) {
-      clearTimeout(timeout);
-      if (this.closed) return;
-      failed(e instanceof HubError ? e : new HubError('network', String(e?.message ?? e)), { everOpened });
+      if (this.done) return;
+      this.fail(new HubError('network', String(e?.message ?? e)), { diagnose: !this.everOpened });
     }
   }
 
-  close() {
-    this.closed = true;
-    this.abort.abort();
+  onBlock(frame) {
+    const room = this.room;
+    if (frame.comment && frame.data === undefined && frame.event === undefined) {
+      const now = Date.now();
+      if (this.lastBeatAt) {
+        const gap = now - this.lastBeatAt;
+        this.beat = this.beat ? 0.7 * this.beat + 0.3 * gap : gap;
+      }
+      this.lastBeatAt = now;
+    }
+    if (frame.retry !== undefined && !this.everOpened) {
+      // The hub sends `retry:` first: the stream is established.
+      clearTimeout(this.timeout);
+      this.everOpened = true;
+      this.handlers.opened();
+    }
+    // The hub's own signals carry no `id:`; a message named like one does.
+    if (frame.event === 'close' && frame.id === undefined) {
+      let code = 'disconnected';
+      try {
+        code = JSON.parse(frame.data).code ?? code;
+      } catch (_) {}
+      this.fail(new HubError(code, `the hub ended the stream: ${code}`, { fatal: code === 'disconnected' }));
+      return;
+    }
+    if (frame.data === undefined) return;
+    let parsed;
+    try {
+      parsed = JSON.parse(frame.data);
+    } catch (_) {
+      return;
+    }
+    if (frame.event === 'reset' && frame.id === undefined) room.onReset(parsed);
+    else room.deliver(parsed);
   }
 }
 
 class PollConnection {
-  constructor(room, { opened, failed }) {
-    this.abort = new AbortController();
-    this.run(room, opened, failed);
+  constructor(room, handlers) {
+    this.room = room;
+    this.handlers = handlers;
+    this.everOpened = false;
+    this.done = false;
+    this.run();
   }
 
-  async run(room, opened, failed) {
-    let everOpened = false;
-    let etag = null;
-    try {
-      for (;;) {
-        const params = { limit: POLL_LIMIT };
-        if (room.lastId === null) params.limit = 1;
-        else params.since = room.lastId;
-        if (everOpened && room.lastId !== null && !room.pollIntervalMs) params.wait = LONG_POLL_WAIT_S;
-        const headers = { ...room.authHeader() };
-        if (etag) headers['If-None-Match'] = etag;
-        const res = await fetch(room.endpoint('/messages', params), {
-          headers,
-          signal: this.abort.signal,
-          cache: 'no-store',
-        });
-        if (res.status !== 200 && res.status !== 304) {
-          const err = await errorFrom(res);
-          err.fatal = FATAL_STATUSES.has(res.status);
-          return failed(err, { everOpened });
-        }
-        if (!everOpened) {
-          everOpened = true;
-          opened();
-        }
-        if (res.status === 200) {
-          etag = res.headers.get('ETag');
-          const body = await res.json();
-          if (room.lastId === null) {
-            room.lastId = body.last_id; // live from now on, as the other transports
-          } else {
-            if (body.reset) room.signalReset(body.reset);
-            for (const m of body.messages) room.deliver(m);
-            // More than one page behind: fetch the next page at once.
-            if (body.messages.length === POLL_LIMIT) continue;
-          }
-        }
-        if (room.pollIntervalMs) await sleep(room.pollIntervalMs, this.abort.signal);
-      }
-    } catch (e) {
-      if (this.closed) return;
-      failed(new HubError('network', String(e?.message ?? e)), { everOpened });
-    }
+  fail(err, extra = {}) {
+    if (this.done) return;
+    this.done = true;
+    this.teardown();
+    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
+  }
+
+  teardown() {
+    clearTimeout(this.reqTimer);
+    this.request?.abort();
+    this.wakeUp?.();
   }
 
   close() {
-    this.closed = true;
-    this.abort.abort();
+    this.done = true;
+    this.teardown();
   }
-}
 
-async function currentLastId(room, signal) {
-  const res = await fetch(room.endpoint('/messages', { limit: 1 }), {
-    headers: room.authHeader(),
-    cache: 'no-store',
-    signal,
-  });
-  if (!res.ok) {
-    const err = await errorFrom(res);
-    err.fatal = FATAL_STATUSES.has(res.status);
-    throw err;
+  /** Waits `ms`, or less when closed or woken; adds no listener anywhere. */
+  pause(ms) {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(t);
+        if (self.wakeUp === done) self.wakeUp = null;
+        resolve();
+      }
+      this.wakeUp = done;
+    });
   }
-  return (await res.json()).last_id;
+
+  checkAlive() {
+    // A held long poll may be dead after an outage: ask again now.
+    this.woken = true;
+    this.request?.abort();
+    this.wakeUp?.();
+  }
+
+  async run() {
+    const room = this.room;
+    let etag = null;
+    for (;;) {
+      if (this.done) return;
+      const params = { limit: POLL_LIMIT };
+      if (room.lastId === null) params.limit = 1;
+      else params.since = room.lastId;
+      let wait = 0;
+      if (this.everOpened && room.lastId !== null && !room.opts.pollIntervalMs) wait = room.opts.longPollSecs;
+      if (wait) params.wait = wait;
+      const headers = { ...room.authHeader() };
+      if (etag) headers['If-None-Match'] = etag;
+      const ctl = new AbortController();
+      this.request = ctl;
+      this.reqTimer = setTimeout(() => ctl.abort(), wait * 1000 + room.opts.requestTimeoutMs);
+      let res;
+      let body = null;
+      try {
+        res = await fetch(room.endpoint('/messages', params, false), { headers, signal: ctl.signal, cache: 'no-store' });
+        if (res.status === 200) body = await res.json();
+      } catch (e) {
+        clearTimeout(this.reqTimer);
+        if (this.done) return;
+        if (this.everOpened && this.woken) {
+          this.woken = false;
+          continue;
+        }
+        return this.fail(new HubError(ctl.signal.aborted ? 'stalled' : 'network', String(e?.message ?? e)), { diagnose: !this.everOpened });
+      }
+      clearTimeout(this.reqTimer);
+      if (this.done) return;
+      if (res.status !== 200 && res.status !== 304) return this.fail(await errorFrom(res));
+      if (!this.everOpened) {
+        this.everOpened = true;
+        this.handlers.opened();
+        if (this.done) return;
+      }
+      if (body) {
+        etag = res.headers.get('ETag');
+        if (room.lastId === null) {
+          room.setLastId(body.last_id); // live from now on, as the other transports
+          continue;
+        }
+        if (body.reset) room.onReset(body.reset);
+        const messages = Array.isArray(body.messages) ? body.messages : [];
+        for (const m of messages) room.deliver(m);
+        // A page bounded by count or bytes: fetch the next one at once.
+        const last = messages.length ? messages[messages.length - 1].id : null;
+        if (last !== null && typeof body.last_id === 'number' && last < body.last_id) continue;
+      }
+      if (room.opts.pollIntervalMs) await this.pause(room.opts.pollIntervalMs);
+    }
+  }
 }
 
 function parseSseBlock(block) {
   const frame = {};
   for (const line of block.split('\n')) {
-    if (line.startsWith(':')) continue;
+    if (line.startsWith(':')) {
+      frame.comment = true;
+      continue;
+    }
     const colon = line.indexOf(':');
     const field = colon < 0 ? line : line.slice(0, colon);
     let value = colon < 0 ? '' : line.slice(colon + 1);
@@ -521,15 +1271,9 @@ async function errorFrom(res) {
   try {
     body = await res.json();
   } catch (_) {}
-  return new HubError(body?.error ?? `http_${res.status}`, body?.message ?? res.statusText, res.status);
-}
-
-function sleep(ms, signal) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      reject(new Error('aborted'));
-    });
-  });
+  const extra = { status: res.status };
+  const after = Number(res.headers.get('Retry-After'));
+  if (Number.isFinite(after) && after >= 0 && res.headers.has('Retry-After')) extra.retryAfterMs = after * 1000;
+  if (Number.isFinite(body?.retry_after_ms)) extra.retryAfterMs = body.retry_after_ms;
+  return new HubError(body?.error ?? `http_${res.status}`, body?.message ?? res.statusText, extra);
 }
