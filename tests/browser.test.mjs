@@ -810,8 +810,10 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
     await tooMany('auto');
   });
 
-  test("[needs hub wire changes] ws: a refused upgrade's 429 is learnt from GET /rooms/{room} and told once", async (t) => {
-    if (!newHub) return t.skip('needs GET /rooms/{room} to answer 429 (hub wire change 8)');
+  // Open work: GET /rooms/{room} does not check the per-user connection
+  // limit, so the client cannot learn a refused upgrade's 429 from it yet.
+  test("ws: a refused upgrade's 429 is learnt from GET /rooms/{room} and told once", { todo: 'GET /rooms/{room} does not report 429 too_many_connections yet' }, async (t) => {
+    if (!newHub) return t.skip('needs welcome.limits');
     await tooMany('ws');
   });
 });
