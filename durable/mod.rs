@@ -92,16 +92,12 @@ impl DurableObject for RoomObject {
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
-        let settings = match crate::config::settings(&self.env) {
-            Ok(s) => s,
-            Err(e) => return Ok(respond::error(&e, &Cors::None)),
-        };
-        let origin = req.headers().get("Origin").ok().flatten();
-        let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-        match self.handle(req, settings, &cors).await {
-            Ok(resp) => Ok(resp),
-            Err(e) => Ok(respond::error(&e, &cors)),
-        }
+        // The same JS request (a second handle, not `Request.clone()`), kept
+        // to let go of its body if no handler read it.
+        let raw = Clone::clone(req.inner());
+        let resp = self.answer(req).await;
+        crate::body::discard(&raw).await;
+        Ok(resp)
     }
 
     async fn websocket_message(
@@ -153,6 +149,20 @@ fn random_u32() -> u32 {
 }
 
 impl RoomObject {
+    /// The response to a request: the handler's, or its error as JSON.
+    async fn answer(&self, req: Request) -> Response {
+        let settings = match crate::config::settings(&self.env) {
+            Ok(s) => s,
+            Err(e) => return respond::error(&e, &Cors::None),
+        };
+        let origin = req.headers().get("Origin").ok().flatten();
+        let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
+        match self.handle(req, settings, &cors).await {
+            Ok(resp) => resp,
+            Err(e) => respond::error(&e, &cors),
+        }
+    }
+
     async fn handle(
         &self,
         req: Request,

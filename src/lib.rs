@@ -10,12 +10,16 @@
 //!   needs no room, forwards the rest to the room's Durable Object.
 //! - `config` (wasm32): settings and the secret, read once per isolate.
 //! - `respond` (wasm32): turns core results and errors into responses.
+//! - `body` (wasm32): reads to the end the request bodies that the room
+//!   answered without reading (`wrangler dev` needs it; see the module).
 //! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object:
 //!   SQLite storage, polling and long-polling.
 
 pub mod assets;
 pub mod core;
 
+#[cfg(target_arch = "wasm32")]
+mod body;
 #[cfg(target_arch = "wasm32")]
 mod config;
 #[cfg(target_arch = "wasm32")]
