@@ -312,22 +312,12 @@ impl RoomObject {
             return Err(HubError::Forbidden("the token does not grant publish"));
         }
         let max = self.with_room(|r| r.settings.max_message_bytes)?;
-        let content_type = req
-            .headers()
-            .get("Content-Type")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if !crate::core::protocol::is_json_media_type(&content_type) {
-            return Err(HubError::UnsupportedMediaType);
-        }
-        let declared = req.headers().get("Content-Length").ok().flatten();
-        if declared
-            .and_then(|n| n.parse::<usize>().ok())
-            .is_some_and(|n| n > max)
-        {
-            return Err(HubError::TooLarge { limit: max });
-        }
+        let header = |name| req.headers().get(name).ok().flatten();
+        crate::core::protocol::check_publish_headers(
+            header("Content-Type").as_deref(),
+            header("Content-Length").as_deref(),
+            max,
+        )?;
         let bytes = req.bytes().await.map_err(respond::internal)?;
         if bytes.len() > max {
             return Err(HubError::TooLarge { limit: max });

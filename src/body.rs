@@ -15,7 +15,9 @@
 //! answers ([`discard`]); then the pump has finished before the response
 //! leaves. Cancelling the body instead is not enough: the pump still fails.
 //! A body the Worker never hands on (an error the Worker answers itself) is
-//! never read by anyone, and the runtime drops it without complaint.
+//! never read by anyone, and the runtime drops it without complaint; the
+//! Worker also refuses what it can before forwarding (415, and 413 by
+//! `Content-Length`), so refused bodies do not travel at all.
 
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys;

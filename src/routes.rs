@@ -75,6 +75,16 @@ async fn handle(
     if action == Action::OpenSocket && !is_websocket_upgrade(&req) {
         return Err(HubError::UpgradeRequired);
     }
+    if action == Action::Publish {
+        // Refused here, a body is never read: the runtime drops it. Sent on
+        // to the room, it would have to be read there (see `crate::body`).
+        let header = |name| req.headers().get(name).ok().flatten();
+        crate::core::protocol::check_publish_headers(
+            header("Content-Type").as_deref(),
+            header("Content-Length").as_deref(),
+            settings.max_message_bytes,
+        )?;
+    }
     let forwarded = match identity {
         // Open mode: the room ignores identity headers, so the request goes
         // through as it came, without a copy.
