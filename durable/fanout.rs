@@ -20,9 +20,10 @@
 //! it out of presence; nothing else is sent to it.
 
 use super::sse::stream_buffer_bytes;
+use crate::core::error::HubError;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsValue;
-use worker::WebSocket;
+use worker::{js_sys, web_sys, WebSocket};
 
 #[wasm_bindgen(inline_js = r#"
 // Per socket: bytes sent since its last sign of life, and the runtime's
@@ -104,8 +105,6 @@ extern "C" {
     fn seen_js(ws: &JsValue);
 }
 
-use worker::js_sys;
-
 /// Bytes the room sends one socket without a sign of life before it
 /// drops it: four SSE stream buffers (4 MiB at the default message size).
 pub fn slow_socket_bytes(max_message_bytes: usize) -> usize {
@@ -121,7 +120,7 @@ pub fn broadcast(
     except_conn: Option<&str>,
     max_message_bytes: usize,
 ) -> Vec<WebSocket> {
-    let err = crate::core::error::HubError::SlowConsumer;
+    let err = HubError::SlowConsumer;
     broadcast_text(
         state.as_raw().as_ref(),
         text,
@@ -144,5 +143,3 @@ pub fn send(state: &worker::State, ws: &WebSocket, text: &str) {
 pub fn seen(ws: &WebSocket) {
     seen_js(ws.as_ref().as_ref());
 }
-
-use worker::web_sys;

@@ -118,25 +118,13 @@ impl DurableObject for RoomObject {
         }
     }
 
-    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let settings = match crate::config::settings(&self.env) {
-            Ok(s) => s,
-            Err(e) => {
-                crate::body::discard(&mut req);
-                return Ok(respond::error(&e, &Cors::None));
-            }
-        };
-        let origin = req.headers().get("Origin").ok().flatten();
-        let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-        // The handlers that answer early hand the request back so its
-        // unread body can be cancelled before the answer goes out.
-        match self.handle(&mut req, settings, &cors).await {
-            Ok(resp) => Ok(resp),
-            Err(e) => {
-                crate::body::discard(&mut req);
-                Ok(respond::error(&e, &cors))
-            }
-        }
+    async fn fetch(&self, req: Request) -> worker::Result<Response> {
+        // The same JS request (a second handle, not `Request.clone()`), kept
+        // to read to its end a body that no handler read (see `crate::body`).
+        let raw = Clone::clone(req.inner());
+        let resp = self.answer(req).await;
+        crate::body::discard(&raw).await;
+        Ok(resp)
     }
 
     async fn websocket_message(
@@ -188,9 +176,23 @@ fn random_u32() -> u32 {
 }
 
 impl RoomObject {
+    /// The response to a request: the handler's, or its error as JSON.
+    async fn answer(&self, req: Request) -> Response {
+        let settings = match crate::config::settings(&self.env) {
+            Ok(s) => s,
+            Err(e) => return respond::error(&e, &Cors::None),
+        };
+        let origin = req.headers().get("Origin").ok().flatten();
+        let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
+        match self.handle(&req, settings, &cors).await {
+            Ok(resp) => resp,
+            Err(e) => respond::error(&e, &cors),
+        }
+    }
+
     async fn handle(
         &self,
-        req: &mut Request,
+        req: &Request,
         settings: Rc<Settings>,
         cors: &Cors,
     ) -> Result<Response, HubError> {
@@ -351,7 +353,7 @@ impl RoomObject {
 
     async fn on_publish(
         &self,
-        req: &mut Request,
+        req: &Request,
         caller: &Caller,
         cors: &Cors,
     ) -> Result<Response, HubError> {
@@ -360,18 +362,14 @@ impl RoomObject {
         }
         let settings = self.with_room(|r| r.settings.clone())?;
         let max = settings.max_message_bytes;
-        let header = |name: &str| req.headers().get(name).ok().flatten();
-        if !crate::core::protocol::is_json_media_type(&header("Content-Type").unwrap_or_default()) {
-            return Err(HubError::UnsupportedMediaType);
-        }
-        if header("Content-Length")
-            .and_then(|n| n.parse::<usize>().ok())
-            .is_some_and(|n| n > max)
-        {
-            return Err(HubError::TooLarge { limit: max });
-        }
+        let header = |name| req.headers().get(name).ok().flatten();
+        crate::core::protocol::check_publish_headers(
+            header("Content-Type").as_deref(),
+            header("Content-Length").as_deref(),
+            max,
+        )?;
         let key_header = header("Idempotency-Key");
-        let bytes = crate::body::read_within(req, max).await?;
+        let bytes = crate::body::read_within(req.inner(), max).await?;
         let body = std::str::from_utf8(&bytes)
             .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?;
         let publish = Publish::from_http_body(body, max)?;

@@ -120,8 +120,11 @@ impl RoomObject {
             .map(|v| parse_seq("since", &v))
             .transpose()?;
         self.check_connection_limit(caller)?;
-        let settings = self.with_room(|r| r.settings.clone())?;
-        let name = self.with_room(|r| r.name.clone())?;
+        // One look at the room: everything this upgrade needs from it.
+        let (settings, name, last_id, resume) = self.with_room(|r| {
+            let resume = since.map(|s| r.log.resume(s));
+            (r.settings.clone(), r.name.clone(), r.log.last_id(), resume)
+        })?;
         let mut meta = SocketMeta::new(
             name.as_str().to_owned(),
             format!("{:08x}", random_u32()),
@@ -135,10 +138,6 @@ impl RoomObject {
         // The replay is read before the socket is accepted: a storage
         // failure then refuses the upgrade instead of leaving an accepted
         // socket in presence (a ghost member).
-        let (last_id, resume) = self.with_room(|r| {
-            let resume = since.map(|s| r.log.resume(s));
-            (r.log.last_id(), resume)
-        })?;
         let mut replay = Vec::new();
         if let Some(resume) = resume {
             self.replay(resume.replay_after(), |message| {

@@ -1,46 +1,85 @@
-//! Request bodies: read within a byte budget, or let go of them unread.
+//! Request bodies: read within a byte budget, and never left half-read.
 //!
-//! A body is read as a stream, chunk by chunk, and reading stops the moment
-//! it passes its budget: a body without `Content-Length` (chunked) can
-//! never make the isolate hold more than the budget plus one chunk. An
-//! answer sent without reading the body cancels it first: under `wrangler
-//! dev` an unread body that is still being sent when the answer goes out
-//! fails the request stream and restarts the Worker.
+//! A room request's body reaches the room's Durable Object as a stream that
+//! the Worker pumps from its own request. If the room answers without
+//! reading it to the end, the Worker sends the room's answer while that
+//! pump still waits to read; once the response is out the runtime forbids
+//! reading the request (`Can't read from request stream after response has
+//! been sent`), the pump fails as an uncaught error, and `wrangler dev`'s
+//! proxy turns the next request into `503 Your worker restarted
+//! mid-request`. Cancelling the body does not help; reading it to its end
+//! does. So the room reads to the end every body it was sent:
+//! [`read_within`] drains what comes past its budget, and [`discard`]
+//! drains what no handler read.
 //!
-//! Both the Worker and the room use this; nothing else reads a body.
+//! The Worker itself needs neither: a body it never forwards and never
+//! touches is dropped by the runtime without complaint.
+//!
+//! Invariant: past the budget nothing is kept or copied into WebAssembly,
+//! so a body of any length (chunked, without `Content-Length`) costs the
+//! module's memory at most the budget.
 
 use crate::core::error::HubError;
-use futures_util::StreamExt;
-use worker::Request;
+use worker::js_sys::{Reflect, Uint8Array};
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys;
 
-/// The body, or `TooLarge` as soon as more than `max` bytes arrived (the
-/// rest is cancelled, never read).
-pub async fn read_within(req: &mut Request, max: usize) -> Result<Vec<u8>, HubError> {
-    if req.inner().body().is_none() {
+/// The body, or `TooLarge` once more than `max` bytes arrived. Either way
+/// the body is read to its end: past `max` the rest is drained in
+/// JavaScript, chunk by chunk, and never copied into WebAssembly.
+pub async fn read_within(req: &web_sys::Request, max: usize) -> Result<Vec<u8>, HubError> {
+    let Some(stream) = req.body() else {
         return Ok(Vec::new());
-    }
-    let mut stream = req
-        .stream()
-        .map_err(|e| HubError::Internal(format!("body: {e}")))?;
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let failed = |e| HubError::Internal(format!("body: {e:?}"));
     let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| HubError::Internal(format!("body: {e}")))?;
-        if body.len() + chunk.len() > max {
-            // Dropping the stream cancels what is left of the body.
+    loop {
+        let step = JsFuture::from(reader.read()).await.map_err(failed)?;
+        if Reflect::get(&step, &"done".into())
+            .map_err(failed)?
+            .is_truthy()
+        {
+            return Ok(body);
+        }
+        let chunk: Uint8Array = Reflect::get(&step, &"value".into())
+            .map_err(failed)?
+            .unchecked_into();
+        let start = body.len();
+        if start + chunk.length() as usize > max {
+            reader.release_lock();
+            drain(&stream).await;
             return Err(HubError::TooLarge { limit: max });
         }
-        body.extend_from_slice(&chunk);
+        body.resize(start + chunk.length() as usize, 0);
+        chunk.copy_to(&mut body[start..]);
     }
-    Ok(body)
 }
 
-/// Cancels an unread body, if the request has one that nobody read or
-/// forwarded (a forwarded body is locked to its new reader).
-pub fn discard(req: &mut Request) {
-    if let Some(body) = req.inner().body() {
-        if !body.locked() {
-            // Cancelling an unlocked stream cannot fail; nothing to await.
-            let _ = body.cancel();
-        }
+/// Reads the body of `req` to its end and drops it, if it has one that
+/// nobody read or took. Never fails: a body that cannot be read is left.
+pub async fn discard(req: &web_sys::Request) {
+    if req.body_used() {
+        return;
+    }
+    if let Some(body) = req.body() {
+        drain(&body).await;
+    }
+}
+
+/// Reads `stream` to its end into a sink that drops every chunk: the bytes
+/// stay in JavaScript. A locked stream (another reader has it) is left.
+async fn drain(stream: &web_sys::ReadableStream) {
+    if stream.locked() {
+        return;
+    }
+    let drained = web_sys::WritableStream::new().map(|sink| stream.pipe_to(&sink));
+    let result = match drained {
+        Ok(promise) => JsFuture::from(promise).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        worker::console_warn!("could not drain an unread request body: {:?}", e);
     }
 }

@@ -8,9 +8,10 @@
 //!   error enum. No `worker` types, no clock, no I/O: `cargo test` runs it.
 //! - `routes` (wasm32): the Worker entry; routes requests, answers what
 //!   needs no room, forwards the rest to the room's Durable Object.
-//! - `body` (wasm32): request bodies, read within a budget or cancelled.
 //! - `config` (wasm32): settings and the secret, read once per isolate.
 //! - `respond` (wasm32): turns core results and errors into responses.
+//! - `body` (wasm32): the room's request bodies, read within a budget and
+//!   always to their end (`wrangler dev` needs it; see the module).
 //! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object:
 //!   SQLite storage, polling and long-polling.
 

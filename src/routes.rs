@@ -11,8 +11,8 @@
 //! travels to the room in an internal header that the Worker always
 //! overwrites, so a client can never set it. Everything else is the room's.
 //!
-//! Invariant: a request answered here without being forwarded has its
-//! unread body cancelled first (`body::discard`).
+//! A request answered here is never forwarded, and its body never touched:
+//! the runtime drops such a body without complaint (see `crate::body`).
 
 use crate::core::auth::{self, Identity, IDENTITY_HEADER};
 use crate::core::error::HubError;
@@ -38,27 +38,21 @@ fn start() {
 /// client as the object that the room produced, not re-wrapped (which would
 /// pipe every body, SSE streams included, through one more JS stream).
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
-        Err(e) => {
-            crate::body::discard(&mut req);
-            return Ok(respond::error(&e, &Cors::None).into());
-        }
+        Err(e) => return Ok(respond::error(&e, &Cors::None).into()),
     };
     let origin = req.headers().get("Origin").ok().flatten();
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-    match handle(&mut req, &env, &settings, origin.as_deref(), &cors).await {
+    match handle(&req, &env, &settings, origin.as_deref(), &cors).await {
         Ok(resp) => Ok(resp),
-        Err(e) => {
-            crate::body::discard(&mut req);
-            Ok(respond::error(&e, &cors).into())
-        }
+        Err(e) => Ok(respond::error(&e, &cors).into()),
     }
 }
 
 async fn handle(
-    req: &mut Request,
+    req: &Request,
     env: &Env,
     settings: &Settings,
     origin: Option<&str>,
@@ -66,7 +60,6 @@ async fn handle(
 ) -> Result<web_sys::Response, HubError> {
     let url = req.url().map_err(respond::internal)?;
     if let Some(asset) = crate::assets::asset(url.path()) {
-        crate::body::discard(req);
         return serve_asset(req, asset).map(Into::into);
     }
     let Route { room, endpoint } = route(url.path())?;
@@ -88,7 +81,14 @@ async fn handle(
         return Err(HubError::UpgradeRequired);
     }
     if action == Action::Publish {
-        check_publish_headers(req, settings)?;
+        // Refused here, a body is never read: the runtime drops it. Sent on
+        // to the room, it would have to be read there (see `crate::body`).
+        let header = |name| req.headers().get(name).ok().flatten();
+        crate::core::protocol::check_publish_headers(
+            header("Content-Type").as_deref(),
+            header("Content-Length").as_deref(),
+            settings.max_message_bytes,
+        )?;
     }
     let with_user;
     let forwarded = match identity {
@@ -115,25 +115,6 @@ async fn handle(
     answer
         .dyn_into::<web_sys::Response>()
         .map_err(|_| HubError::Internal("the room did not answer with a Response".into()))
-}
-
-/// Refuses, before the room is woken, a publish the room would refuse for
-/// its headers alone: not JSON (415), or a declared length over
-/// `MAX_MESSAGE_BYTES` (413). A chunked body is measured by the room as it
-/// reads it.
-fn check_publish_headers(req: &Request, settings: &Settings) -> Result<(), HubError> {
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    if !crate::core::protocol::is_json_media_type(&header("Content-Type").unwrap_or_default()) {
-        return Err(HubError::UnsupportedMediaType);
-    }
-    let max = settings.max_message_bytes;
-    if header("Content-Length")
-        .and_then(|n| n.parse::<usize>().ok())
-        .is_some_and(|n| n > max)
-    {
-        return Err(HubError::TooLarge { limit: max });
-    }
-    Ok(())
 }
 
 /// A copy of `req` carrying the verified identity in the internal header,

@@ -117,17 +117,23 @@ describe('a hub with rate limits off (open mode)', () => {
     await hub?.stop();
   });
 
-  test('r13.1 a chunked publish body is refused at MAX_MESSAGE_BYTES, never read whole', async () => {
+  test('r13.1 a chunked publish body is refused at MAX_MESSAGE_BYTES and never held whole', async () => {
     const room = roomName('chunked');
     const before = rssOf(hub.pid);
-    for (let i = 0; i < 3; i += 1) {
-      const res = await chunkedPost(hub.url, `/rooms/${room}/messages`, 32 * MiB);
+    const grownAfter = [];
+    for (let i = 0; i < 8; i += 1) {
+      const res = await chunkedPost(hub.url, `/rooms/${room}/messages`, 24 * MiB);
       assert.ok(res.status === 413 || res.status === 0, `status ${res.status}: ${show(res.body)}`);
       if (res.status === 413) assert.equal(res.body.error, 'too_large');
+      grownAfter.push(rssOf(hub.pid) - before);
     }
-    const grown = rssOf(hub.pid) - before;
-    // 96 MiB were offered; reading stops at 64 KiB plus one chunk.
-    assert.ok(grown < 40 * MiB, `workerd grew by ${(grown / MiB).toFixed(1)} MiB`);
+    // 192 MiB were offered. The room keeps at most 64 KiB of a body and
+    // drains the rest in JavaScript (it must read it to its end, see
+    // src/body.rs), so memory levels off at the garbage collector's high
+    // water mark instead of growing with what is sent.
+    const mib = grownAfter.map((b) => (b / MiB).toFixed(1)).join(', ');
+    assert.ok(grownAfter.at(-1) < 96 * MiB, `workerd grew by ${mib} MiB`);
+    assert.ok(grownAfter.at(-1) - grownAfter[3] < 24 * MiB, `still growing after half the requests: ${mib} MiB`);
     const ok = await post(hub.url, room, { data: 'after' });
     assert.equal(ok.status, 201, 'the room still takes publishes');
   });

@@ -46,10 +46,11 @@ const hub :Workerd.Worker = (
   return path;
 }
 
-/** Waits until something accepts TCP connections on `port` (bounded). */
-export async function waitForPort(port, timeoutMs = 20000, host = '127.0.0.1') {
+/** Waits until something accepts TCP connections on `port` (bounded; `signal` stops it early). */
+export async function waitForPort(port, timeoutMs = 20000, host = '127.0.0.1', signal = undefined) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    if (signal?.aborted) throw new Error(`stopped waiting for ${host}:${port}`);
     const ok = await new Promise((res) => {
       const s = net.connect(port, host);
       s.once('connect', () => {
@@ -104,45 +105,69 @@ export async function startWorkerd(config, port, tempDir) {
 }
 
 /**
- * Waits until a spawned server `child` listens on 127.0.0.1:`port`; if it
- * exits first or never listens, kills it and throws with its `log()`.
+ * Waits until a spawned server `child` listens on 127.0.0.1:`port` (within
+ * `readyTimeoutMs`) and, if given, until the promise `ready` resolves too; if
+ * it exits first or never gets there, kills it and throws with its `log()`.
  * Returns its handle: {url, pid, log, exited, crash(), stop()}. `stop()`
  * sends `stopSignal`, then SIGKILL after 5 s; `crash()` is SIGKILL at once
- * (the process dies mid-whatever). `onExit` runs once the process is gone.
+ * (the process dies mid-whatever). With `group`, the child leads its own
+ * process group (spawned `detached`) and every signal goes to the whole
+ * group, so servers that spawn servers (wrangler → workerd) stop entirely.
+ * `onExit` runs once the process is gone.
  */
-export async function superviseServer(child, { port, name, log, stopSignal = 'SIGTERM', onExit = () => {} }) {
+export async function superviseServer(child, { port, name, log, stopSignal = 'SIGTERM', onExit = () => {}, readyTimeoutMs = 20000, ready, group = false }) {
+  const signal = (sig) => {
+    try {
+      if (group) process.kill(-child.pid, sig);
+      else child.kill(sig);
+    } catch {
+      // Already gone.
+    }
+  };
   const exited = new Promise((res) =>
     child.once('exit', (code, signal) => {
       onExit();
       res({ code, signal });
     }),
   );
+  let timer;
+  const waiting = new AbortController();
   try {
     await Promise.race([
-      waitForPort(port),
+      Promise.all([waitForPort(port, readyTimeoutMs, '127.0.0.1', waiting.signal), ready]),
       exited.then(({ code, signal }) => {
         throw new Error(`${name} exited (${code ?? signal}) before listening:\n${log()}`);
       }),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${name} was not ready within ${readyTimeoutMs} ms:\n${log()}`)), readyTimeoutMs);
+      }),
     ]);
   } catch (e) {
-    child.kill('SIGKILL');
+    signal('SIGKILL');
     throw e;
+  } finally {
+    clearTimeout(timer);
+    waiting.abort();
   }
+  const gone = () => child.exitCode !== null || child.signalCode !== null;
   return {
     url: `http://127.0.0.1:${port}`,
     pid: child.pid,
     log,
     exited,
     async crash() {
-      child.kill('SIGKILL');
+      signal('SIGKILL');
       await exited;
     },
     async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(stopSignal);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
+      if (!gone()) {
+        signal(stopSignal);
+        const timer = setTimeout(() => signal('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
+      }
+      // The leader is gone; make sure nothing it spawned outlives it.
+      if (group) signal('SIGKILL');
     },
   };
 }

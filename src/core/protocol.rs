@@ -192,6 +192,27 @@ pub struct RoomState<'a> {
     pub poll_waiters: u32,
 }
 
+/// What a publish must pass before its body is read: a JSON `Content-Type`
+/// (else 415) and no declared `Content-Length` over `max_bytes` (else 413).
+/// The Worker checks this before it forwards the body to the room, so a
+/// refused body never travels; the room checks it again.
+pub fn check_publish_headers(
+    content_type: Option<&str>,
+    content_length: Option<&str>,
+    max_bytes: usize,
+) -> Result<(), HubError> {
+    if !is_json_media_type(content_type.unwrap_or_default()) {
+        return Err(HubError::UnsupportedMediaType);
+    }
+    if content_length
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > max_bytes as u64)
+    {
+        return Err(HubError::TooLarge { limit: max_bytes });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +298,26 @@ mod tests {
             "text/json+x",
         ] {
             assert!(!is_json_media_type(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn publish_headers() {
+        let json = Some("application/json");
+        assert_eq!(check_publish_headers(json, None, 10), Ok(()));
+        assert_eq!(check_publish_headers(json, Some("10"), 10), Ok(()));
+        // An unparsable length is the runtime's to refuse, not a 413.
+        assert_eq!(check_publish_headers(json, Some("x"), 10), Ok(()));
+        assert_eq!(
+            check_publish_headers(json, Some("11"), 10),
+            Err(HubError::TooLarge { limit: 10 })
+        );
+        // The media type is checked first, as it is whatever the length.
+        for ct in [None, Some("text/plain")] {
+            assert_eq!(
+                check_publish_headers(ct, Some("11"), 10),
+                Err(HubError::UnsupportedMediaType)
+            );
         }
     }
 
