@@ -747,19 +747,41 @@ class Bucket {
   }
 }
 
-class SocketConnection {
+/**
+ * What every transport's connection shares: it reports one failure, once,
+ * to the room (`handlers.failed`), and `close()` ends it quietly. Each
+ * subclass says what ending it means in `teardown()`.
+ */
+class Connection {
   constructor(room, handlers) {
     this.room = room;
     this.handlers = handlers;
-    this.ready = false;
     this.done = false;
     this.everOpened = false;
+  }
+
+  fail(err, extra = {}) {
+    if (this.done) return;
+    this.done = true;
+    this.teardown();
+    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
+  }
+
+  close() {
+    this.done = true;
+    this.teardown();
+  }
+}
+
+class SocketConnection extends Connection {
+  constructor(room, handlers) {
+    super(room, handlers);
+    this.ready = false;
     this.queue = []; // cids to send, in publish order
     this.inflight = []; // cids sent on this socket, not yet answered, in send order
-    this.window = 16;
+    this.window = 1; // set by the welcome's limits
     this.pausedUntil = 0;
     this.bucket = null;
-    this.legacy = true;
     this.lastFrameAt = Date.now();
     this.bytesSincePing = 0;
     this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'no welcome from the hub'), { diagnose: true }), room.opts.connectTimeoutMs);
@@ -774,12 +796,6 @@ class SocketConnection {
     this.ws.onerror = () => {}; // onclose follows
   }
 
-  fail(err, extra = {}) {
-    if (this.done) return;
-    this.done = true;
-    this.teardown();
-    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
-  }
 
   teardown() {
     this.ready = false;
@@ -795,11 +811,6 @@ class SocketConnection {
         this.ws.close(1000);
       } catch (_) {}
     }
-  }
-
-  close() {
-    this.done = true;
-    this.teardown();
   }
 
   onClose(ev) {
@@ -848,7 +859,6 @@ class SocketConnection {
         this.answered(msg.cid);
         const rec = room.outbox.get(msg.cid);
         if (rec) room.settle(rec, null, msg.id);
-        if (this.legacy) this.window = Math.min(64, this.window + 1);
         this.pump();
         break;
       }
@@ -886,16 +896,14 @@ class SocketConnection {
     clearTimeout(this.timeout);
     this.everOpened = true;
     this.ready = true;
-    if (msg.limits && typeof msg.limits === 'object') {
-      this.legacy = false;
-      room.limits = msg.limits;
-      const { rate_per_sec: rate, rate_burst: burst } = msg.limits;
-      if (rate > 0) {
-        this.bucket = new Bucket(rate, burst ?? rate);
-        this.window = Math.max(1, burst ?? rate);
-      } else {
-        this.window = 64;
-      }
+    // The hub that serves this client always sends its limits.
+    room.limits = msg.limits ?? null;
+    const { rate_per_sec: rate = 0, rate_burst: burst = rate } = msg.limits ?? {};
+    if (rate > 0) {
+      this.bucket = new Bucket(rate, burst);
+      this.window = Math.max(1, burst);
+    } else {
+      this.window = 64;
     }
     if (room.lastId === null) room.setLastId(msg.last_id);
     room.presence = msg.presence ?? [];
@@ -930,19 +938,15 @@ class SocketConnection {
 
   onError(msg) {
     const room = this.room;
-    let cid = typeof msg.cid === 'string' ? msg.cid : null;
-    // Today's hub answers frames in order but without a cid: the oldest
-    // unanswered frame is the one the error answers. A hub that sends
-    // limits in its welcome always sends the cid, and an error without one
+    // An error answers the publish its cid names; one without a cid
     // answers no publish.
-    if (!cid && this.legacy && this.inflight.length) cid = this.inflight[0];
+    const cid = typeof msg.cid === 'string' ? msg.cid : null;
     if (cid) this.answered(cid);
     const rec = cid ? room.outbox.get(cid) : null;
     if (msg.code === 'too_large' && rec) this.toldTooLarge = true;
     if (msg.code === 'rate_limited') {
       const wait = Number.isFinite(msg.retry_after_ms) ? msg.retry_after_ms : 1000;
       this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait);
-      if (this.legacy) this.window = Math.max(1, Math.floor(this.window / 2));
       if (rec) this.queue.unshift(rec.cid); // the same cid again, first
       this.pump();
       return;
@@ -1015,33 +1019,19 @@ class SocketConnection {
   }
 }
 
-class StreamConnection {
+class StreamConnection extends Connection {
   constructor(room, handlers) {
-    this.room = room;
-    this.handlers = handlers;
+    super(room, handlers);
     this.abort = new AbortController();
-    this.everOpened = false;
-    this.done = false;
     this.lastChunkAt = Date.now();
     this.run();
   }
 
-  fail(err, extra = {}) {
-    if (this.done) return;
-    this.done = true;
-    this.teardown();
-    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
-  }
 
   teardown() {
     clearTimeout(this.timeout);
     clearTimeout(this.watchdog);
     this.abort.abort();
-  }
-
-  close() {
-    this.done = true;
-    this.teardown();
   }
 
   /** How long the stream may be silent: explicit, or 3.5 observed heartbeats. */
@@ -1143,31 +1133,17 @@ class StreamConnection {
   }
 }
 
-class PollConnection {
+class PollConnection extends Connection {
   constructor(room, handlers) {
-    this.room = room;
-    this.handlers = handlers;
-    this.everOpened = false;
-    this.done = false;
+    super(room, handlers);
     this.run();
   }
 
-  fail(err, extra = {}) {
-    if (this.done) return;
-    this.done = true;
-    this.teardown();
-    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
-  }
 
   teardown() {
     clearTimeout(this.reqTimer);
     this.request?.abort();
     this.wakeUp?.();
-  }
-
-  close() {
-    this.done = true;
-    this.teardown();
   }
 
   /** Waits `ms`, or less when closed or woken; adds no listener anywhere. */
