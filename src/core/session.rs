@@ -203,8 +203,8 @@ pub enum Step {
 /// `meta` afterwards. The publish budget is the room's (shared by the
 /// user's sockets and HTTP), checked by the caller on `Step::Publish`.
 pub fn on_text_frame(meta: &mut SocketMeta, text: &str, settings: &Settings, now_ms: u64) -> Step {
-    if let Some(refused) = take_frame_token(meta, text.len(), settings, now_ms) {
-        return refused(loose_cid(text));
+    if let Err(err) = take_frame_token(meta, text.len(), settings, now_ms) {
+        return refuse(meta, err, || loose_cid(text), now_ms);
     }
     let msg = match ClientMsg::parse(text) {
         Ok(m) => m,
@@ -222,27 +222,38 @@ pub fn on_text_frame(meta: &mut SocketMeta, text: &str, settings: &Settings, now
     }
 }
 
-/// Checks a frame of `len` bytes against `MAX_MESSAGE_BYTES` and takes its
-/// token from the frame budget; on refusal returns the step to take for a
-/// frame with a given `cid` (computed only then: parsing costs).
-fn take_frame_token<'m>(
-    meta: &'m mut SocketMeta,
+/// Checks a frame of `len` bytes against `MAX_MESSAGE_BYTES` (`TooLarge`)
+/// and takes its token from the frame budget (`RateLimited`).
+fn take_frame_token(
+    meta: &mut SocketMeta,
     len: usize,
     settings: &Settings,
     now_ms: u64,
-) -> Option<Box<dyn FnOnce(Option<String>) -> Step + 'm>> {
+) -> Result<(), HubError> {
     if len > settings.max_message_bytes {
-        let err = HubError::TooLarge {
+        return Err(HubError::TooLarge {
             limit: settings.max_message_bytes,
-        };
-        return Some(Box::new(move |cid| Step::Close { err, cid }));
+        });
     }
     let (frame_rate, frame_burst) = frame_budget(settings.rate_per_sec, settings.rate_burst);
-    match meta.frames.take(frame_rate, frame_burst, now_ms) {
-        Ok(()) => None,
-        Err(retry_after_ms) => Some(Box::new(move |cid| {
-            meta.strike(HubError::RateLimited { retry_after_ms }, cid, now_ms)
-        })),
+    meta.frames
+        .take(frame_rate, frame_burst, now_ms)
+        .map_err(|retry_after_ms| HubError::RateLimited { retry_after_ms })
+}
+
+/// The step for a frame [`take_frame_token`] refused: a frame too large
+/// closes the socket (1009) at once, unread, so its error names no `cid`;
+/// one over the budget is a strike, and its error names the frame's `cid`
+/// (looked for only then: parsing costs).
+fn refuse(
+    meta: &mut SocketMeta,
+    err: HubError,
+    cid: impl FnOnce() -> Option<String>,
+    now_ms: u64,
+) -> Step {
+    match err {
+        HubError::TooLarge { .. } => Step::Close { err, cid: None },
+        _ => meta.strike(err, cid(), now_ms),
     }
 }
 
@@ -254,8 +265,8 @@ pub fn on_binary_frame(
     settings: &Settings,
     now_ms: u64,
 ) -> Step {
-    if let Some(refused) = take_frame_token(meta, len, settings, now_ms) {
-        return refused(None);
+    if let Err(err) = take_frame_token(meta, len, settings, now_ms) {
+        return refuse(meta, err, || None, now_ms);
     }
     let err = HubError::InvalidBody("binary frames are not supported; send JSON text".into());
     meta.strike(err, None, now_ms)
@@ -429,11 +440,14 @@ mod tests {
     #[test]
     fn oversize_frames_close_with_1009() {
         let mut m = meta(true);
-        let big = format!(r#"{{"type":"publish","data":"{}"}}"#, "x".repeat(400));
-        assert_eq!(
-            code_of(&on_text_frame(&mut m, &big, &settings(), 0)),
-            "close 1009"
+        let big = format!(
+            r#"{{"type":"publish","data":"{}","cid":"big"}}"#,
+            "x".repeat(400)
         );
+        let step = on_text_frame(&mut m, &big, &settings(), 0);
+        assert_eq!(code_of(&step), "close 1009");
+        // Not read, so not named: the docs say so.
+        assert!(matches!(step, Step::Close { cid: None, .. }), "{step:?}");
     }
 
     #[test]
