@@ -205,7 +205,7 @@ impl RoomObject {
         match action {
             Action::Publish => self.on_publish(req, &caller, cors).await,
             Action::Poll => self.on_poll(req, &url, &caller, cors).await,
-            Action::ReadState => self.on_read_state(cors),
+            Action::ReadState => self.on_read_state(&caller, cors),
             Action::OpenSocket => self.on_open_socket(&url, &caller),
             Action::OpenEvents => self.on_open_events(req, &url, &caller, cors),
         }
@@ -413,8 +413,9 @@ impl RoomObject {
         }
     }
 
-    fn on_read_state(&self, cors: &Cors) -> Result<Response, HubError> {
+    fn on_read_state(&self, caller: &Caller, cors: &Cors) -> Result<Response, HubError> {
         let presence = self.with_sockets(|s| s.presence.members())?;
+        let connect_refused = self.check_connection_limit(caller).err().map(|e| e.body());
         let connections = self.connection_counts()?;
         let open = crate::config::hub_secret(&self.env)?.is_none();
         let poll_waiters = self.waiters.borrow().len() as u32;
@@ -429,6 +430,7 @@ impl RoomObject {
                     open,
                     loads: r.loads,
                     poll_waiters,
+                    connect_refused,
                 })
             })?
             .map_err(|e| HubError::Internal(e.to_string()))?;

@@ -794,9 +794,7 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
     await tooMany('auto');
   });
 
-  // Open work: GET /rooms/{room} does not check the per-user connection
-  // limit, so the client cannot learn a refused upgrade's 429 from it yet.
-  test("ws: a refused upgrade's 429 is learnt from GET /rooms/{room} and told once", { todo: 'GET /rooms/{room} does not report 429 too_many_connections yet' }, async () => {
+  test("ws: a refused upgrade's 429 is learnt from GET /rooms/{room} and told once", async () => {
     await tooMany('ws');
   });
 });

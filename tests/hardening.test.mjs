@@ -222,6 +222,9 @@ describe('a hub with rate limits off (open mode)', () => {
     assert.equal(refused.status, 429, refused.text);
     assert.equal(refused.body.error, 'room_full');
     assert.ok(Number(refused.headers.get('retry-after')) >= 1);
+    const state = await request(hub.url, `/rooms/${room}`);
+    assert.equal(state.status, 200, 'reading the room is not a connection');
+    assert.equal(state.body.connect_refused?.error, 'room_full', show(state.body));
     for (const s of streams) await s.body.cancel();
   });
 });

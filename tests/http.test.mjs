@@ -527,6 +527,7 @@ describe('HTTP API with default settings', () => {
         open: true,
         loads: 1,
         poll_waiters: 0,
+        connect_refused: null,
       });
     });
 

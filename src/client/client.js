@@ -55,7 +55,6 @@ const CLOSE_NAMES = {
   4003: 'disconnected',
   4004: 'room_deleted',
   4008: 'slow_consumer',
-  4009: 'replay_partial',
 };
 
 /**
@@ -449,6 +448,9 @@ class Room {
       const res = await fetch(this.endpoint('', {}, false), { headers: this.authHeader(), cache: 'no-store', signal: ctl.signal });
       if (res.ok) {
         const body = await res.json().catch(() => null);
+        // The room says whether it would take one more connection from us.
+        const refused = body?.connect_refused;
+        if (refused) return { kind: 'http', err: new HubError(refused.error, refused.message, { status: 429 }) };
         return { kind: 'ok', body };
       }
       return { kind: 'http', err: await errorFrom(res) };
@@ -549,11 +551,11 @@ class Room {
     if (err.fatal || (err.status && FATAL_STATUSES.has(err.status)) || code === 'policy_violation' || code === 'disconnected') {
       return this.fail(err);
     }
-    if (code === 'slow_consumer' || code === 'replay_partial' || code === 'stalled') {
+    if (code === 'slow_consumer' || code === 'stalled') {
       // Catching up or replacing a dead connection: at once, not a failure.
       return this.retry(0, null);
     }
-    if (code === 'too_many_connections' || code === 'room_deleted') {
+    if (code === 'too_many_connections' || code === 'room_full' || code === 'room_deleted') {
       this.report(err);
       const delay = err.retryAfterMs ?? backoffDelay(this.attempt++, this.backoff.baseMs, this.backoff.capMs);
       return this.retry(delay, err);

@@ -13,7 +13,7 @@
 //! Pure: no I/O.
 
 use super::cursor::Seq;
-use super::error::HubError;
+use super::error::{ErrorBody, HubError};
 use super::log::{ResetReason, Resume};
 use super::names::{EventName, RoomName};
 use serde::{Deserialize, Serialize};
@@ -190,6 +190,11 @@ pub struct RoomState<'a> {
     /// Long polls the room is waiting to wake (held ones only: a timed-out
     /// poll leaves nothing behind).
     pub poll_waiters: u32,
+    /// `null` when the caller could open one more live connection now;
+    /// otherwise the error its upgrade or stream would get (`room_full`,
+    /// `too_many_connections`). A browser cannot read why a WebSocket
+    /// upgrade was refused, so the client asks here.
+    pub connect_refused: Option<ErrorBody>,
 }
 
 /// What a publish must pass before its body is read: a JSON `Content-Type`
