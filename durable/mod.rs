@@ -124,6 +124,7 @@ impl DurableObject for RoomObject {
         let raw = Clone::clone(req.inner());
         let resp = self.answer(req).await;
         crate::body::discard(&raw).await;
+        self.release_unused_storage().await;
         Ok(resp)
     }
 
@@ -133,6 +134,7 @@ impl DurableObject for RoomObject {
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
         self.on_socket_message(&ws, message);
+        self.release_unused_storage().await;
         Ok(())
     }
 
@@ -275,6 +277,20 @@ impl RoomObject {
             }
             // Kept ids are contiguous, so the batch covered exactly these.
             after = Seq(after.0 + batch.len() as u64);
+        }
+    }
+
+    /// Lets go of the database that reading a never-published room opened:
+    /// reads must not create storage. The check and the runtime's delete
+    /// happen in one synchronous stretch, so no publish can fall between
+    /// them. (On the platform an object without stored data is not kept;
+    /// local workerd leaves an empty 4 KB file where it kept three before.)
+    async fn release_unused_storage(&self) {
+        let unused = matches!(self.room.borrow().as_ref(), Some(r) if !r.store.is_created());
+        if unused {
+            if let Err(e) = self.state.storage().delete_all().await {
+                worker::console_warn!("releasing an unused room's storage: {}", e);
+            }
         }
     }
 

@@ -8,7 +8,8 @@
 //!   and are never reused, without a second write per publish.
 //! - `hub_meta.epoch` is drawn once, when the room's storage is created.
 //! - Storage is created by the first publish, never by a read: a room that
-//!   was never published to keeps nothing on disk.
+//!   was never published to writes nothing, and the room lets go of the
+//!   database its reads opened (`RoomObject::release_unused_storage`).
 //! - Every write of one publish happens in one synchronous stretch with no
 //!   `.await` in between, so the runtime commits them atomically, and its
 //!   output gate holds the `201`/`ack` until they are durable.
@@ -176,6 +177,11 @@ impl Store {
             loads,
         };
         Ok((store, restored))
+    }
+
+    /// Whether the room's storage exists (it was published to).
+    pub fn is_created(&self) -> bool {
+        self.created.get()
     }
 
     /// Creates the schema and the room's meta on the first write.

@@ -9,7 +9,8 @@ import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { createHmac } from 'node:crypto';
 import { stateDir, roomName, freePort } from './harness.mjs';
 import { WsClient, closeWsClients, wsUrl, request, waitFor, withTimeout, show, range, WAIT_MS } from './support.mjs';
@@ -46,6 +47,13 @@ async function startHub(vars) {
       state.cleanup();
     },
   };
+}
+
+/** The rooms' database files under a hub's storage folder (not workerd's own metadata), with their sizes. */
+function roomFiles(dir) {
+  return readdirSync(dir, { recursive: true })
+    .filter((f) => !f.includes('metadata') && statSync(join(dir, f)).isFile())
+    .map((f) => ({ name: f, bytes: statSync(join(dir, f)).size }));
 }
 
 const post = (url, room, body, headers = {}) =>
@@ -199,6 +207,28 @@ describe('a hub with rate limits off (open mode)', () => {
     const state = (await request(hub.url, `/rooms/${room}`)).body;
     assert.equal(state.poll_waiters, 0, show(state));
     assert.equal(state.connections.poll, 0, show(state));
+  });
+
+  test('r13.7 reads and subscriptions of rooms never published to keep no data', async () => {
+    const before = new Set(roomFiles(hub.storageDir).map((f) => f.name));
+    for (let i = 0; i < 20; i += 1) {
+      const room = roomName(`ghost${i}`);
+      assert.equal((await request(hub.url, `/rooms/${room}`)).status, 200);
+      assert.equal((await request(hub.url, `/rooms/${room}/messages?since=0`)).status, 200);
+    }
+    const { client } = await WsClient.welcomed(hub.url, roomName('ghostws'));
+    client.send({ type: 'presence' });
+    await client.nextType('presence');
+    await client.close();
+    const ghosts = roomFiles(hub.storageDir).filter((f) => !before.has(f.name));
+    // Before: a database, its write-ahead log and its shared memory per
+    // room (~68 KB). Now workerd leaves at most an empty database file,
+    // and on the platform an object without data is not kept at all.
+    assert.ok(ghosts.every((f) => f.name.endsWith('.sqlite') && f.bytes <= 4096), show(ghosts));
+    const room = roomName('real');
+    assert.equal((await post(hub.url, room, { data: 1 })).status, 201);
+    assert.equal((await request(hub.url, `/rooms/${room}/messages?since=0`)).body.messages.length, 1);
+    await waitFor(() => roomFiles(hub.storageDir).some((f) => f.name.endsWith('-wal') && f.bytes > 0), WAIT_MS, 'the log of the published room on disk');
   });
 
   test('r13.8 error, open and close are reserved event names', async () => {
