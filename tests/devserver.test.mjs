@@ -92,7 +92,7 @@ const answers = [];
 
 /**
  * Sends `c` (method, path, headers, `body(size)` or none, `expect(size)` →
- * [status, code]) and asserts PROTOCOL.md's JSON error with that status.
+ * [status, code]) and asserts the JSON error of docs/PROTOCOL.md ("Errors") with that status.
  */
 async function expectError(url, c, variant) {
   const size = variant?.size ?? 'none';
