@@ -56,12 +56,14 @@ function pongTime(state, ws) {
   }
 }
 
-export function broadcast_text(state, text, exceptConn, limit, closeCode, closeReason) {
+export function broadcast_text(state, text, exceptConn, skipCatchingUp, limit, closeCode, closeReason) {
   const dropped = [];
   for (const ws of state.getWebSockets()) {
-    if (exceptConn !== undefined) {
+    // Attachments are read only when some socket may be skipped.
+    if (exceptConn !== undefined || skipCatchingUp) {
       const meta = ws.deserializeAttachment();
-      if (meta && meta.conn === exceptConn) continue;
+      if (meta && exceptConn !== undefined && meta.conn === exceptConn) continue;
+      if (meta && skipCatchingUp && meta.replay_after != null) continue;
     }
     try {
       if (charge(state, ws, text.length, limit)) {
@@ -96,6 +98,7 @@ extern "C" {
         state: &JsValue,
         text: &str,
         except_conn: Option<String>,
+        skip_catching_up: bool,
         limit: f64,
         close_code: u16,
         close_reason: &str,
@@ -112,12 +115,15 @@ pub fn slow_socket_bytes(max_message_bytes: usize) -> usize {
 }
 
 /// Sends `text` to every WebSocket of the room except the one whose
-/// connection id is `except_conn`. Returns the sockets it closed as slow
-/// consumers; the caller takes them out of presence.
+/// connection id is `except_conn` and, with `skip_catching_up`, those whose
+/// attachment says they are catching up (`replay_after`). Returns the
+/// sockets it closed as slow consumers; the caller takes them out of
+/// presence.
 pub fn broadcast(
     state: &worker::State,
     text: &str,
     except_conn: Option<&str>,
+    skip_catching_up: bool,
     max_message_bytes: usize,
 ) -> Vec<WebSocket> {
     let err = HubError::SlowConsumer;
@@ -125,6 +131,7 @@ pub fn broadcast(
         state.as_raw().as_ref(),
         text,
         except_conn.map(str::to_owned),
+        skip_catching_up,
         slow_socket_bytes(max_message_bytes) as f64,
         err.close_code(),
         err.close_reason(),

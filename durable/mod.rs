@@ -156,8 +156,10 @@ impl DurableObject for RoomObject {
     }
 }
 
-/// Rows read from storage per batch when replaying to a new subscriber.
-const REPLAY_BATCH: u32 = 200;
+/// What one storage read brings into the isolate when replaying: at most
+/// this many rows, and at most this many bytes (plus one message).
+const REPLAY_READ_ROWS: u32 = 200;
+const REPLAY_READ_BYTES: u64 = 256 * 1024;
 
 /// The last value of a query parameter, decoded.
 fn query_param(url: &worker::Url, name: &str) -> Option<String> {
@@ -266,17 +268,19 @@ impl RoomObject {
         mut f: impl FnMut(&StoredMessage) -> bool,
     ) -> Result<bool, HubError> {
         loop {
-            let batch = self.with_room(|r| r.store.read_after(after, REPLAY_BATCH))??;
+            let (batch, at_end) = self.with_room(|r| {
+                r.store
+                    .read_after(after, REPLAY_READ_ROWS, REPLAY_READ_BYTES)
+            })??;
             for message in &batch {
                 if !f(message) {
                     return Ok(false);
                 }
             }
-            if (batch.len() as u32) < REPLAY_BATCH {
-                return Ok(true);
+            match batch.last() {
+                Some(last) if !at_end => after = last.id,
+                _ => return Ok(true),
             }
-            // Kept ids are contiguous, so the batch covered exactly these.
-            after = Seq(after.0 + batch.len() as u64);
         }
     }
 
@@ -422,7 +426,7 @@ impl RoomObject {
     /// Hands a newly stored message to every live subscriber of every
     /// transport: WebSockets (one frame, built once), then long polls.
     fn deliver(&self, message: &StoredMessage) {
-        self.broadcast(&message_frame(&message.envelope), None);
+        self.broadcast_message(&message_frame(&message.envelope));
         self.sse.borrow_mut().deliver(message);
         for (_, waiter) in self.waiters.borrow_mut().drain() {
             let _ = waiter.send(());

@@ -17,32 +17,41 @@
 //!   that limit sends a `presence` snapshot instead (`core::presence`).
 //! - What one socket can make the room send is bounded: its own requests
 //!   cost its frame budget, and `fanout` drops a socket that shows no sign
-//!   of reading (4008). Its replay (at most the kept history) is read
-//!   before it is accepted, so a failed replay refuses the upgrade and
-//!   leaves no ghost member in presence.
+//!   of reading (4008). Its replay goes out in batches of at most
+//!   `REPLAY_BATCH_BYTES` (and always one message): a batch that leaves
+//!   history behind ends with `more`, and the next is sent when the client
+//!   asks for it, so a socket that does not read holds one batch, not the
+//!   whole history. While a socket catches up (`SocketMeta::replay_after`)
+//!   live messages are held back from it: they reach it through its replay,
+//!   in order. The first batch is read before the socket is accepted, so a
+//!   failed replay refuses the upgrade and leaves no ghost member.
 
 use super::fanout;
 use super::room::Origin;
 use super::{now_ms, query_param, random_u32, Caller, RoomObject};
 use crate::core::cursor::parse_seq;
+use crate::core::cursor::Seq;
 use crate::core::error::{HubError, CLOSE_NORMAL};
+use crate::core::limits::{BatchBudget, REPLAY_BATCH_BYTES};
 use crate::core::names::RoomName;
 use crate::core::presence::{Announce, Presence};
 use crate::core::protocol::ResetInfo;
 use crate::core::session::{
-    ack_frame, error_frame, join_frame, leave_frame, message_frame, on_binary_frame, on_text_frame,
-    presence_frame, reset_frame, welcome_frame, SocketMeta, Step,
+    ack_frame, error_frame, join_frame, leave_frame, message_frame, more_frame, on_binary_frame,
+    on_text_frame, presence_frame, reset_frame, welcome_frame, SocketMeta, Step,
 };
 use crate::respond;
 use std::collections::{BTreeSet, HashMap};
 use worker::{Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
-/// The room's WebSockets as the room counts them: presence, and the
-/// connections of each connection key (for `MAX_CONNECTIONS_PER_USER`).
-/// Adding and removing are idempotent per connection id.
+/// The room's WebSockets as the room counts them: presence, the
+/// connections of each connection key (for `MAX_CONNECTIONS_PER_USER`), and
+/// the sockets still catching up. Adding and removing are idempotent per
+/// connection id.
 pub struct SocketIndex {
     pub presence: Presence,
     conns_by_key: HashMap<String, BTreeSet<String>>,
+    catching_up: BTreeSet<String>,
 }
 
 impl SocketIndex {
@@ -50,10 +59,14 @@ impl SocketIndex {
         SocketIndex {
             presence: Presence::new(presence_limit),
             conns_by_key: HashMap::new(),
+            catching_up: BTreeSet::new(),
         }
     }
 
     fn add(&mut self, meta: &SocketMeta) -> Announce {
+        if meta.replay_after.is_some() {
+            self.catching_up.insert(meta.conn.clone());
+        }
         if let Some(key) = meta.connection_key() {
             self.conns_by_key
                 .entry(key)
@@ -64,6 +77,7 @@ impl SocketIndex {
     }
 
     fn remove(&mut self, meta: &SocketMeta) -> Announce {
+        self.catching_up.remove(&meta.conn);
         if let Some(key) = meta.connection_key() {
             if let Some(conns) = self.conns_by_key.get_mut(&key) {
                 conns.remove(&meta.conn);
@@ -84,6 +98,22 @@ impl SocketIndex {
     pub fn connections(&self) -> usize {
         self.presence.connections()
     }
+
+    /// Whether some socket is still catching up (live messages must then
+    /// skip it).
+    pub fn anyone_catching_up(&self) -> bool {
+        !self.catching_up.is_empty()
+    }
+}
+
+/// One bounded stretch of a socket's replay.
+struct ReplayBatch {
+    /// The signal for a cursor older than the kept history (or ahead of it).
+    reset: Option<ResetInfo>,
+    /// `message` frames, in id order, at most `REPLAY_BATCH_BYTES` (or one).
+    frames: Vec<String>,
+    /// When history remains after the batch: the last id it holds.
+    more_after: Option<Seq>,
 }
 
 impl RoomObject {
@@ -121,10 +151,8 @@ impl RoomObject {
             .transpose()?;
         self.check_connection_limit(caller)?;
         // One look at the room: everything this upgrade needs from it.
-        let (settings, name, last_id, resume) = self.with_room(|r| {
-            let resume = since.map(|s| r.log.resume(s));
-            (r.settings.clone(), r.name.clone(), r.log.last_id(), resume)
-        })?;
+        let (settings, name, last_id) =
+            self.with_room(|r| (r.settings.clone(), r.name.clone(), r.log.last_id()))?;
         let mut meta = SocketMeta::new(
             name.as_str().to_owned(),
             format!("{:08x}", random_u32()),
@@ -135,16 +163,11 @@ impl RoomObject {
         );
         meta.addr = caller.addr.clone();
 
-        // The replay is read before the socket is accepted: a storage
-        // failure then refuses the upgrade instead of leaving an accepted
-        // socket in presence (a ghost member).
-        let mut replay = Vec::new();
-        if let Some(resume) = resume {
-            self.replay(resume.replay_after(), |message| {
-                replay.push(message_frame(&message.envelope));
-                true
-            })?;
-        }
+        // The first replay batch is read before the socket is accepted: a
+        // storage failure then refuses the upgrade instead of leaving an
+        // accepted socket in presence (a ghost member).
+        let replay = since.map(|s| self.replay_batch(s)).transpose()?;
+        meta.replay_after = replay.as_ref().and_then(|b| b.more_after).map(|s| s.0);
 
         // Presence must be built before the new socket is accepted, or a
         // rebuild would count it and its join would never be announced.
@@ -166,11 +189,8 @@ impl RoomObject {
             &server,
             &welcome_frame(name.as_str(), last_id, &meta, &listed, count, &settings),
         );
-        if let Some(reset) = resume.and_then(ResetInfo::of) {
-            self.send(&server, &reset_frame(reset));
-        }
-        for frame in &replay {
-            self.send(&server, frame);
+        if let Some(batch) = &replay {
+            self.send_batch(&server, batch);
         }
         // The new socket learnt presence from its welcome.
         self.announce(announce, &member, &meta.conn);
@@ -219,6 +239,7 @@ impl RoomObject {
                     Err(e) => self.send(ws, &error_frame(&e, None)),
                 }
             }
+            Step::More { after } => self.continue_replay(ws, &mut meta, after),
             Step::Publish { publish, cid } => {
                 let origin = Origin {
                     from: meta.user.as_deref(),
@@ -242,6 +263,61 @@ impl RoomObject {
                 }
             }
         }
+    }
+
+    /// Reads the replay batch that follows `since`: the reset signal the
+    /// cursor calls for, then messages until `REPLAY_BATCH_BYTES`.
+    /// Synchronous, so no message can be published in between.
+    fn replay_batch(&self, since: Seq) -> Result<ReplayBatch, HubError> {
+        let resume = self.with_room(|r| r.log.resume(since))?;
+        let mut frames = Vec::new();
+        let mut budget = BatchBudget::new(REPLAY_BATCH_BYTES);
+        let mut last = resume.replay_after();
+        let complete = self.replay(resume.replay_after(), |message| {
+            let frame = message_frame(&message.envelope);
+            if !budget.admit(frame.len()) {
+                return false;
+            }
+            frames.push(frame);
+            last = message.id;
+            true
+        })?;
+        Ok(ReplayBatch {
+            reset: ResetInfo::of(resume),
+            frames,
+            more_after: (!complete).then_some(last),
+        })
+    }
+
+    /// Sends a replay batch, ended by `more` when history remains.
+    fn send_batch(&self, ws: &WebSocket, batch: &ReplayBatch) {
+        if let Some(reset) = batch.reset {
+            self.send(ws, &reset_frame(reset));
+        }
+        for frame in &batch.frames {
+            self.send(ws, frame);
+        }
+        if let Some(after) = batch.more_after {
+            self.send(ws, &more_frame(after));
+        }
+    }
+
+    /// The client read a batch and sent `more`: the next batch, and when
+    /// it reaches the newest message the socket takes live messages again,
+    /// in the same synchronous stretch, so none falls between.
+    fn continue_replay(&self, ws: &WebSocket, meta: &mut SocketMeta, after: Seq) {
+        let batch = match self.replay_batch(after) {
+            Ok(batch) => batch,
+            Err(e) => return self.send(ws, &error_frame(&e, None)),
+        };
+        meta.replay_after = batch.more_after.map(|s| s.0);
+        if let Err(e) = ws.serialize_attachment(&*meta) {
+            worker::console_error!("attachment: {}", e);
+        }
+        if meta.replay_after.is_none() {
+            let _ = self.with_sockets(|s| s.catching_up.remove(&meta.conn));
+        }
+        self.send_batch(ws, &batch);
     }
 
     /// The client closed: answer its close frame, then forget the socket.
@@ -280,7 +356,7 @@ impl RoomObject {
                 }
             }
         };
-        self.broadcast(&frame, Some(conn));
+        self.broadcast(&frame, Some(conn), false);
     }
 
     /// Sends one frame to one socket (counted toward its slow-consumer bound).
@@ -288,13 +364,30 @@ impl RoomObject {
         fanout::send(&self.state, ws, frame);
     }
 
-    /// Sends one frame to every socket but `except_conn`'s; the sockets
-    /// dropped as slow consumers leave presence.
-    pub(super) fn broadcast(&self, frame: &str, except_conn: Option<&str>) {
+    /// Sends a `message` frame to every socket that is not catching up
+    /// (those get it through their replay).
+    pub(super) fn broadcast_message(&self, frame: &str) {
+        let skip_catching_up = self
+            .with_sockets(|s| s.anyone_catching_up())
+            .unwrap_or(false);
+        self.broadcast(frame, None, skip_catching_up);
+    }
+
+    /// Sends one frame to every socket but `except_conn`'s (and those
+    /// catching up, when told); the sockets dropped as slow consumers leave
+    /// presence.
+    fn broadcast(&self, frame: &str, except_conn: Option<&str>, skip_catching_up: bool) {
         let max_message_bytes = crate::config::settings(&self.env)
             .map(|s| s.max_message_bytes)
             .unwrap_or_default();
-        for ws in fanout::broadcast(&self.state, frame, except_conn, max_message_bytes) {
+        let dropped = fanout::broadcast(
+            &self.state,
+            frame,
+            except_conn,
+            skip_catching_up,
+            max_message_bytes,
+        );
+        for ws in dropped {
             self.on_socket_gone(&ws);
         }
     }

@@ -279,15 +279,34 @@ impl Store {
         Ok(rows.first().map(|r| (Seq(r.id as u64), r.ts as u64)))
     }
 
-    /// Up to `limit` envelopes with ids greater than `after`, oldest first.
-    pub fn read_after(&self, after: Seq, limit: u32) -> Result<Vec<StoredMessage>, HubError> {
+    /// Up to `limit` envelopes with ids greater than `after`, oldest first,
+    /// stopping once they hold `max_bytes` (the one that crosses it is
+    /// still in, so a read is never empty while messages are due): a read
+    /// of maximum-size messages never pulls the whole history into the
+    /// isolate. Returns the envelopes and whether the read stopped at the
+    /// end of the log.
+    pub fn read_after(
+        &self,
+        after: Seq,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<(Vec<StoredMessage>, bool), HubError> {
         if !self.created.get() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         }
-        self.messages(
-            "SELECT id, event, body FROM hub_messages WHERE id > ? ORDER BY id LIMIT ?",
-            vec![int(after.0), int(u64::from(limit))],
-        )
+        let rows = self.messages(
+            "SELECT id, event, body FROM \
+             (SELECT id, event, body, SUM(len) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - len AS before FROM \
+              (SELECT id, event, body, length(CAST(body AS BLOB)) AS len FROM hub_messages \
+               WHERE id > ? ORDER BY id LIMIT ?)) \
+             WHERE before < ? ORDER BY id",
+            vec![int(after.0), int(u64::from(limit)), int(max_bytes)],
+        )?;
+        // A further row was left out only by the row limit, or by the byte
+        // budget when the rows read already reach it.
+        let bytes: u64 = rows.iter().map(|m| m.envelope.len() as u64).sum();
+        let at_end = (rows.len() as u32) < limit && bytes < max_bytes;
+        Ok((rows, at_end))
     }
 
     /// Up to `limit` envelopes after `after` (or the newest `limit` when

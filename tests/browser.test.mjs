@@ -257,6 +257,19 @@ describe('the browser client in Chromium: transports, fallback and recovery', ()
     await poll.close();
   });
 
+  test('a WebSocket resume over a long history follows the replay batches (more) to the end, then gets live messages', async () => {
+    const name = roomName('batches');
+    const data = 'x'.repeat(60 * 1024);
+    const ids = [];
+    for (let i = 0; i < 20; i += 1) ids.push((await publish(hub.url, name, { data })).body.id); // ~1.2 MiB
+    const page = await openPage(browser, proxy.url);
+    await openRoom(page, 'r', roomUrl(name), { transport: 'ws', since: 0 });
+    assert.deepEqual(await waitForIds(page, 'r', 20, 20_000), ids, 'every batch, in order');
+    ids.push((await publish(hub.url, name, { data: 'live' })).body.id);
+    assert.deepEqual(await waitForIds(page, 'r', 21), ids, 'then live');
+    await page.close();
+  });
+
   test('auto falls back to SSE when WebSockets are blocked, and returns to WebSocket once they pass again', async () => {
     const name = roomName('updown');
     proxy.block('ws');

@@ -197,6 +197,76 @@ describe('a hub with rate limits off (open mode)', () => {
     assert.equal(reader.closeInfo, null, 'the reading socket is still open');
   });
 
+  test('r13.3 a long WebSocket replay goes out in bounded batches, the next when the client asks; live messages wait their turn', async () => {
+    const room = roomName('batches');
+    await publishBig(hub.url, room, 30, 64 * 1024); // ~1.9 MiB of history
+    const { client } = await WsClient.welcomed(hub.url, room, '?since=0');
+    const more = await client.nextType('more');
+    const batch = client.ofType('message');
+    const batchBytes = batch.reduce((n, m) => n + JSON.stringify(m).length, 0);
+    assert.ok(batch.length >= 1 && batchBytes <= 512 * 1024, `a batch of ${batch.length} messages, ${batchBytes} bytes`);
+    assert.deepEqual(batch.map((m) => m.id), range(1, batch.length), 'the batch starts after since, in order');
+    assert.equal(more.after, batch.at(-1).id, 'more names the last id of the batch');
+
+    // A live message while the socket catches up is held back, and no
+    // further batch comes unasked: a presence round trip shows nothing
+    // else arrived in between.
+    const live = await post(hub.url, room, { data: 'live while catching up' });
+    assert.equal(live.status, 201);
+    client.send({ type: 'presence' });
+    await client.nextType('presence');
+    assert.equal(client.ofType('message').length, batch.length, `nothing unasked: ${client.seen()}`);
+
+    // Asking batch after batch delivers everything once, in order, the
+    // live message in its place, then live messages again.
+    let asked = 0;
+    while (client.ofType('message').at(-1)?.id !== 31) {
+      assert.ok(asked < 10, `still catching up after ${asked} batches: ${client.seen()}`);
+      client.send({ type: 'more' });
+      asked += 1;
+      await client.next((f) => (f.type === 'more' && f.after > more.after) || (f.type === 'message' && f.id === 31), `batch ${asked}`);
+    }
+    assert.ok(asked >= 3, `${asked} more batches for ~1.9 MiB`);
+    await post(hub.url, room, { data: 'live after' });
+    await client.nextMessage(32);
+    assert.deepEqual(client.messageIds(), range(1, 32), 'every id once, in order');
+    assert.ok(client.ofType('more').every((m) => m.after < 31), 'no more once caught up');
+
+    // A `more` nobody asked for is an invalid frame (a strike), not a crash.
+    client.send({ type: 'more' });
+    const err = await client.nextType('error');
+    assert.equal(err.code, 'invalid_body', show(err));
+    assert.equal(client.closeInfo, null);
+  });
+
+  test('r13.3 sockets that resume far behind and stop reading hold one replay batch each, not the history', async (t) => {
+    const room = roomName('pausedreplay');
+    await publishBig(hub.url, room, 150, 64 * 1024); // ~9.4 MiB of history
+    const before = rssOf(hub.pid);
+    const paused = [];
+    for (let i = 0; i < 8; i += 1) {
+      const client = new WsClient(wsUrl(hub.url, room, '?since=0'));
+      // Stop reading as soon as the upgrade is answered.
+      client.ws.once('upgrade', (res) => res.socket.pause());
+      paused.push(client);
+    }
+    await withTimeout(Promise.all(paused.map((c) => c.opened)), 20_000, 'eight upgrades');
+    // The room answered every upgrade with one batch; it stays quiet after.
+    const state = await request(hub.url, `/rooms/${room}`);
+    assert.equal(state.body.connections.ws, 8, show(state.body));
+    const grown = rssOf(hub.pid) - before;
+    t.diagnostic(`workerd grew by ${(grown / MiB).toFixed(1)} MiB for 8 paused replays`);
+    // The whole history to each would be ~75 MiB; one batch each is 4 MiB.
+    assert.ok(grown < 24 * MiB, `workerd grew by ${(grown / MiB).toFixed(1)} MiB`);
+    for (const c of paused) c.ws._socket.resume();
+    for (const c of paused) {
+      const more = await c.nextType('more', 20_000);
+      const ids = c.messageIds();
+      assert.deepEqual(ids, range(1, more.after), 'one batch, in order');
+      assert.ok(ids.length < 10, `${ids.length} messages in one batch`);
+    }
+  });
+
   test('r12.4 fifty timed-out long polls leave nothing behind in the room', async () => {
     const room = roomName('waiters');
     await post(hub.url, room, { data: 1 });

@@ -870,6 +870,13 @@ class SocketConnection extends Connection {
       case 'reset':
         room.onReset(msg);
         break;
+      case 'more':
+        // The hub replays a long history in batches: this one has been
+        // read (frames are handled in order), so ask for the next.
+        try {
+          this.ws.send('{"type":"more"}');
+        } catch (_) {}
+        break;
       case 'join':
         if (!room.presence.includes(msg.user)) {
           room.presence = [...room.presence, msg.user].sort();

@@ -21,6 +21,39 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Bytes of history one WebSocket replay batch holds. A socket that
+/// resumes far behind gets one batch, then a `more` frame; the next batch
+/// goes out when the client asks for it, so the room never queues more
+/// than one batch of history for a socket that does not read.
+pub const REPLAY_BATCH_BYTES: usize = 512 * 1024;
+
+/// Fills one bounded batch: admits items while their sizes fit the limit,
+/// and always the first one, so every batch makes progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchBudget {
+    left: usize,
+    admitted: usize,
+}
+
+impl BatchBudget {
+    pub fn new(limit: usize) -> Self {
+        BatchBudget {
+            left: limit,
+            admitted: 0,
+        }
+    }
+
+    /// Whether an item of `len` bytes joins the batch (and counts it).
+    pub fn admit(&mut self, len: usize) -> bool {
+        if self.admitted > 0 && len > self.left {
+            return false;
+        }
+        self.left = self.left.saturating_sub(len);
+        self.admitted += 1;
+        true
+    }
+}
+
 /// Strikes a WebSocket may collect at once before it is closed with 1008;
 /// they come back at [`STRIKES_PER_SEC`]. A client that sends a few bad
 /// frames now and then is buggy, one that sends a stream of them is abusive.
@@ -97,6 +130,24 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_stops_before_the_item_that_would_cross_its_limit() {
+        let mut b = BatchBudget::new(100);
+        assert!(b.admit(60));
+        assert!(b.admit(40), "exactly at the limit still fits");
+        assert!(!b.admit(1));
+        let mut b = BatchBudget::new(100);
+        assert!(b.admit(30));
+        assert!(!b.admit(80), "30 + 80 would cross 100");
+    }
+
+    #[test]
+    fn the_first_item_always_joins_so_every_batch_makes_progress() {
+        let mut b = BatchBudget::new(10);
+        assert!(b.admit(1_000));
+        assert!(!b.admit(1));
+    }
 
     #[test]
     fn a_burst_then_the_steady_rate() {

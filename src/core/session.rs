@@ -48,6 +48,12 @@ pub struct SocketMeta {
     /// The client's address, for anonymous sockets' shared budgets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
+    /// Set while the socket catches up: its replay has been sent up to
+    /// this id and continues when the client sends `more`. Live messages
+    /// are held back from it meanwhile (they reach it through the replay),
+    /// so it still sees every id once, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_after: Option<u64>,
 }
 
 impl SocketMeta {
@@ -68,6 +74,7 @@ impl SocketMeta {
             frames: TokenBucket::full(frame_burst, now_ms),
             strikes: TokenBucket::full(ABUSE_STRIKES, now_ms),
             addr: None,
+            replay_after: None,
         }
     }
 
@@ -118,6 +125,8 @@ pub enum ClientMsg {
         cid: Option<String>,
     },
     Presence,
+    /// The client read a replay batch and asks for the next one.
+    More,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +138,7 @@ enum RawClientMsg {
         cid: Option<String>,
     },
     Presence {},
+    More {},
 }
 
 impl ClientMsg {
@@ -136,10 +146,10 @@ impl ClientMsg {
         let value: Value =
             serde_json::from_str(text).map_err(|e| HubError::InvalidJson(e.to_string()))?;
         match value.get("type").and_then(Value::as_str) {
-            Some("publish" | "presence") => {}
+            Some("publish" | "presence" | "more") => {}
             Some(other) => {
                 return Err(HubError::InvalidBody(format!(
-                    "unknown frame type '{}'; expected publish or presence",
+                    "unknown frame type '{}'; expected publish, presence or more",
                     other.chars().take(32).collect::<String>()
                 )))
             }
@@ -163,6 +173,7 @@ impl ClientMsg {
                 })
             }
             RawClientMsg::Presence {} => Ok(ClientMsg::Presence),
+            RawClientMsg::More {} => Ok(ClientMsg::More),
         }
     }
 }
@@ -192,6 +203,8 @@ pub enum Step {
     },
     /// Answer the sender with the room's members.
     Presence,
+    /// Send the sender its next replay batch, after `after`.
+    More { after: Seq },
     /// Answer the sender with this frame; the socket stays open.
     Reply(String),
     /// Send the error (naming `cid`), then close the socket with its close code.
@@ -212,6 +225,14 @@ pub fn on_text_frame(meta: &mut SocketMeta, text: &str, settings: &Settings, now
     };
     match msg {
         ClientMsg::Presence => Step::Presence,
+        ClientMsg::More => match meta.replay_after {
+            Some(after) => Step::More { after: Seq(after) },
+            None => {
+                let err =
+                    HubError::InvalidBody("nothing more to send: the replay is complete".into());
+                meta.strike(err, None, now_ms)
+            }
+        },
         ClientMsg::Publish { publish, cid } => {
             if !meta.can_publish {
                 let err = HubError::Forbidden("this token does not grant publish");
@@ -326,6 +347,13 @@ pub fn presence_frame(members: &[String], count: usize) -> String {
     json!({"type": "presence", "members": members, "count": count}).to_string()
 }
 
+/// Ends a replay batch when history remains after it: the client sends
+/// `{"type":"more"}` once it has read the batch; until then live messages
+/// are held back from it.
+pub fn more_frame(after: Seq) -> String {
+    json!({"type": "more", "after": after.0}).to_string()
+}
+
 pub fn reset_frame(reset: ResetInfo) -> String {
     json!({"type": "reset", "reason": reset.reason, "first_id": reset.first_id}).to_string()
 }
@@ -435,6 +463,26 @@ mod tests {
             on_text_frame(&mut m, r#"{"type":"presence"}"#, &settings(), 0),
             Step::Presence
         );
+    }
+
+    #[test]
+    fn more_continues_a_replay_and_is_a_strike_when_there_is_none() {
+        let mut m = meta(true);
+        m.replay_after = Some(7);
+        assert_eq!(
+            on_text_frame(&mut m, r#"{"type":"more"}"#, &settings(), 0),
+            Step::More { after: Seq(7) }
+        );
+        m.replay_after = None;
+        let strikes_before = m.strikes.clone();
+        let step = on_text_frame(&mut m, r#"{"type":"more"}"#, &settings(), 0);
+        assert_eq!(code_of(&step), "invalid_body");
+        assert_ne!(m.strikes, strikes_before, "an unasked-for more is a strike");
+        // The cursor survives hibernation in the attachment.
+        m.replay_after = Some(42);
+        let back: SocketMeta = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back.replay_after, Some(42));
+        assert_eq!(more_frame(Seq(42)), r#"{"type":"more","after":42}"#);
     }
 
     #[test]
