@@ -1,51 +1,59 @@
-//! The `RoomObject` Durable Object: one room, one thread, one ordered log.
+//! The `RoomObject` Durable Object: one room, one thread, one ordered log,
+//! three transports.
 //!
-//! Requests arrive here from the Worker (`src/routes.rs`) already routed
-//! and checked for origin. The object loads its room from SQLite on the
-//! first event after it starts or wakes from hibernation (a request, or a
-//! WebSocket event that carries no path), then serves every transport from
-//! that one log.
+//! Requests arrive from the Worker (`src/routes.rs`) already routed,
+//! authenticated and described ([`RoomRequest`], read from one internal
+//! header): the room never parses a path or an identity header. The object
+//! loads its log from SQLite on the first event after it starts or wakes
+//! from hibernation (a request, or a WebSocket event, whose socket's
+//! attachment names the room), then serves every transport from that log.
+//!
+//! The shape: the log ([`log::PersistedLog`]: accept, store, replay,
+//! idempotency) and one hub per transport, each owning its connections
+//! behind `core::transport::Transport`: [`sockets::SocketHub`] (WebSocket
+//! sessions, Hibernation API), [`sse::StreamHub`] (Server-Sent Events
+//! streams and their heartbeat) and [`poll::PollHub`] (held long polls).
+//! What concerns every connection is one loop over [`RoomObject::hubs`]:
+//! delivery ([`RoomObject::deliver`]), admission ([`RoomObject::admit`])
+//! and counting (`GET /rooms/{room}`).
 //!
 //! Invariants:
 //! - All `RefCell` borrows end before any `.await`: handlers interleave at
 //!   awaits, and a borrow held across one would panic the instance.
-//! - A message is acknowledged only after [`room::LoadedRoom::accept`]
-//!   stored it; [`RoomObject::deliver`] then hands it to every subscriber
-//!   of every transport, in id order, in the same synchronous stretch.
+//! - A message is acknowledged only after the log stored it; `deliver`
+//!   then hands it to every hub, in id order, in the same synchronous
+//!   stretch.
+//! - Settings are read once, when the object starts (`crate::config`); a
+//!   bad setting answers every request with `bad_config`.
 //! - Nothing here panics on input: handlers return errors, which become
 //!   JSON errors, `error` frames or close codes.
 //!
-//! Module map: `store` (SQLite), `room` (accepting messages), `poll`
-//! (polling and long-polling), `sockets` (WebSocket sessions with the
-//! Hibernation API), `sse` (Server-Sent Events streams and their
-//! heartbeat), `fanout` (broadcast in one boundary crossing).
+//! Other modules: `store` (SQLite), `budgets` (publish budgets per user),
+//! `fanout` (WebSocket sends in one boundary crossing).
 
+mod budgets;
 mod fanout;
+mod log;
 mod poll;
-mod room;
 mod sockets;
 mod sse;
 mod store;
 
-use crate::core::auth::{budget_key, connection_key, Identity, ANONYMOUS_KEY, IDENTITY_HEADER};
-use crate::core::cursor::Seq;
+use crate::core::auth::Identity;
 use crate::core::error::HubError;
-use crate::core::limits::TokenBucket;
-use crate::core::log::RoomLog;
 use crate::core::names::RoomName;
-use crate::core::protocol::{ConnectionCounts, Publish, Published, RoomState};
-use crate::core::route::{route, Action, Method, Route};
-use crate::core::session::message_frame;
+use crate::core::protocol::{Publish, Published, RoomState};
+use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
 use crate::core::settings::Settings;
+use crate::core::transport::{self, StoredMessage, Transport};
 use crate::respond::{self, Cors};
-use futures_channel::oneshot;
-use room::{LoadedRoom, Origin};
-use sockets::SocketIndex;
-use sse::SseHub;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use budgets::PublishBudgets;
+use log::{Origin, PersistedLog};
+use poll::PollHub;
+use sockets::SocketHub;
+use sse::StreamHub;
+use std::cell::RefCell;
 use std::rc::Rc;
-use store::StoredMessage;
 use worker::{
     durable_object, js_sys, worker_sys::WebSocketRequestResponsePair, DurableObject, Env, Request,
     Response, State, WebSocket, WebSocketIncomingMessage,
@@ -54,47 +62,13 @@ use worker::{
 #[durable_object]
 pub struct RoomObject {
     state: State,
-    env: Env,
-    room: RefCell<Option<LoadedRoom>>,
-    /// Who holds which WebSocket (presence, counts per budget key);
-    /// rebuilt from attachments after a wake.
-    sockets: RefCell<Option<SocketIndex>>,
-    /// Open Server-Sent Events streams; shared with their heartbeat loop.
-    sse: Rc<RefCell<SseHub>>,
-    /// Long polls waiting for the next message, by waiter id; each is
-    /// woken once, and removed when it fires or times out.
-    waiters: RefCell<HashMap<u64, oneshot::Sender<()>>>,
-    /// The id of the next waiter.
-    next_waiter: Cell<u64>,
-    /// Long polls currently held per connection key (`None`: anonymous).
-    held_polls: RefCell<HashMap<Option<String>, u32>>,
-    /// Publish budgets per budget key, shared by every WebSocket and HTTP
-    /// publish of that user (`RATE_PER_SEC`/`RATE_BURST`): reconnecting
-    /// does not refill them.
-    publish_budgets: RefCell<HashMap<String, TokenBucket>>,
-}
-
-/// Publish budgets kept before the full ones are forgotten (a full bucket
-/// is the same as a new one, so forgetting it changes nothing).
-const PUBLISH_BUDGETS_KEPT: usize = 4096;
-
-/// Who is asking, as the room sees it.
-pub struct Caller {
-    pub identity: Identity,
-    /// The client's address (`CF-Connecting-IP`) for anonymous callers.
-    pub addr: Option<String>,
-}
-
-impl Caller {
-    /// The key of this caller's publish budget.
-    pub fn budget_key(&self) -> Option<String> {
-        budget_key(&self.identity, self.addr.as_deref())
-    }
-
-    /// The key of this caller's per-user connection count.
-    pub fn connection_key(&self) -> Option<String> {
-        connection_key(&self.identity)
-    }
+    settings: Result<Rc<Settings>, HubError>,
+    /// The room's log, loaded on the first event (`None` until then).
+    log: RefCell<Option<PersistedLog>>,
+    sockets: SocketHub,
+    streams: StreamHub,
+    polls: PollHub,
+    budgets: PublishBudgets,
 }
 
 impl DurableObject for RoomObject {
@@ -105,16 +79,17 @@ impl DurableObject for RoomObject {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(e) => worker::console_error!("auto-response: {:?}", e),
         }
+        let settings = crate::config::settings(&env);
+        // With bad settings every request fails before a hub is used.
+        let hub_settings = settings.as_deref().cloned().unwrap_or_default();
         RoomObject {
+            sockets: SocketHub::new(&state, &hub_settings),
+            streams: StreamHub::default(),
+            polls: PollHub::default(),
+            budgets: PublishBudgets::default(),
+            log: RefCell::new(None),
+            settings,
             state,
-            env,
-            room: RefCell::new(None),
-            sockets: RefCell::new(None),
-            sse: Rc::new(RefCell::new(SseHub::default())),
-            waiters: RefCell::new(HashMap::new()),
-            next_waiter: Cell::new(0),
-            held_polls: RefCell::new(HashMap::new()),
-            publish_budgets: RefCell::new(HashMap::new()),
         }
     }
 
@@ -151,22 +126,9 @@ impl DurableObject for RoomObject {
 
     async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> worker::Result<()> {
         worker::console_warn!("websocket error: {}", error);
-        self.on_socket_gone(&ws);
+        self.on_socket_error(&ws);
         Ok(())
     }
-}
-
-/// What one storage read brings into the isolate when replaying: at most
-/// this many rows, and at most this many bytes (plus one message).
-const REPLAY_READ_ROWS: u32 = 200;
-const REPLAY_READ_BYTES: u64 = 256 * 1024;
-
-/// The last value of a query parameter, decoded.
-fn query_param(url: &worker::Url, name: &str) -> Option<String> {
-    url.query_pairs()
-        .filter(|(k, _)| k == name)
-        .last()
-        .map(|(_, v)| v.into_owned())
 }
 
 /// Milliseconds since the epoch, from the runtime's clock.
@@ -180,15 +142,28 @@ fn random_u32() -> u32 {
 }
 
 impl RoomObject {
+    /// Every transport's hub: what concerns every connection loops here.
+    fn hubs(&self) -> [&dyn Transport; 3] {
+        [&self.sockets, &self.streams, &self.polls]
+    }
+
+    fn settings(&self) -> Result<Rc<Settings>, HubError> {
+        self.settings.clone()
+    }
+
     /// The response to a request: the handler's, or its error as JSON.
     async fn answer(&self, req: Request) -> Response {
-        let settings = match crate::config::settings(&self.env) {
+        let described = req.headers().get(ROOM_REQUEST_HEADER).ok().flatten();
+        let request = match RoomRequest::from_header(described.as_deref()) {
+            Ok(r) => r,
+            Err(e) => return respond::error(&e, &Cors::None),
+        };
+        let settings = match self.settings() {
             Ok(s) => s,
             Err(e) => return respond::error(&e, &Cors::None),
         };
-        let origin = req.headers().get("Origin").ok().flatten();
-        let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-        match self.handle(&req, settings, &cors).await {
+        let cors = Cors::for_origin(&settings.allowed_origins, request.origin.as_deref());
+        match self.handle(&req, &request, &settings, &cors).await {
             Ok(resp) => resp,
             Err(e) => respond::error(&e, &cors),
         }
@@ -197,91 +172,52 @@ impl RoomObject {
     async fn handle(
         &self,
         req: &Request,
-        settings: Rc<Settings>,
+        request: &RoomRequest,
+        settings: &Settings,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        // Parsed once here; the handlers read the query from it.
-        let url = req.url().map_err(respond::internal)?;
-        let Route { room, endpoint } = route(url.path())?;
-        let action = endpoint.action(Method::parse(req.method().as_ref()))?;
-        let caller = self.caller(req)?;
-        self.load(room, Some(settings))?;
-        match action {
-            Action::Publish => self.on_publish(req, &caller, cors).await,
-            Action::Poll => self.on_poll(req, &url, &caller, cors).await,
-            Action::ReadState => self.on_read_state(&caller, cors),
-            Action::OpenSocket => self.on_open_socket(&url, &caller),
-            Action::OpenEvents => self.on_open_events(req, &url, &caller, cors),
+        self.load(&request.room)?;
+        if request.action.opens_connection() {
+            self.admit(request)?;
+        }
+        match &request.action {
+            RoomAction::Publish { idempotency_key } => {
+                self.on_publish(req, request, idempotency_key.as_deref(), settings, cors)
+                    .await
+            }
+            RoomAction::Poll {
+                query,
+                if_none_match,
+            } => {
+                self.on_poll(request, query, if_none_match.as_deref(), cors)
+                    .await
+            }
+            RoomAction::ReadState => self.on_read_state(request, cors),
+            RoomAction::OpenSocket { since } => self.on_open_socket(request, *since),
+            RoomAction::OpenEvents { cursor } => self.on_open_events(request, *cursor, cors),
         }
     }
 
-    /// Who the request is. The identity header is set by the Worker after
-    /// it verified the token, over anything a client sent; without a
-    /// secret every request is anonymous and the header is not even read.
-    fn caller(&self, req: &Request) -> Result<Caller, HubError> {
-        let header = |name: &str| req.headers().get(name).ok().flatten();
-        let identity = match crate::config::hub_secret(&self.env)? {
-            None => Identity::Anonymous,
-            Some(_) => Identity::from_header(header(IDENTITY_HEADER).as_deref())?,
-        };
-        let addr = match identity {
-            Identity::Anonymous => header("CF-Connecting-IP"),
-            Identity::User { .. } => None,
-        };
-        Ok(Caller { identity, addr })
-    }
-
-    /// Loads the room from storage once per instance. `name` comes from the
-    /// request path, or from a socket's attachment when a WebSocket event
-    /// wakes the room.
-    fn load(&self, name: RoomName, settings: Option<Rc<Settings>>) -> Result<(), HubError> {
-        if self.room.borrow().is_some() {
+    /// Loads the room's log from storage once per instance.
+    fn load(&self, name: &RoomName) -> Result<(), HubError> {
+        if self.log.borrow().is_some() {
             return Ok(());
         }
-        let settings = match settings {
-            Some(s) => s,
-            None => crate::config::settings(&self.env)?,
-        };
-        let (store, restored) = store::Store::open(self.state.storage().sql(), random_u32)?;
-        let log = RoomLog::restore(
-            restored.epoch,
-            restored.last_id,
-            restored.kept,
+        let settings = self.settings()?;
+        let log = PersistedLog::open(
+            self.state.storage().sql(),
+            name.clone(),
             settings.history_limit,
-        );
-        *self.room.borrow_mut() = Some(LoadedRoom {
-            name,
-            settings,
-            log,
-            store,
-            loads: restored.loads,
-        });
+            random_u32,
+        )?;
+        *self.log.borrow_mut() = Some(log);
         Ok(())
     }
 
-    /// Calls `f` on every kept message after `after`, in id order, until it
-    /// returns `false`; returns whether it saw them all. Synchronous, so no
-    /// message can be published in between.
-    fn replay(
-        &self,
-        mut after: Seq,
-        mut f: impl FnMut(&StoredMessage) -> bool,
-    ) -> Result<bool, HubError> {
-        loop {
-            let (batch, at_end) = self.with_room(|r| {
-                r.store
-                    .read_after(after, REPLAY_READ_ROWS, REPLAY_READ_BYTES)
-            })??;
-            for message in &batch {
-                if !f(message) {
-                    return Ok(false);
-                }
-            }
-            match batch.last() {
-                Some(last) if !at_end => after = last.id,
-                _ => return Ok(true),
-            }
-        }
+    /// Loads the room named by a socket's attachment: a WebSocket event
+    /// that wakes the room carries no request to name it.
+    fn load_named(&self, name: &str) -> Result<(), HubError> {
+        self.load(&RoomName::parse(name)?)
     }
 
     /// Lets go of the database that reading a never-published room opened:
@@ -290,7 +226,7 @@ impl RoomObject {
     /// them. (On the platform an object without stored data is not kept;
     /// local workerd leaves an empty 4 KB file where it kept three before.)
     async fn release_unused_storage(&self) {
-        let unused = matches!(self.room.borrow().as_ref(), Some(r) if !r.store.is_created());
+        let unused = matches!(self.log.borrow().as_ref(), Some(l) if !l.is_created());
         if unused {
             if let Err(e) = self.state.storage().delete_all().await {
                 worker::console_warn!("releasing an unused room's storage: {}", e);
@@ -298,162 +234,92 @@ impl RoomObject {
         }
     }
 
-    /// Runs `f` on the loaded room. Never call across an `.await`.
-    fn with_room<T>(&self, f: impl FnOnce(&mut LoadedRoom) -> T) -> Result<T, HubError> {
-        let mut guard = self.room.borrow_mut();
-        let room = guard
+    /// Runs `f` on the loaded log. Never call across an `.await`.
+    fn with_log<T>(&self, f: impl FnOnce(&mut PersistedLog) -> T) -> Result<T, HubError> {
+        let mut guard = self.log.borrow_mut();
+        let log = guard
             .as_mut()
             .ok_or_else(|| HubError::Internal("room used before load".into()))?;
-        Ok(f(room))
+        Ok(f(log))
     }
 
-    /// Refuses a new live connection when the room holds
-    /// `MAX_CONNECTIONS_PER_ROOM`, or when its user already holds
-    /// `MAX_CONNECTIONS_PER_USER` in this room, across transports.
-    fn check_connection_limit(&self, caller: &Caller) -> Result<(), HubError> {
-        let (per_room, per_user) = self.with_room(|r| {
-            (
-                r.settings.max_connections_per_room,
-                r.settings.max_connections_per_user,
-            )
-        })?;
-        if per_room > 0 {
-            let counts = self.connection_counts()?;
-            if counts.ws + counts.sse + counts.poll >= per_room {
-                return Err(HubError::RoomFull { limit: per_room });
-            }
-        }
-        let Some(key) = caller.connection_key() else {
-            return Ok(());
-        };
-        if per_user == 0 {
-            return Ok(());
-        }
-        let sockets = self.with_sockets(|s| s.connections_of(&key))?;
-        let streams = self.sse.borrow().count_of(&key);
-        let polls = self
-            .held_polls
-            .borrow()
-            .get(&Some(key))
-            .copied()
-            .unwrap_or(0) as usize;
-        if sockets + streams + polls >= per_user as usize {
-            return Err(HubError::TooManyConnections { limit: per_user });
-        }
-        Ok(())
+    /// Whether the caller may open one more live connection, on any
+    /// transport (`MAX_CONNECTIONS_PER_ROOM`, `MAX_CONNECTIONS_PER_USER`).
+    fn admit(&self, request: &RoomRequest) -> Result<(), HubError> {
+        let settings = self.settings()?;
+        transport::admit(
+            &self.hubs(),
+            request.connection_key().as_deref(),
+            settings.max_connections_per_room,
+            settings.max_connections_per_user,
+        )
     }
 
-    /// Live connections by transport.
-    fn connection_counts(&self) -> Result<ConnectionCounts, HubError> {
-        Ok(ConnectionCounts {
-            ws: self.with_sockets(|s| s.connections())? as u32,
-            sse: self.sse.borrow().count() as u32,
-            poll: self.held_polls.borrow().values().sum(),
-        })
-    }
-
-    /// Takes one token from the publish budget of `key` (a budget key, or
-    /// `None` for anonymous callers without an address, who share one).
-    fn take_publish_token(&self, key: Option<&str>, settings: &Settings) -> Result<(), HubError> {
-        let (rate, burst) = (settings.rate_per_sec, settings.rate_burst);
-        if rate == 0 {
-            return Ok(());
-        }
-        let now = now_ms();
-        let mut budgets = self.publish_budgets.borrow_mut();
-        if budgets.len() >= PUBLISH_BUDGETS_KEPT {
-            budgets.retain(|_, b| !b.is_full_at(rate, burst, now));
-        }
-        budgets
-            .entry(key.unwrap_or(ANONYMOUS_KEY).to_owned())
-            .or_insert_with(|| TokenBucket::full(burst, now))
-            .take(rate, burst, now)
-            .map_err(|retry_after_ms| HubError::RateLimited { retry_after_ms })
+    /// Hands a newly stored message to every hub: WebSockets, SSE streams,
+    /// then held long polls.
+    fn deliver(&self, message: &StoredMessage) {
+        transport::deliver_all(&self.hubs(), message);
     }
 
     async fn on_publish(
         &self,
         req: &Request,
-        caller: &Caller,
+        request: &RoomRequest,
+        idempotency_key: Option<&str>,
+        settings: &Settings,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        if !caller.identity.can_publish() {
+        if !request.identity.can_publish() {
             return Err(HubError::Forbidden("the token does not grant publish"));
         }
-        let settings = self.with_room(|r| r.settings.clone())?;
+        // Content-Type and a declared Content-Length were checked by the
+        // Worker; a body without a length is bounded while it is read.
         let max = settings.max_message_bytes;
-        let header = |name| req.headers().get(name).ok().flatten();
-        crate::core::protocol::check_publish_headers(
-            header("Content-Type").as_deref(),
-            header("Content-Length").as_deref(),
-            max,
-        )?;
-        let key_header = header("Idempotency-Key");
         let bytes = crate::body::read_within(req.inner(), max).await?;
         let body = std::str::from_utf8(&bytes)
             .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?;
         let publish = Publish::from_http_body(body, max)?;
-        let key = key_header
-            .as_deref()
-            .map(|k| crate::core::protocol::idempotency_key("Idempotency-Key", k))
-            .transpose()?;
-        self.take_publish_token(caller.budget_key().as_deref(), &settings)?;
+        self.budgets
+            .take(request.budget_key().as_deref(), settings, now_ms())?;
         let origin = Origin {
-            from: caller.identity.user(),
-            key,
+            from: request.identity.user(),
+            key: idempotency_key,
         };
-        let accepted = self.with_room(|r| r.accept(&publish, &origin, now_ms()))??;
+        let accepted = self.with_log(|l| l.accept(&publish, &origin, max, now_ms()))??;
         if let Some(message) = &accepted.stored {
             self.deliver(message);
         }
-        let resp = respond::json(
-            201,
-            &Published {
-                id: accepted.id.0,
-                ts: accepted.ts_ms,
-            },
-            cors,
-        )
-        .map_err(respond::internal)?;
+        let published = Published {
+            id: accepted.id.0,
+            ts: accepted.ts_ms,
+        };
+        let resp = respond::json(201, &published, cors)?;
         if accepted.stored.is_none() {
-            resp.headers()
-                .set("Idempotent-Replayed", "true")
-                .map_err(respond::internal)?;
+            resp.headers().set("Idempotent-Replayed", "true")?;
         }
         Ok(resp)
     }
 
-    /// Hands a newly stored message to every live subscriber of every
-    /// transport: WebSockets (one frame, built once), then long polls.
-    fn deliver(&self, message: &StoredMessage) {
-        self.broadcast_message(&message_frame(&message.envelope));
-        self.sse.borrow_mut().deliver(message);
-        for (_, waiter) in self.waiters.borrow_mut().drain() {
-            let _ = waiter.send(());
-        }
-    }
-
-    fn on_read_state(&self, caller: &Caller, cors: &Cors) -> Result<Response, HubError> {
-        let presence = self.with_sockets(|s| s.presence.members())?;
-        let connect_refused = self.check_connection_limit(caller).err().map(|e| e.body());
-        let connections = self.connection_counts()?;
-        let open = crate::config::hub_secret(&self.env)?.is_none();
-        let poll_waiters = self.waiters.borrow().len() as u32;
-        let body = self
-            .with_room(|r| {
-                serde_json::to_string(&RoomState {
-                    room: r.name.as_str(),
-                    last_id: r.log.last_id().0,
-                    first_id: r.log.first_kept().0,
-                    connections,
-                    presence,
-                    open,
-                    loads: r.loads,
-                    poll_waiters,
-                    connect_refused,
-                })
-            })?
-            .map_err(|e| HubError::Internal(e.to_string()))?;
-        respond::json_text(200, body, cors).map_err(respond::internal)
+    fn on_read_state(&self, request: &RoomRequest, cors: &Cors) -> Result<Response, HubError> {
+        let hubs = self.hubs();
+        let connections = transport::counts(&hubs);
+        let connect_refused = self.admit(request).err().map(|e| e.body());
+        let presence = self.sockets.members();
+        let body = self.with_log(|l| {
+            serde_json::to_string(&RoomState {
+                room: l.name.as_str(),
+                last_id: l.position.last_id().0,
+                first_id: l.position.first_kept().0,
+                connections,
+                presence,
+                // Only a hub without a secret lets a caller in anonymously.
+                open: request.identity == Identity::Anonymous,
+                loads: l.loads,
+                poll_waiters: connections.poll,
+                connect_refused,
+            })
+            .map_err(|e| HubError::Internal(e.to_string()))
+        })??;
+        Ok(respond::json_text(200, body, cors)?)
     }
 }

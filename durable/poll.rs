@@ -1,27 +1,88 @@
-//! Polling and long-polling: `GET /rooms/{room}/messages`.
+//! Polling and long-polling: `GET /rooms/{room}/messages`, and the hub of
+//! held long polls.
 //!
 //! A conditional poll whose `If-None-Match` matches the room's ETag is
 //! answered `304` from memory: one string comparison, no storage read, no
 //! body. A long poll (`wait=S`) with nothing new is held on a one-shot
-//! waiter that the next accepted message fires, whatever transport
-//! published it, and released at its deadline at the latest.
+//! waiter in the [`PollHub`], which the next accepted message fires,
+//! whatever transport published it; it is released at its deadline at the
+//! latest.
 //!
-//! Invariants: a waiter is in the room's list only while its poll is held
-//! (a timed-out poll removes its own), so a quiet room's list never grows;
-//! a `200` page holds at most `POLL_PAGE_BYTES` of messages (plus one, so
-//! every page makes progress), and a client continues from its last id.
+//! Invariants: a waiter is in the hub only while its poll is held (a
+//! timed-out poll removes its own), so a quiet room's hub never grows; a
+//! held poll counts as a live connection of its caller, an immediate one
+//! does not; a `200` page holds at most `POLL_PAGE_BYTES` of messages (plus
+//! one, so every page makes progress), and a client continues from its
+//! last id.
 
-use super::{Caller, RoomObject};
+use super::{now_ms, RoomObject};
 use crate::core::cursor::Cursor;
 use crate::core::error::HubError;
 use crate::core::etag::if_none_match;
-use crate::core::protocol::{poll_body, ResetInfo};
+use crate::core::protocol::poll_body;
 use crate::core::query::PollQuery;
+use crate::core::request::RoomRequest;
+use crate::core::transport::{StoredMessage, Transport, TransportKind};
 use crate::respond::{self, Cors};
 use futures_channel::oneshot;
 use futures_util::future::select;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::time::Duration;
-use worker::{Delay, Request, Response};
+use worker::{Delay, Response};
+
+/// One held long poll: whose it is, and how to wake it.
+struct Waiter {
+    key: Option<String>,
+    wake: oneshot::Sender<()>,
+}
+
+/// The room's held long polls, by waiter id.
+#[derive(Default)]
+pub struct PollHub {
+    waiters: RefCell<HashMap<u64, Waiter>>,
+    next_id: Cell<u64>,
+}
+
+impl PollHub {
+    /// Holds until the next delivered message or the timeout, whichever is
+    /// first. The poll counts as a live connection of `key` meanwhile.
+    async fn wait_for_message(&self, key: Option<String>, timeout: Duration) {
+        let (wake, woken) = oneshot::channel();
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.waiters.borrow_mut().insert(id, Waiter { key, wake });
+        let _ = select(woken, Delay::from(timeout)).await;
+        // Fired waiters were taken out by `deliver`; a timed-out one is
+        // still there and must not outlive its poll.
+        self.waiters.borrow_mut().remove(&id);
+    }
+}
+
+impl Transport for PollHub {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Poll
+    }
+
+    fn connections(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+
+    fn connections_of(&self, key: &str) -> usize {
+        self.waiters
+            .borrow()
+            .values()
+            .filter(|w| w.key.as_deref() == Some(key))
+            .count()
+    }
+
+    /// Wakes every held poll; each answers with what is new.
+    fn deliver(&self, _message: &StoredMessage) {
+        for (_, waiter) in self.waiters.borrow_mut().drain() {
+            let _ = waiter.wake.send(());
+        }
+    }
+}
 
 /// What a poll should answer right now.
 enum Answer {
@@ -36,99 +97,56 @@ enum Answer {
 impl RoomObject {
     pub(super) async fn on_poll(
         &self,
-        req: &Request,
-        url: &worker::Url,
-        caller: &Caller,
+        request: &RoomRequest,
+        query: &PollQuery,
+        validator: Option<&str>,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        let max_wait = self.with_room(|r| r.settings.long_poll_max_secs)?;
-        let query = PollQuery::parse(
-            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            max_wait,
-        )?;
-        let validator = req.headers().get("If-None-Match").ok().flatten();
-
-        let deadline_ms = super::now_ms() + u64::from(query.wait_secs) * 1000;
+        let deadline_ms = now_ms() + u64::from(query.wait_secs) * 1000;
         let mut holding = false;
         loop {
-            let answer = self.with_room(|r| {
-                if let Some(v) = validator.as_deref() {
-                    if if_none_match(v, r.log.etag()) {
-                        return Answer::NotModified(r.log.etag().to_owned());
-                    }
+            let answer = self.with_log(|l| {
+                let position = &l.position;
+                if validator.is_some_and(|v| if_none_match(v, position.etag())) {
+                    return Answer::NotModified(position.etag().to_owned());
                 }
                 match query.cursor {
-                    Cursor::After(since) if since == r.log.last_id() => Answer::NothingNew,
+                    Cursor::After(since) if since == position.last_id() => Answer::NothingNew,
                     _ => Answer::Messages,
                 }
             })?;
-            let now = super::now_ms();
+            let now = now_ms();
             let waiting = !matches!(answer, Answer::Messages) && now < deadline_ms;
             if !waiting {
                 return match answer {
-                    Answer::NotModified(etag) => {
-                        respond::not_modified(&etag, cors).map_err(respond::internal)
-                    }
-                    _ => self.messages(&query, cors),
+                    Answer::NotModified(etag) => Ok(respond::not_modified(&etag, cors)?),
+                    _ => self.messages(query, cors),
                 };
             }
             if !holding {
                 // A held poll is a live connection; an immediate one is not.
-                self.check_connection_limit(caller)?;
+                self.admit(request)?;
                 holding = true;
             }
-            self.wait_for_message(
-                caller.connection_key(),
-                Duration::from_millis(deadline_ms - now),
-            )
-            .await;
-        }
-    }
-
-    /// Holds until the next accepted message or the timeout, whichever is
-    /// first. The poll counts as a live connection of `key` meanwhile.
-    async fn wait_for_message(&self, key: Option<String>, timeout: Duration) {
-        let (tx, rx) = oneshot::channel();
-        let id = self.next_waiter.get();
-        self.next_waiter.set(id + 1);
-        self.waiters.borrow_mut().insert(id, tx);
-        *self.held_polls.borrow_mut().entry(key.clone()).or_insert(0) += 1;
-        let _ = select(rx, Delay::from(timeout)).await;
-        // Fired waiters were taken out by `deliver`; a timed-out one is
-        // still there and must not outlive its poll.
-        self.waiters.borrow_mut().remove(&id);
-        let mut held = self.held_polls.borrow_mut();
-        if let Some(n) = held.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&key);
-            }
+            self.polls
+                .wait_for_message(
+                    request.connection_key(),
+                    Duration::from_millis(deadline_ms - now),
+                )
+                .await;
         }
     }
 
     /// The `200` answer: messages after the cursor (with `reset` when it is
     /// older than the kept history), or the newest `limit` without one.
     fn messages(&self, query: &PollQuery, cors: &Cors) -> Result<Response, HubError> {
-        let (body, etag) = self.with_room(|r| -> Result<(String, String), HubError> {
-            let (joined, reset) = match query.cursor {
-                Cursor::Latest => (r.store.joined(None, query.limit)?, None),
-                Cursor::After(since) => {
-                    let resume = r.log.resume(since);
-                    let reset = ResetInfo::of(resume);
-                    (
-                        r.store.joined(Some(resume.replay_after()), query.limit)?,
-                        reset,
-                    )
-                }
-            };
-            let body = poll_body(&r.name, &joined, r.log.last_id(), reset);
-            Ok((body, r.log.etag().to_owned()))
+        let (body, etag) = self.with_log(|l| -> Result<(String, String), HubError> {
+            let (joined, reset) = l.page(query.cursor, query.limit)?;
+            let body = poll_body(&l.name, &joined, l.position.last_id(), reset);
+            Ok((body, l.position.etag().to_owned()))
         })??;
-        let resp = respond::json_text(200, body, cors).map_err(respond::internal)?;
-        resp.headers()
-            .set("ETag", &etag)
-            .map_err(respond::internal)?;
+        let resp = respond::json_text(200, body, cors)?;
+        resp.headers().set("ETag", &etag)?;
         Ok(resp)
     }
 }

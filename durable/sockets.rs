@@ -1,9 +1,12 @@
-//! WebSocket sessions with the Hibernation API.
+//! WebSocket sessions with the Hibernation API: the [`SocketHub`], and the
+//! room's handlers for socket events.
 //!
 //! Each socket is accepted by the room's state (not by this instance), so
 //! the room can hibernate while sockets stay open. Everything a socket must
-//! remember lives in its attachment ([`SocketMeta`]); presence lives in
-//! memory and is rebuilt from the attachments after a wake.
+//! remember lives in its attachment ([`SocketMeta`]); the hub's index
+//! (presence, connections per key, who is catching up) lives in memory and
+//! is rebuilt from the attachments after a wake. What goes out on a socket
+//! is one of `core::frames::ServerMsg`.
 //!
 //! Invariants:
 //! - A socket's first frame is `welcome`, then `reset` if its cursor is
@@ -27,22 +30,23 @@
 //!   failed replay refuses the upgrade and leaves no ghost member.
 
 use super::fanout;
-use super::room::Origin;
-use super::{now_ms, query_param, random_u32, Caller, RoomObject};
-use crate::core::cursor::parse_seq;
+use super::log::Origin;
+use super::{now_ms, random_u32, RoomObject};
 use crate::core::cursor::Seq;
 use crate::core::error::{HubError, CLOSE_NORMAL};
+use crate::core::frames::ServerMsg;
 use crate::core::limits::{BatchBudget, REPLAY_BATCH_BYTES};
-use crate::core::names::RoomName;
 use crate::core::presence::{Announce, Presence};
 use crate::core::protocol::ResetInfo;
-use crate::core::session::{
-    ack_frame, error_frame, join_frame, leave_frame, message_frame, more_frame, on_binary_frame,
-    on_text_frame, presence_frame, reset_frame, welcome_frame, SocketMeta, Step,
-};
-use crate::respond;
+use crate::core::request::RoomRequest;
+use crate::core::session::{on_binary_frame, on_text_frame, SocketMeta, Step};
+use crate::core::settings::Settings;
+use crate::core::transport::{StoredMessage, Transport, TransportKind};
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use worker::{Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::worker_sys::DurableObjectState;
+use worker::{Response, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 /// The room's WebSockets as the room counts them: presence, the
 /// connections of each connection key (for `MAX_CONNECTIONS_PER_USER`), and
@@ -106,6 +110,164 @@ impl SocketIndex {
     }
 }
 
+/// The room's WebSockets.
+pub struct SocketHub {
+    /// The room's state: it holds the sockets (Hibernation API).
+    state: State,
+    /// Built on first use after a start or wake (see [`SocketHub::with_index`]).
+    index: RefCell<Option<SocketIndex>>,
+    presence_limit: u32,
+    max_message_bytes: usize,
+}
+
+impl SocketHub {
+    pub fn new(state: &State, settings: &Settings) -> Self {
+        SocketHub {
+            // A second handle on the same runtime object (not a copy).
+            state: State::from(
+                JsValue::from(state.as_raw()).unchecked_into::<DurableObjectState>(),
+            ),
+            index: RefCell::new(None),
+            presence_limit: settings.presence_max_members,
+            max_message_bytes: settings.max_message_bytes,
+        }
+    }
+
+    /// Runs `f` on the index, rebuilding it from the sockets' attachments
+    /// first if this instance has not yet (after a wake).
+    fn with_index<T>(&self, f: impl FnOnce(&mut SocketIndex) -> T) -> T {
+        let mut guard = self.index.borrow_mut();
+        let index = guard.get_or_insert_with(|| {
+            let mut index = SocketIndex::new(self.presence_limit);
+            for ws in self.state.get_websockets() {
+                if let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() {
+                    index.add(&meta);
+                }
+            }
+            index
+        });
+        f(index)
+    }
+
+    /// Every member, sorted (not cut at `PRESENCE_MAX_MEMBERS`).
+    pub fn members(&self) -> Vec<String> {
+        self.with_index(|s| s.presence.members())
+    }
+
+    /// Accepts a new socket carrying `meta` and adds it to the index;
+    /// returns the client end, the server end, and what to announce.
+    fn accept(&self, meta: &SocketMeta) -> Result<(WebSocket, WebSocket, Announce), HubError> {
+        // The index must be built before the new socket is accepted, or a
+        // rebuild would count it and its join would never be announced.
+        self.with_index(|_| ());
+        let pair = WebSocketPair::new()?;
+        self.state.accept_websocket_with_tags(&pair.server, &[]);
+        if let Err(e) = pair.server.serialize_attachment(meta) {
+            close(&pair.server, &HubError::Internal(String::new()));
+            return Err(e.into());
+        }
+        let announce = self.with_index(|s| s.add(meta));
+        Ok((pair.client, pair.server, announce))
+    }
+
+    /// Forgets a socket that closed or failed; announces what presence
+    /// decides (a `leave` when it was its member's last, below the limit).
+    fn gone(&self, ws: &WebSocket) {
+        let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() else {
+            return;
+        };
+        let announce = self.with_index(|s| s.remove(&meta));
+        self.announce(announce, &meta.presence_name(), &meta.conn);
+    }
+
+    /// The socket finished its replay: live messages reach it again.
+    fn caught_up(&self, conn: &str) {
+        self.with_index(|s| s.catching_up.remove(conn));
+    }
+
+    /// Tells every socket but `conn`'s what presence decided (see
+    /// `core::presence`): a join, a leave, a snapshot, or nothing.
+    fn announce(&self, announce: Announce, member: &str, conn: &str) {
+        let text = match announce {
+            Announce::Nothing => return,
+            Announce::Join => ServerMsg::Join { user: member }.to_text(),
+            Announce::Leave => ServerMsg::Leave { user: member }.to_text(),
+            Announce::Snapshot => self.presence().to_text(),
+        };
+        self.broadcast(&text, Some(conn), false);
+    }
+
+    /// The members as a `presence` frame's text.
+    fn presence(&self) -> PresenceSnapshot {
+        self.with_index(|s| PresenceSnapshot {
+            listed: s.presence.listed(),
+            count: s.presence.member_count(),
+        })
+    }
+
+    /// Sends one frame to one socket (counted toward its slow-consumer bound).
+    fn send(&self, ws: &WebSocket, msg: &ServerMsg<'_>) {
+        fanout::send(&self.state, ws, &msg.to_text());
+    }
+
+    /// Sends one frame to every socket but `except_conn`'s (and those
+    /// catching up, when told); the sockets dropped as slow consumers leave
+    /// presence.
+    fn broadcast(&self, text: &str, except_conn: Option<&str>, skip_catching_up: bool) {
+        let dropped = fanout::broadcast(
+            &self.state,
+            text,
+            except_conn,
+            skip_catching_up,
+            self.max_message_bytes,
+        );
+        for ws in dropped {
+            self.gone(&ws);
+        }
+    }
+}
+
+/// Presence as listed in `welcome` and `presence` frames.
+struct PresenceSnapshot {
+    listed: Vec<String>,
+    count: usize,
+}
+
+impl PresenceSnapshot {
+    fn to_text(&self) -> String {
+        ServerMsg::Presence {
+            members: &self.listed,
+            count: self.count,
+        }
+        .to_text()
+    }
+}
+
+impl Transport for SocketHub {
+    fn kind(&self) -> TransportKind {
+        TransportKind::WebSocket
+    }
+
+    fn connections(&self) -> usize {
+        self.with_index(|s| s.connections())
+    }
+
+    fn connections_of(&self, key: &str) -> usize {
+        self.with_index(|s| s.connections_of(key))
+    }
+
+    /// One `message` frame, built once, to every socket not catching up
+    /// (those get it through their replay).
+    fn deliver(&self, message: &StoredMessage) {
+        let skip_catching_up = self.with_index(|s| s.anyone_catching_up());
+        let text = ServerMsg::Message {
+            envelope: &message.envelope,
+        }
+        .to_text();
+        self.broadcast(&text, None, skip_catching_up);
+    }
+}
+
 /// One bounded stretch of a socket's replay.
 struct ReplayBatch {
     /// The signal for a cursor older than the kept history (or ahead of it).
@@ -117,84 +279,47 @@ struct ReplayBatch {
 }
 
 impl RoomObject {
-    /// Runs `f` on the room's socket index, rebuilding it from the sockets'
-    /// attachments first if this instance has not yet (after a wake).
-    pub(super) fn with_sockets<T>(
-        &self,
-        f: impl FnOnce(&mut SocketIndex) -> T,
-    ) -> Result<T, HubError> {
-        let mut guard = self.sockets.borrow_mut();
-        let index = match guard.take() {
-            Some(index) => index,
-            None => {
-                let limit = crate::config::settings(&self.env)?.presence_max_members;
-                let mut index = SocketIndex::new(limit);
-                for ws in self.state.get_websockets() {
-                    if let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() {
-                        index.add(&meta);
-                    }
-                }
-                index
-            }
-        };
-        Ok(f(guard.insert(index)))
-    }
-
-    /// `GET /rooms/{room}/ws` with an upgrade: accept, welcome, replay.
+    /// `GET /rooms/{room}/ws` with an upgrade: accept, welcome, replay. The
+    /// caller was admitted (connection limits) before.
     pub(super) fn on_open_socket(
         &self,
-        url: &worker::Url,
-        caller: &Caller,
+        request: &RoomRequest,
+        since: Option<Seq>,
     ) -> Result<Response, HubError> {
-        let since = query_param(url, "since")
-            .map(|v| parse_seq("since", &v))
-            .transpose()?;
-        self.check_connection_limit(caller)?;
-        // One look at the room: everything this upgrade needs from it.
-        let (settings, name, last_id) =
-            self.with_room(|r| (r.settings.clone(), r.name.clone(), r.log.last_id()))?;
+        let settings = self.settings()?;
         let mut meta = SocketMeta::new(
-            name.as_str().to_owned(),
+            request.room.as_str().to_owned(),
             format!("{:08x}", random_u32()),
-            caller.identity.user().map(str::to_owned),
-            caller.identity.can_publish(),
+            request.identity.user().map(str::to_owned),
+            request.identity.can_publish(),
             &settings,
             now_ms(),
         );
-        meta.addr = caller.addr.clone();
-
+        meta.addr = request.addr.clone();
         // The first replay batch is read before the socket is accepted: a
         // storage failure then refuses the upgrade instead of leaving an
         // accepted socket in presence (a ghost member).
         let replay = since.map(|s| self.replay_batch(s)).transpose()?;
         meta.replay_after = replay.as_ref().and_then(|b| b.more_after).map(|s| s.0);
+        let last_id = self.with_log(|l| l.position.last_id())?;
 
-        // Presence must be built before the new socket is accepted, or a
-        // rebuild would count it and its join would never be announced.
-        self.with_sockets(|_| ())?;
-        let pair = WebSocketPair::new().map_err(respond::internal)?;
-        let server = pair.server;
-        self.state.accept_websocket_with_tags(&server, &[]);
-        if let Err(e) = server.serialize_attachment(&meta) {
-            close(&server, &HubError::Internal(String::new()));
-            return Err(respond::internal(e));
-        }
-
-        let member = meta.presence_name();
-        let (announce, listed, count) = self.with_sockets(|s| {
-            let announce = s.add(&meta);
-            (announce, s.presence.listed(), s.presence.member_count())
-        })?;
-        self.send(
-            &server,
-            &welcome_frame(name.as_str(), last_id, &meta, &listed, count, &settings),
+        let (client, server, announce) = self.sockets.accept(&meta)?;
+        let presence = self.sockets.presence();
+        let welcome = meta.welcome(
+            request.room.as_str(),
+            last_id,
+            &presence.listed,
+            presence.count,
+            &settings,
         );
+        self.sockets.send(&server, &welcome);
         if let Some(batch) = &replay {
             self.send_batch(&server, batch);
         }
         // The new socket learnt presence from its welcome.
-        self.announce(announce, &member, &meta.conn);
-        Response::from_websocket(pair.client).map_err(respond::internal)
+        self.sockets
+            .announce(announce, &meta.presence_name(), &meta.conn);
+        Ok(Response::from_websocket(client)?)
     }
 
     /// A frame from a client.
@@ -203,23 +328,23 @@ impl RoomObject {
             close(ws, &HubError::Internal("socket without attachment".into()));
             return;
         };
-        if let Err(e) = RoomName::parse(&meta.room).and_then(|name| self.load(name, None)) {
-            close(ws, &e);
-            return;
-        }
-        fanout::seen(ws);
-        let step = match self.with_room(|r| match &message {
-            WebSocketIncomingMessage::String(text) => {
-                on_text_frame(&mut meta, text, &r.settings, now_ms())
-            }
-            WebSocketIncomingMessage::Binary(bytes) => {
-                on_binary_frame(&mut meta, bytes.len(), &r.settings, now_ms())
-            }
+        let settings = match self.settings().and_then(|s| {
+            self.load_named(&meta.room)?;
+            Ok(s)
         }) {
-            Ok(step) => step,
+            Ok(s) => s,
             Err(e) => {
                 close(ws, &e);
                 return;
+            }
+        };
+        fanout::seen(ws);
+        let step = match &message {
+            WebSocketIncomingMessage::String(text) => {
+                on_text_frame(&mut meta, text, &settings, now_ms())
+            }
+            WebSocketIncomingMessage::Binary(bytes) => {
+                on_binary_frame(&mut meta, bytes.len(), &settings, now_ms())
             }
         };
         // The budgets changed; keep them across hibernation.
@@ -227,17 +352,16 @@ impl RoomObject {
             worker::console_error!("attachment: {}", e);
         }
         match step {
-            Step::Reply(frame) => self.send(ws, &frame),
+            Step::Reply(text) => fanout::send(&self.state, ws, &text),
             Step::Close { err, cid } => {
-                self.send(ws, &error_frame(&err, cid.as_deref()));
+                self.sockets
+                    .send(ws, &ServerMsg::error(&err, cid.as_deref()));
                 close(ws, &err);
-                self.on_socket_gone(ws);
+                self.sockets.gone(ws);
             }
             Step::Presence => {
-                match self.with_sockets(|s| (s.presence.listed(), s.presence.member_count())) {
-                    Ok((listed, count)) => self.send(ws, &presence_frame(&listed, count)),
-                    Err(e) => self.send(ws, &error_frame(&e, None)),
-                }
+                let text = self.sockets.presence().to_text();
+                fanout::send(&self.state, ws, &text);
             }
             Step::More { after } => self.continue_replay(ws, &mut meta, after),
             Step::Publish { publish, cid } => {
@@ -246,20 +370,22 @@ impl RoomObject {
                     key: cid.as_deref(),
                 };
                 let accepted = self
-                    .with_room(|r| r.settings.clone())
-                    .and_then(|settings| {
-                        self.take_publish_token(meta.budget_key().as_deref(), &settings)
-                    })
-                    .and_then(|()| self.with_room(|r| r.accept(&publish, &origin, now_ms())))
-                    .and_then(|r| r);
+                    .budgets
+                    .take(meta.budget_key().as_deref(), &settings, now_ms())
+                    .and_then(|()| {
+                        self.with_log(|l| {
+                            l.accept(&publish, &origin, settings.max_message_bytes, now_ms())
+                        })?
+                    });
                 match accepted {
                     Ok(accepted) => {
-                        self.send(ws, &ack_frame(cid.as_deref(), accepted.id));
+                        self.sockets
+                            .send(ws, &ServerMsg::ack(cid.as_deref(), accepted.id));
                         if let Some(message) = &accepted.stored {
                             self.deliver(message);
                         }
                     }
-                    Err(e) => self.send(ws, &error_frame(&e, cid.as_deref())),
+                    Err(e) => self.sockets.send(ws, &ServerMsg::error(&e, cid.as_deref())),
                 }
             }
         }
@@ -269,36 +395,41 @@ impl RoomObject {
     /// cursor calls for, then messages until `REPLAY_BATCH_BYTES`.
     /// Synchronous, so no message can be published in between.
     fn replay_batch(&self, since: Seq) -> Result<ReplayBatch, HubError> {
-        let resume = self.with_room(|r| r.log.resume(since))?;
-        let mut frames = Vec::new();
-        let mut budget = BatchBudget::new(REPLAY_BATCH_BYTES);
-        let mut last = resume.replay_after();
-        let complete = self.replay(resume.replay_after(), |message| {
-            let frame = message_frame(&message.envelope);
-            if !budget.admit(frame.len()) {
-                return false;
-            }
-            frames.push(frame);
-            last = message.id;
-            true
-        })?;
-        Ok(ReplayBatch {
-            reset: ResetInfo::of(resume),
-            frames,
-            more_after: (!complete).then_some(last),
-        })
+        self.with_log(|l| {
+            let resume = l.position.resume(since);
+            let mut frames = Vec::new();
+            let mut budget = BatchBudget::new(REPLAY_BATCH_BYTES);
+            let mut last = resume.replay_after();
+            let complete = l.replay(resume.replay_after(), |message| {
+                let frame = ServerMsg::Message {
+                    envelope: &message.envelope,
+                }
+                .to_text();
+                if !budget.admit(frame.len()) {
+                    return false;
+                }
+                frames.push(frame);
+                last = message.id;
+                true
+            })?;
+            Ok(ReplayBatch {
+                reset: ResetInfo::of(resume),
+                frames,
+                more_after: (!complete).then_some(last),
+            })
+        })?
     }
 
     /// Sends a replay batch, ended by `more` when history remains.
     fn send_batch(&self, ws: &WebSocket, batch: &ReplayBatch) {
         if let Some(reset) = batch.reset {
-            self.send(ws, &reset_frame(reset));
+            self.sockets.send(ws, &ServerMsg::reset(reset));
         }
         for frame in &batch.frames {
-            self.send(ws, frame);
+            fanout::send(&self.state, ws, frame);
         }
         if let Some(after) = batch.more_after {
-            self.send(ws, &more_frame(after));
+            self.sockets.send(ws, &ServerMsg::more(after));
         }
     }
 
@@ -308,14 +439,14 @@ impl RoomObject {
     fn continue_replay(&self, ws: &WebSocket, meta: &mut SocketMeta, after: Seq) {
         let batch = match self.replay_batch(after) {
             Ok(batch) => batch,
-            Err(e) => return self.send(ws, &error_frame(&e, None)),
+            Err(e) => return self.sockets.send(ws, &ServerMsg::error(&e, None)),
         };
         meta.replay_after = batch.more_after.map(|s| s.0);
         if let Err(e) = ws.serialize_attachment(&*meta) {
             worker::console_error!("attachment: {}", e);
         }
         if meta.replay_after.is_none() {
-            let _ = self.with_sockets(|s| s.catching_up.remove(&meta.conn));
+            self.sockets.caught_up(&meta.conn);
         }
         self.send_batch(ws, &batch);
     }
@@ -328,68 +459,12 @@ impl RoomObject {
             _ => CLOSE_NORMAL,
         };
         let _ = ws.close(Some(code), Some(reason));
-        self.on_socket_gone(ws);
+        self.sockets.gone(ws);
     }
 
-    /// Forgets a socket that closed or failed; announces what presence
-    /// decides (a `leave` when it was its member's last, below the limit).
-    pub(super) fn on_socket_gone(&self, ws: &WebSocket) {
-        let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() else {
-            return;
-        };
-        if let Ok(announce) = self.with_sockets(|s| s.remove(&meta)) {
-            self.announce(announce, &meta.presence_name(), &meta.conn);
-        }
-    }
-
-    /// Tells every socket but `conn`'s what presence decided (see
-    /// `core::presence`): a join, a leave, a snapshot, or nothing.
-    fn announce(&self, announce: Announce, member: &str, conn: &str) {
-        let frame = match announce {
-            Announce::Nothing => return,
-            Announce::Join => join_frame(member),
-            Announce::Leave => leave_frame(member),
-            Announce::Snapshot => {
-                match self.with_sockets(|s| (s.presence.listed(), s.presence.member_count())) {
-                    Ok((listed, count)) => presence_frame(&listed, count),
-                    Err(_) => return,
-                }
-            }
-        };
-        self.broadcast(&frame, Some(conn), false);
-    }
-
-    /// Sends one frame to one socket (counted toward its slow-consumer bound).
-    fn send(&self, ws: &WebSocket, frame: &str) {
-        fanout::send(&self.state, ws, frame);
-    }
-
-    /// Sends a `message` frame to every socket that is not catching up
-    /// (those get it through their replay).
-    pub(super) fn broadcast_message(&self, frame: &str) {
-        let skip_catching_up = self
-            .with_sockets(|s| s.anyone_catching_up())
-            .unwrap_or(false);
-        self.broadcast(frame, None, skip_catching_up);
-    }
-
-    /// Sends one frame to every socket but `except_conn`'s (and those
-    /// catching up, when told); the sockets dropped as slow consumers leave
-    /// presence.
-    fn broadcast(&self, frame: &str, except_conn: Option<&str>, skip_catching_up: bool) {
-        let max_message_bytes = crate::config::settings(&self.env)
-            .map(|s| s.max_message_bytes)
-            .unwrap_or_default();
-        let dropped = fanout::broadcast(
-            &self.state,
-            frame,
-            except_conn,
-            skip_catching_up,
-            max_message_bytes,
-        );
-        for ws in dropped {
-            self.on_socket_gone(&ws);
-        }
+    /// A socket failed: forget it.
+    pub(super) fn on_socket_error(&self, ws: &WebSocket) {
+        self.sockets.gone(ws);
     }
 }
 

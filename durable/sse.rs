@@ -18,20 +18,21 @@
 //! new stream and its registration for live messages happen in one
 //! synchronous stretch, so nothing falls between them.
 
-use super::store::StoredMessage;
-use super::{query_param, Caller, RoomObject};
-use crate::core::cursor::{sse_cursor, Cursor};
+use super::RoomObject;
+use crate::core::cursor::Cursor;
 use crate::core::error::HubError;
 use crate::core::protocol::ResetInfo;
+use crate::core::request::RoomRequest;
 use crate::core::sse::{encode_event, encode_reset, retry_frame, SseBuffer, HEARTBEAT_FRAME};
-use crate::respond::{self, Cors};
+use crate::core::transport::{StoredMessage, Transport, TransportKind};
+use crate::respond::Cors;
 use futures_util::Stream;
 use std::cell::RefCell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use worker::{wasm_bindgen_futures, Delay, Headers, Request, Response};
+use worker::{wasm_bindgen_futures, Delay, Headers, Response};
 
 /// How long a browser waits before reconnecting a dropped stream.
 const RETRY_MS: u32 = 1000;
@@ -77,22 +78,47 @@ impl Subscriber {
     }
 }
 
+/// The room's SSE streams: shared with the heartbeat loop, which runs
+/// while any stream is open.
+#[derive(Default)]
+pub struct StreamHub {
+    streams: Rc<RefCell<Streams>>,
+}
+
+impl Transport for StreamHub {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Sse
+    }
+
+    fn connections(&self) -> usize {
+        self.streams.borrow().count()
+    }
+
+    fn connections_of(&self, key: &str) -> usize {
+        self.streams.borrow().count_of(key)
+    }
+
+    fn deliver(&self, message: &StoredMessage) {
+        self.streams.borrow_mut().deliver(message);
+    }
+}
+
 /// Every open stream of the room and the heartbeat clock.
 #[derive(Default)]
-pub struct SseHub {
+struct Streams {
     subscribers: Vec<Shared>,
     /// Heartbeats since the room started.
     tick: u64,
     heartbeat_running: bool,
 }
 
-impl SseHub {
-    pub fn count(&self) -> usize {
+impl Streams {
+    fn count(&self) -> usize {
         self.subscribers.len()
     }
 
     /// Open streams of one connection key.
-    pub fn count_of(&self, key: &str) -> usize {
+    fn count_of(&self, key: &str) -> usize {
         self.subscribers
             .iter()
             .filter(|s| s.borrow().key.as_deref() == Some(key))
@@ -100,7 +126,7 @@ impl SseHub {
     }
 
     /// Queues a message on every stream; drops the streams it would overflow.
-    pub fn deliver(&mut self, message: &StoredMessage) {
+    fn deliver(&mut self, message: &StoredMessage) {
         if self.subscribers.is_empty() {
             return;
         }
@@ -179,29 +205,54 @@ impl Drop for SseBody {
     }
 }
 
+impl StreamHub {
+    /// Heartbeats since the room started (the age stamp of queued frames).
+    fn tick(&self) -> u64 {
+        self.streams.borrow().tick
+    }
+
+    /// Registers a stream for live messages and makes sure the heartbeat
+    /// runs; it stops by itself when the last stream is gone.
+    fn add(&self, sub: Shared, heartbeat_secs: u32) {
+        let streams = self.streams.clone();
+        {
+            let mut h = streams.borrow_mut();
+            h.subscribers.push(sub);
+            if h.heartbeat_running {
+                return;
+            }
+            h.heartbeat_running = true;
+        }
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                Delay::from(Duration::from_secs(u64::from(heartbeat_secs))).await;
+                let mut h = streams.borrow_mut();
+                if !h.heartbeat() {
+                    h.heartbeat_running = false;
+                    break;
+                }
+            }
+        });
+    }
+}
+
 impl RoomObject {
     /// Opens a stream: `retry`, then `reset` if the cursor is older than the
     /// kept history, then the replay, then live messages and heartbeats.
+    /// The caller was admitted (connection limits) before.
     pub(super) fn on_open_events(
         &self,
-        req: &Request,
-        url: &worker::Url,
-        caller: &Caller,
+        request: &RoomRequest,
+        cursor: Cursor,
         cors: &Cors,
     ) -> Result<Response, HubError> {
-        let since = query_param(url, "since");
-        let last_event_id = req.headers().get("Last-Event-ID").ok().flatten();
-        let cursor = sse_cursor(since.as_deref(), last_event_id.as_deref())?;
-        self.check_connection_limit(caller)?;
-
-        let (max_message_bytes, heartbeat_secs) =
-            self.with_room(|r| (r.settings.max_message_bytes, r.settings.heartbeat_secs))?;
-        let mut buffer = SseBuffer::new(stream_buffer_bytes(max_message_bytes));
-        let tick = self.sse.borrow().tick;
+        let settings = self.settings()?;
+        let mut buffer = SseBuffer::new(stream_buffer_bytes(settings.max_message_bytes));
+        let tick = self.streams.tick();
         let _ = buffer.push(retry_frame(RETRY_MS), tick);
         let complete = self.replay_into(&mut buffer, cursor, tick)?;
         let sub = Rc::new(RefCell::new(Subscriber {
-            key: caller.connection_key(),
+            key: request.connection_key(),
             buffer,
             waker: None,
             // A replay that did not fit ends the stream after it; the client
@@ -209,20 +260,16 @@ impl RoomObject {
             closed: !complete,
         }));
         if complete {
-            self.sse.borrow_mut().subscribers.push(sub.clone());
-            self.start_heartbeat(heartbeat_secs);
+            self.streams.add(sub.clone(), settings.heartbeat_secs);
         }
 
         let headers = Headers::new();
-        let set = |k: &str, v: &str| headers.set(k, v).map_err(respond::internal);
-        set("Content-Type", "text/event-stream; charset=utf-8")?;
-        set("Cache-Control", "no-cache")?;
+        headers.set("Content-Type", "text/event-stream; charset=utf-8")?;
+        headers.set("Cache-Control", "no-cache")?;
         // Ask proxies (nginx and the like) not to buffer the stream.
-        set("X-Accel-Buffering", "no")?;
-        let resp = Response::from_stream(SseBody { sub })
-            .map_err(respond::internal)?
-            .with_headers(headers);
-        cors.apply_to(resp.headers()).map_err(respond::internal)?;
+        headers.set("X-Accel-Buffering", "no")?;
+        let resp = Response::from_stream(SseBody { sub })?.with_headers(headers);
+        cors.apply_to(resp.headers())?;
         Ok(resp)
     }
 
@@ -237,37 +284,16 @@ impl RoomObject {
         let Cursor::After(since) = cursor else {
             return Ok(true);
         };
-        let resume = self.with_room(|r| r.log.resume(since))?;
-        if let Some(reset) = ResetInfo::of(resume) {
-            let _ = buffer.push(encode_reset(reset), tick);
-        }
-        self.replay(resume.replay_after(), |message| {
-            // Stored envelopes always frame; `None` would be a corrupt row.
-            encode_event(message.id, &message.event, &message.envelope)
-                .is_none_or(|frame| buffer.push(frame, tick).is_ok())
-        })
-    }
-
-    /// Starts the heartbeat loop unless it runs; it stops by itself when
-    /// the last stream is gone.
-    fn start_heartbeat(&self, heartbeat_secs: u32) {
-        let hub = self.sse.clone();
-        {
-            let mut h = hub.borrow_mut();
-            if h.heartbeat_running {
-                return;
+        self.with_log(|l| {
+            let resume = l.position.resume(since);
+            if let Some(reset) = ResetInfo::of(resume) {
+                let _ = buffer.push(encode_reset(reset), tick);
             }
-            h.heartbeat_running = true;
-        }
-        wasm_bindgen_futures::spawn_local(async move {
-            loop {
-                Delay::from(Duration::from_secs(u64::from(heartbeat_secs))).await;
-                let mut h = hub.borrow_mut();
-                if !h.heartbeat() {
-                    h.heartbeat_running = false;
-                    break;
-                }
-            }
-        });
+            l.replay(resume.replay_after(), |message| {
+                // Stored envelopes always frame; `None` would be a corrupt row.
+                encode_event(message.id, &message.event, &message.envelope)
+                    .is_none_or(|frame| buffer.push(frame, tick).is_ok())
+            })
+        })?
     }
 }

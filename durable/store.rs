@@ -16,6 +16,7 @@
 
 use crate::core::cursor::{Epoch, Seq};
 use crate::core::error::HubError;
+use crate::core::transport::StoredMessage;
 use serde::Deserialize;
 use std::cell::Cell;
 use worker::{SqlStorage, SqlStorageValue};
@@ -35,22 +36,6 @@ pub const POLL_PAGE_BYTES: u64 = 512 * 1024;
 
 /// Idempotency keys of dropped messages are deleted every this many ids.
 const IDEMPOTENCY_PRUNE_EVERY: u64 = 64;
-
-/// A stored message: its id, its event name (for SSE's `event:` line) and
-/// its envelope exactly as it was first sent.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoredMessage {
-    #[serde(deserialize_with = "seq_from_i64")]
-    pub id: Seq,
-    pub event: String,
-    #[serde(rename = "body")]
-    pub envelope: String,
-}
-
-fn seq_from_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Seq, D::Error> {
-    let n = i64::deserialize(d)?;
-    u64::try_from(n).map(Seq).map_err(serde::de::Error::custom)
-}
 
 /// A message to store in one step.
 pub struct NewMessage<'a> {
@@ -312,10 +297,15 @@ impl Store {
     /// Up to `limit` envelopes after `after` (or the newest `limit` when
     /// `after` is `None`), oldest first, joined with commas by SQLite: one
     /// row crosses into the Worker instead of one object per message. The
-    /// page stops once it holds `POLL_PAGE_BYTES` (the message that crosses
+    /// page stops once it holds `max_bytes` (the message that crosses
     /// the budget is still in, so a page is never empty while messages are
     /// due): one string that SQLite and the isolate can always hold.
-    pub fn joined(&self, after: Option<Seq>, limit: u32) -> Result<String, HubError> {
+    pub fn joined(
+        &self,
+        after: Option<Seq>,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<String, HubError> {
         if !self.created.get() {
             return Ok(String::new());
         }
@@ -326,7 +316,7 @@ impl Store {
                   (SELECT id, body, length(CAST(body AS BLOB)) AS len FROM hub_messages \
                    WHERE id > ? ORDER BY id LIMIT ?)) \
                  WHERE before < ?",
-                vec![int(after.0), int(u64::from(limit)), int(POLL_PAGE_BYTES)],
+                vec![int(after.0), int(u64::from(limit)), int(max_bytes)],
             ),
             None => (
                 "SELECT group_concat(body, ',' ORDER BY id) AS joined FROM \
@@ -334,7 +324,7 @@ impl Store {
                   (SELECT id, body, length(CAST(body AS BLOB)) AS len FROM hub_messages \
                    ORDER BY id DESC LIMIT ?)) \
                  WHERE before < ?",
-                vec![int(u64::from(limit)), int(POLL_PAGE_BYTES)],
+                vec![int(u64::from(limit)), int(max_bytes)],
             ),
         };
         let row: JoinedRow = self.exec(query, bindings)?.one().map_err(storage_error)?;

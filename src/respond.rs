@@ -116,7 +116,10 @@ pub fn not_modified(etag: &str, cors: &Cors) -> worker::Result<Response> {
     Ok(Response::empty()?.with_status(304).with_headers(headers))
 }
 
-/// Converts a runtime error into the hub's error (logged, never sent).
-pub fn internal(e: worker::Error) -> HubError {
-    HubError::Internal(e.to_string())
+/// A runtime error is the hub's `internal` error: its detail is logged,
+/// never sent (see [`error`]).
+impl From<worker::Error> for HubError {
+    fn from(e: worker::Error) -> Self {
+        HubError::Internal(e.to_string())
+    }
 }

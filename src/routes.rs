@@ -6,16 +6,19 @@
 //! outside `ALLOWED_ORIGINS` (403), WebSocket routes without an upgrade
 //! (426), bad settings (500) and authentication: with `HUB_SECRET` set,
 //! every room request needs a token that grants the room and the action's
-//! capability (401/403), and publishes whose `Content-Type` or declared
-//! `Content-Length` the room would refuse (415/413). The verified identity
-//! travels to the room in an internal header that the Worker always
-//! overwrites, so a client can never set it. Everything else is the room's.
+//! capability (401/403), bad query parameters (400), and publishes whose
+//! `Content-Type` or declared `Content-Length` the room would refuse
+//! (415/413). What is left is described once for the room
+//! (`core::request::RoomRequest`: room, action and its parameters,
+//! identity) in an internal header that the Worker always overwrites, so a
+//! client can never set it. Everything else is the room's.
 //!
 //! A request answered here is never forwarded, and its body never touched:
 //! the runtime drops such a body without complaint (see `crate::body`).
 
-use crate::core::auth::{self, Identity, IDENTITY_HEADER};
+use crate::core::auth::{self, Identity};
 use crate::core::error::HubError;
+use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::respond::{self, Cors};
@@ -43,7 +46,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<web_sys:
         Ok(s) => s,
         Err(e) => return Ok(respond::error(&e, &Cors::None).into()),
     };
-    let origin = req.headers().get("Origin").ok().flatten();
+    let origin = header(&req, "Origin");
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
     match handle(&req, &env, &settings, origin.as_deref(), &cors).await {
         Ok(resp) => Ok(resp),
@@ -58,7 +61,7 @@ async fn handle(
     origin: Option<&str>,
     cors: &Cors,
 ) -> Result<web_sys::Response, HubError> {
-    let url = req.url().map_err(respond::internal)?;
+    let url = req.url()?;
     if let Some(asset) = crate::assets::asset(url.path()) {
         return serve_asset(req, asset).map(Into::into);
     }
@@ -70,10 +73,7 @@ async fn handle(
     }
     let method = Method::parse(req.method().as_ref());
     if method == Method::Options {
-        return cors
-            .preflight(endpoint.allow())
-            .map(Into::into)
-            .map_err(respond::internal);
+        return Ok(cors.preflight(endpoint.allow())?.into());
     }
     let action = endpoint.action(method)?;
     let identity = authenticate(req, &url, env, room.as_str(), action)?;
@@ -83,31 +83,38 @@ async fn handle(
     if action == Action::Publish {
         // Refused here, a body is never read: the runtime drops it. Sent on
         // to the room, it would have to be read there (see `crate::body`).
-        let header = |name| req.headers().get(name).ok().flatten();
         crate::core::protocol::check_publish_headers(
-            header("Content-Type").as_deref(),
-            header("Content-Length").as_deref(),
+            header(req, "Content-Type").as_deref(),
+            header(req, "Content-Length").as_deref(),
             settings.max_message_bytes,
         )?;
     }
-    let with_user;
-    let forwarded = match identity {
-        // Open mode: the room ignores the identity header, so the request
-        // goes through as it came, without a copy.
-        Identity::Anonymous => req.inner(),
-        Identity::User { .. } => {
-            with_user = with_identity(req, &identity)?;
-            with_user.inner()
-        }
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let action = RoomAction::describe(
+        action,
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        |name| header(req, name),
+        settings.long_poll_max_secs,
+    )?;
+    let addr = match identity {
+        Identity::Anonymous => header(req, "CF-Connecting-IP"),
+        Identity::User { .. } => None,
     };
-    let namespace = env.durable_object("ROOMS").map_err(respond::internal)?;
+    let described = RoomRequest {
+        room,
+        action,
+        identity,
+        addr,
+        origin: origin.map(str::to_owned),
+    };
+    let forwarded = with_description(req, &described)?;
+    let namespace = env.durable_object("ROOMS")?;
     let stub = namespace
-        .id_from_name(room.as_str())
-        .and_then(|id| id.get_stub())
-        .map_err(respond::internal)?;
+        .id_from_name(described.room.as_str())?
+        .get_stub()?;
     let object: worker::worker_sys::DurableObject = stub.into_rpc();
     let promise = object
-        .fetch_with_request(forwarded)
+        .fetch_with_request(forwarded.inner())
         .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
     let answer = JsFuture::from(promise)
         .await
@@ -117,17 +124,19 @@ async fn handle(
         .map_err(|_| HubError::Internal("the room did not answer with a Response".into()))
 }
 
-/// A copy of `req` carrying the verified identity in the internal header,
+/// A copy of `req` carrying its description in the internal header,
 /// overwriting whatever the client sent under that name.
-fn with_identity(req: &Request, identity: &Identity) -> Result<Request, HubError> {
-    let mut forwarded = req.clone_mut().map_err(respond::internal)?;
-    let headers = forwarded.headers_mut().map_err(respond::internal)?;
-    match identity.to_header() {
-        Some(value) => headers.set(IDENTITY_HEADER, &value),
-        None => headers.delete(IDENTITY_HEADER),
-    }
-    .map_err(respond::internal)?;
+fn with_description(req: &Request, described: &RoomRequest) -> Result<Request, HubError> {
+    let mut forwarded = req.clone_mut()?;
+    forwarded
+        .headers_mut()?
+        .set(ROOM_REQUEST_HEADER, &described.to_header())?;
     Ok(forwarded)
+}
+
+/// A request header's value, if present and readable.
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
 }
 
 /// Who the request is: anonymous when `HUB_SECRET` is unset, else the
@@ -147,7 +156,7 @@ fn authenticate(
         }
         return Ok(Identity::Anonymous);
     };
-    let authorization = req.headers().get("Authorization").ok().flatten();
+    let authorization = header(req, "Authorization");
     let query_token = url
         .query_pairs()
         .find(|(k, _)| k == "token")
@@ -170,20 +179,13 @@ fn serve_asset(req: &Request, asset: crate::assets::Asset) -> Result<Response, H
         _ => return Err(HubError::MethodNotAllowed { allow: "GET, HEAD" }),
     }
     let headers = worker::Headers::new();
-    let set = |k: &str, v: &str| headers.set(k, v).map_err(respond::internal);
-    set("Content-Type", asset.content_type)?;
+    headers.set("Content-Type", asset.content_type)?;
     // Short: a deploy changes the client, and pages should pick it up soon.
-    set("Cache-Control", "public, max-age=300")?;
-    set("Access-Control-Allow-Origin", "*")?;
-    Ok(Response::ok(asset.body)
-        .map_err(respond::internal)?
-        .with_headers(headers))
+    headers.set("Cache-Control", "public, max-age=300")?;
+    headers.set("Access-Control-Allow-Origin", "*")?;
+    Ok(Response::ok(asset.body)?.with_headers(headers))
 }
 
 fn is_websocket_upgrade(req: &Request) -> bool {
-    req.headers()
-        .get("Upgrade")
-        .ok()
-        .flatten()
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    header(req, "Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }

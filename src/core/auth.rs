@@ -13,9 +13,9 @@
 //! refused: the hub understands none. A `sub` with control characters is
 //! refused (it would become `from`, a presence name and a log line).
 //!
-//! The verified identity travels from the Worker to the room in one
-//! internal header ([`IDENTITY_HEADER`]), base64url-encoded JSON, so a
-//! `sub` reaches the room byte for byte (headers would trim spaces).
+//! The verified identity travels from the Worker to the room inside the
+//! request description (`core::request`), so a `sub` reaches the room byte
+//! for byte (headers would trim spaces).
 //!
 //! Invariant: no error carries the token or the secret; error texts say
 //! which check failed and nothing more.
@@ -65,7 +65,7 @@ struct Header {
 }
 
 /// Who a request is, once checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Identity {
     /// `HUB_SECRET` is unset: open rooms, no user, every capability.
     Anonymous,
@@ -176,50 +176,6 @@ pub fn authorize(claims: &Claims, room: &str, needed: Capability) -> Result<Iden
         sub: claims.sub.clone(),
         can_publish: claims.grants(Capability::Publish),
     })
-}
-
-/// The header that carries the verified identity from the Worker to the
-/// room. The Worker always overwrites or removes it, so a client cannot set
-/// it; the room reads it only when the hub runs with a secret.
-pub const IDENTITY_HEADER: &str = "X-Hub-Identity";
-
-#[derive(Serialize, Deserialize)]
-struct IdentityWire {
-    sub: String,
-    publish: bool,
-}
-
-impl Identity {
-    /// The value of [`IDENTITY_HEADER`]; `None` for anonymous (removed).
-    pub fn to_header(&self) -> Option<String> {
-        match self {
-            Identity::Anonymous => None,
-            Identity::User { sub, can_publish } => {
-                let wire = IdentityWire {
-                    sub: sub.clone(),
-                    publish: *can_publish,
-                };
-                Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap_or_default()))
-            }
-        }
-    }
-
-    /// Reads [`IDENTITY_HEADER`] back in the room. A value the Worker could
-    /// not have written is an internal error, never a guess.
-    pub fn from_header(value: Option<&str>) -> Result<Identity, HubError> {
-        let Some(value) = value else {
-            return Ok(Identity::Anonymous);
-        };
-        let wire: IdentityWire = URL_SAFE_NO_PAD
-            .decode(value)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| HubError::Internal("unreadable identity header".into()))?;
-        Ok(Identity::User {
-            sub: wire.sub,
-            can_publish: wire.publish,
-        })
-    }
 }
 
 /// The key of a caller's publish budget: `u:<sub>` for a verified user,
@@ -451,35 +407,6 @@ mod tests {
                 can_publish: false
             })
         );
-    }
-
-    #[test]
-    fn identity_reaches_the_room_byte_for_byte() {
-        for sub in [
-            "alice",
-            "alice ",
-            " alice",
-            "alice\t",
-            " ",
-            "a,b;c=d",
-            "日本",
-            "x".repeat(256).as_str(),
-        ] {
-            for can_publish in [true, false] {
-                let id = Identity::User {
-                    sub: sub.to_owned(),
-                    can_publish,
-                };
-                let header = id.to_header().unwrap();
-                assert!(header
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-                assert_eq!(Identity::from_header(Some(&header)), Ok(id));
-            }
-        }
-        assert_eq!(Identity::Anonymous.to_header(), None);
-        assert_eq!(Identity::from_header(None), Ok(Identity::Anonymous));
-        assert!(Identity::from_header(Some("alice")).is_err());
     }
 
     #[test]

@@ -12,10 +12,14 @@
 //! Pure: no I/O.
 
 use super::error::HubError;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A message id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct Seq(pub u64);
 
 impl Seq {
@@ -44,7 +48,7 @@ impl fmt::Display for Epoch {
 }
 
 /// Where a client resumes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cursor {
     /// No cursor given: the transport's default (live only, or the last N for polling).
     Latest,

@@ -200,7 +200,7 @@ pub struct RoomState<'a> {
 /// What a publish must pass before its body is read: a JSON `Content-Type`
 /// (else 415) and no declared `Content-Length` over `max_bytes` (else 413).
 /// The Worker checks this before it forwards the body to the room, so a
-/// refused body never travels; the room checks it again.
+/// refused body never travels; the room bounds what it reads.
 pub fn check_publish_headers(
     content_type: Option<&str>,
     content_length: Option<&str>,

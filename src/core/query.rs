@@ -7,6 +7,7 @@
 
 use super::cursor::{parse_seq, Cursor};
 use super::error::HubError;
+use serde::{Deserialize, Serialize};
 
 /// Messages a poll returns when it names no `limit`.
 pub const DEFAULT_POLL_LIMIT: u32 = 50;
@@ -14,7 +15,7 @@ pub const DEFAULT_POLL_LIMIT: u32 = 50;
 pub const MAX_POLL_LIMIT: u32 = 1000;
 
 /// `GET /rooms/{room}/messages?since=&limit=&wait=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollQuery {
     pub cursor: Cursor,
     pub limit: u32,

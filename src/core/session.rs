@@ -13,8 +13,7 @@
 //!   carried a `cid` carries that `cid`; a publish gets exactly one `ack`
 //!   or one `error`.
 //! - `from` comes from [`SocketMeta::user`], set by the server at upgrade.
-//! - The broadcast frame of a message is built once from the stored
-//!   envelope ([`message_frame`]) and sent unchanged to every socket.
+//! - The frames themselves are typed in `core::frames`.
 //!
 //! Pure: no `worker` types, clock or I/O; `durable/sockets.rs` carries the
 //! decisions out.
@@ -22,12 +21,11 @@
 use super::auth::{budget_key, connection_key, Identity};
 use super::cursor::Seq;
 use super::error::HubError;
+use super::frames::{ClientMsg, Limits, ServerMsg, You};
 use super::limits::{frame_budget, TokenBucket, ABUSE_STRIKES, STRIKES_PER_SEC};
-use super::names::EventName;
-use super::protocol::{idempotency_key, Publish, ResetInfo};
+use super::protocol::Publish;
 use super::settings::Settings;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 /// What a socket carries across hibernation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +80,7 @@ impl SocketMeta {
     /// and stays open while it has strikes left, else it is closed.
     fn strike(&mut self, err: HubError, cid: Option<String>, now_ms: u64) -> Step {
         match self.strikes.take(STRIKES_PER_SEC, ABUSE_STRIKES, now_ms) {
-            Ok(()) => Step::Reply(error_frame(&err, cid.as_deref())),
+            Ok(()) => Step::Reply(ServerMsg::error(&err, cid.as_deref()).to_text()),
             Err(_) => Step::Close { err, cid },
         }
     }
@@ -117,81 +115,6 @@ impl SocketMeta {
     }
 }
 
-/// A frame from a client.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientMsg {
-    Publish {
-        publish: Publish,
-        cid: Option<String>,
-    },
-    Presence,
-    /// The client read a replay batch and asks for the next one.
-    More,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum RawClientMsg {
-    Publish {
-        event: Option<String>,
-        data: Value,
-        cid: Option<String>,
-    },
-    Presence {},
-    More {},
-}
-
-impl ClientMsg {
-    pub fn parse(text: &str) -> Result<ClientMsg, HubError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| HubError::InvalidJson(e.to_string()))?;
-        match value.get("type").and_then(Value::as_str) {
-            Some("publish" | "presence" | "more") => {}
-            Some(other) => {
-                return Err(HubError::InvalidBody(format!(
-                    "unknown frame type '{}'; expected publish, presence or more",
-                    other.chars().take(32).collect::<String>()
-                )))
-            }
-            None => {
-                return Err(HubError::InvalidBody(
-                    "a frame needs a string \"type\"".into(),
-                ))
-            }
-        }
-        match serde_json::from_value(value)? {
-            RawClientMsg::Publish { event, data, cid } => {
-                if let Some(cid) = cid.as_deref() {
-                    idempotency_key("cid", cid)?;
-                }
-                Ok(ClientMsg::Publish {
-                    publish: Publish {
-                        event: EventName::parse(event.as_deref())?,
-                        data,
-                    },
-                    cid,
-                })
-            }
-            RawClientMsg::Presence {} => Ok(ClientMsg::Presence),
-            RawClientMsg::More {} => Ok(ClientMsg::More),
-        }
-    }
-}
-
-/// The `cid` of a frame that is JSON with a string `cid`, whatever else it
-/// holds: an error about that frame then names it.
-fn loose_cid(text: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct CidOnly {
-        cid: Option<Value>,
-    }
-    let frame: CidOnly = serde_json::from_str(text).ok()?;
-    match frame.cid? {
-        Value::String(cid) if idempotency_key("cid", &cid).is_ok() => Some(cid),
-        _ => None,
-    }
-}
-
 /// What the room does with one incoming frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -217,11 +140,11 @@ pub enum Step {
 /// user's sockets and HTTP), checked by the caller on `Step::Publish`.
 pub fn on_text_frame(meta: &mut SocketMeta, text: &str, settings: &Settings, now_ms: u64) -> Step {
     if let Err(err) = take_frame_token(meta, text.len(), settings, now_ms) {
-        return refuse(meta, err, || loose_cid(text), now_ms);
+        return refuse(meta, err, || ClientMsg::loose_cid(text), now_ms);
     }
     let msg = match ClientMsg::parse(text) {
         Ok(m) => m,
-        Err(e) => return meta.strike(e, loose_cid(text), now_ms),
+        Err(e) => return meta.strike(e, ClientMsg::loose_cid(text), now_ms),
     };
     match msg {
         ClientMsg::Presence => Step::Presence,
@@ -293,87 +216,39 @@ pub fn on_binary_frame(
     meta.strike(err, None, now_ms)
 }
 
-/// The `message` frame: the stored envelope with `"type":"message"` first.
-pub fn message_frame(envelope: &str) -> String {
-    let rest = envelope.strip_prefix('{').unwrap_or(envelope);
-    let mut out = String::with_capacity(envelope.len() + 17);
-    out.push_str("{\"type\":\"message\",");
-    out.push_str(rest);
-    out
-}
-
-/// The first frame of a socket. `presence` lists the members the room
-/// tracks one by one; `presence_count` is how many there are in all (more
-/// than listed when the room is above `PRESENCE_MAX_MEMBERS`). `limits`
-/// lets a client refuse an oversized publish and pace itself.
-pub fn welcome_frame(
-    room: &str,
-    last_id: Seq,
-    meta: &SocketMeta,
-    presence: &[String],
-    presence_count: usize,
-    settings: &Settings,
-) -> String {
-    json!({
-        "type": "welcome",
-        "room": room,
-        "last_id": last_id.0,
-        "you": {"conn": meta.conn, "user": meta.user, "presence_name": meta.presence_name()},
-        "presence": presence,
-        "presence_count": presence_count,
-        "limits": {
-            "max_message_bytes": settings.max_message_bytes,
-            "rate_per_sec": settings.rate_per_sec,
-            "rate_burst": settings.rate_burst,
-        },
-    })
-    .to_string()
-}
-
-pub fn ack_frame(cid: Option<&str>, id: Seq) -> String {
-    json!({"type": "ack", "cid": cid, "id": id.0}).to_string()
-}
-
-pub fn join_frame(user: &str) -> String {
-    json!({"type": "join", "user": user}).to_string()
-}
-
-pub fn leave_frame(user: &str) -> String {
-    json!({"type": "leave", "user": user}).to_string()
-}
-
-/// A presence snapshot: the listed members and how many there are in all.
-pub fn presence_frame(members: &[String], count: usize) -> String {
-    json!({"type": "presence", "members": members, "count": count}).to_string()
-}
-
-/// Ends a replay batch when history remains after it: the client sends
-/// `{"type":"more"}` once it has read the batch; until then live messages
-/// are held back from it.
-pub fn more_frame(after: Seq) -> String {
-    json!({"type": "more", "after": after.0}).to_string()
-}
-
-pub fn reset_frame(reset: ResetInfo) -> String {
-    json!({"type": "reset", "reason": reset.reason, "first_id": reset.first_id}).to_string()
-}
-
-/// An `error` frame; `cid` names the client frame it answers, and
-/// `retry_after_ms` says when a `rate_limited` frame may be sent again.
-pub fn error_frame(err: &HubError, cid: Option<&str>) -> String {
-    let mut frame = json!({"type": "error", "code": err.code(), "message": err.to_string()});
-    if let Some(cid) = cid {
-        frame["cid"] = json!(cid);
+impl SocketMeta {
+    /// This socket's `welcome`: who it is, the room's members and limits.
+    pub fn welcome<'a>(
+        &'a self,
+        room: &'a str,
+        last_id: Seq,
+        presence: &'a [String],
+        presence_count: usize,
+        settings: &Settings,
+    ) -> ServerMsg<'a> {
+        ServerMsg::Welcome {
+            room,
+            last_id: last_id.0,
+            you: You {
+                conn: &self.conn,
+                user: self.user.as_deref(),
+                presence_name: self.presence_name(),
+            },
+            presence,
+            presence_count,
+            limits: Limits {
+                max_message_bytes: settings.max_message_bytes,
+                rate_per_sec: settings.rate_per_sec,
+                rate_burst: settings.rate_burst,
+            },
+        }
     }
-    if let HubError::RateLimited { retry_after_ms } = err {
-        frame["retry_after_ms"] = json!(retry_after_ms);
-    }
-    frame.to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn settings() -> Settings {
         Settings {
@@ -482,7 +357,6 @@ mod tests {
         m.replay_after = Some(42);
         let back: SocketMeta = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back.replay_after, Some(42));
-        assert_eq!(more_frame(Seq(42)), r#"{"type":"more","after":42}"#);
     }
 
     #[test]
@@ -616,20 +490,10 @@ mod tests {
     fn welcome_carries_the_limits() {
         let s = settings();
         let w: Value =
-            serde_json::from_str(&welcome_frame("r", Seq(3), &meta(true), &[], 0, &s)).unwrap();
+            serde_json::from_str(&meta(true).welcome("r", Seq(3), &[], 0, &s).to_text()).unwrap();
         assert_eq!(w["limits"]["max_message_bytes"], 300);
         assert_eq!(w["limits"]["rate_per_sec"], 1);
         assert_eq!(w["limits"]["rate_burst"], 2);
-    }
-
-    #[test]
-    fn message_frame_is_the_envelope_with_a_type() {
-        let env = r#"{"id":1,"event":"message","from":null,"ts":5,"data":2}"#;
-        let frame = message_frame(env);
-        let v: Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(v["type"], "message");
-        assert_eq!(v["id"], 1);
-        assert_eq!(v["data"], 2);
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! The room's persisted log: the one place a message becomes part of the
+//! room, and the one place history is read back.
+//!
+//! Invariants:
+//! - [`PersistedLog::accept`] checks idempotency, serializes the envelope
+//!   once, stores it and only then advances the in-memory position. It is
+//!   synchronous, so two publishes never interleave inside it.
+//! - Reads are bounded in bytes as well as rows (a read of maximum-size
+//!   messages never pulls the whole history into the isolate), and every
+//!   read makes progress (it holds at least one message when one is due).
+//! - Nothing is written by a read: storage is created by the first publish
+//!   (see `store`).
+
+use super::store::{NewMessage, Restored, Store, POLL_PAGE_BYTES};
+use crate::core::cursor::{Cursor, Seq};
+use crate::core::error::HubError;
+use crate::core::log::RoomLog;
+use crate::core::names::RoomName;
+use crate::core::protocol::{Publish, ResetInfo};
+use crate::core::transport::StoredMessage;
+use worker::SqlStorage;
+
+/// What one storage read brings into the isolate when replaying: at most
+/// this many rows, and at most this many bytes (plus one message).
+const REPLAY_READ_ROWS: u32 = 200;
+const REPLAY_READ_BYTES: u64 = 256 * 1024;
+
+pub struct PersistedLog {
+    pub name: RoomName,
+    /// The log's position: ids, what is kept, the ETag.
+    pub position: RoomLog,
+    store: Store,
+    /// How many times this room was loaded (see `store::Restored::loads`).
+    pub loads: u64,
+}
+
+/// The outcome of a publish.
+pub struct Accepted {
+    pub id: Seq,
+    pub ts_ms: u64,
+    /// The message to deliver live; `None` when this was a retry of an
+    /// already-stored message (nothing new to deliver).
+    pub stored: Option<StoredMessage>,
+}
+
+/// Who published, and under which key a retry is recognised.
+pub struct Origin<'a> {
+    /// The verified user, `None` when anonymous.
+    pub from: Option<&'a str>,
+    /// An `Idempotency-Key` or `cid`, scoped to `from`.
+    pub key: Option<&'a str>,
+}
+
+impl PersistedLog {
+    /// Opens the room's log from storage (creating nothing).
+    pub fn open(
+        sql: SqlStorage,
+        name: RoomName,
+        history_limit: u32,
+        random: fn() -> u32,
+    ) -> Result<Self, HubError> {
+        let (store, restored): (Store, Restored) = Store::open(sql, random)?;
+        let position = RoomLog::restore(
+            restored.epoch,
+            restored.last_id,
+            restored.kept,
+            history_limit,
+        );
+        Ok(PersistedLog {
+            name,
+            position,
+            store,
+            loads: restored.loads,
+        })
+    }
+
+    /// Whether the room ever stored anything.
+    pub fn is_created(&self) -> bool {
+        self.store.is_created()
+    }
+
+    /// Stores a publish (or recognises a retry by its key) and returns what
+    /// to acknowledge and deliver.
+    pub fn accept(
+        &mut self,
+        publish: &Publish,
+        origin: &Origin<'_>,
+        max_message_bytes: usize,
+        now_ms: u64,
+    ) -> Result<Accepted, HubError> {
+        let scope = origin.from.unwrap_or("");
+        if let Some(key) = origin.key {
+            if let Some((id, ts_ms)) = self.store.idempotent(scope, key)? {
+                return Ok(Accepted {
+                    id,
+                    ts_ms,
+                    stored: None,
+                });
+            }
+        }
+        let id = self.position.next_id();
+        let envelope = publish.envelope(id, origin.from, now_ms, max_message_bytes)?;
+        let drop_through = self.position.drop_through(id);
+        let message = StoredMessage {
+            id,
+            event: publish.event.as_str().to_owned(),
+            envelope,
+        };
+        self.store.append(&NewMessage {
+            message: &message,
+            ts_ms: now_ms,
+            idempotency: origin.key.map(|k| (scope, k)),
+            drop_through,
+        })?;
+        self.position.append();
+        Ok(Accepted {
+            id,
+            ts_ms: now_ms,
+            stored: Some(message),
+        })
+    }
+
+    /// Calls `f` on every kept message after `after`, in id order, until it
+    /// returns `false`; returns whether it saw them all. Synchronous, so no
+    /// message can be published in between.
+    pub fn replay(
+        &self,
+        mut after: Seq,
+        mut f: impl FnMut(&StoredMessage) -> bool,
+    ) -> Result<bool, HubError> {
+        loop {
+            let (batch, at_end) =
+                self.store
+                    .read_after(after, REPLAY_READ_ROWS, REPLAY_READ_BYTES)?;
+            for message in &batch {
+                if !f(message) {
+                    return Ok(false);
+                }
+            }
+            match batch.last() {
+                Some(last) if !at_end => after = last.id,
+                _ => return Ok(true),
+            }
+        }
+    }
+
+    /// One poll page: up to `limit` envelopes after the cursor joined with
+    /// commas (at most `POLL_PAGE_BYTES`, plus one), with the reset signal
+    /// when the cursor is older than the kept history; without a cursor,
+    /// the newest `limit`.
+    pub fn page(
+        &self,
+        cursor: Cursor,
+        limit: u32,
+    ) -> Result<(String, Option<ResetInfo>), HubError> {
+        match cursor {
+            Cursor::Latest => Ok((self.store.joined(None, limit, POLL_PAGE_BYTES)?, None)),
+            Cursor::After(since) => {
+                let resume = self.position.resume(since);
+                let joined =
+                    self.store
+                        .joined(Some(resume.replay_after()), limit, POLL_PAGE_BYTES)?;
+                Ok((joined, ResetInfo::of(resume)))
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! A room request, understood once: what the Worker hands the room.
+//!
+//! The Worker routes the path, checks the method, authenticates the caller
+//! and reads the query and the headers the action needs; it then sends the
+//! room one [`RoomRequest`] in one internal header ([`ROOM_REQUEST_HEADER`],
+//! base64url-encoded JSON, so every byte of a `sub` arrives as sent). The
+//! room never parses the path, the query or identity headers again.
+//!
+//! Invariants:
+//! - The Worker always writes the header, over anything a client sent under
+//!   that name, and a Durable Object is reachable only through the Worker:
+//!   a description the room reads was written by the Worker.
+//! - A description names a valid room and carries only parameters that
+//!   already passed their checks (bad ones were answered `400` by the
+//!   Worker); a header the room cannot read is an internal error.
+//!
+//! Pure: takes the query pairs and a header lookup.
+
+use super::auth::Identity;
+use super::cursor::{parse_seq, sse_cursor, Cursor, Seq};
+use super::error::HubError;
+use super::names::RoomName;
+use super::protocol::idempotency_key;
+use super::query::PollQuery;
+use super::route::Action;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// The internal header that carries a [`RoomRequest`] to the room.
+pub const ROOM_REQUEST_HEADER: &str = "X-Hub-Request";
+
+/// One room request, as the room serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomRequest {
+    pub room: RoomName,
+    pub action: RoomAction,
+    /// The verified caller (anonymous when the hub runs without a secret).
+    pub identity: Identity,
+    /// The client's address (`CF-Connecting-IP`), kept for anonymous
+    /// callers only: their publish budget is per address.
+    pub addr: Option<String>,
+    /// The request's `Origin`, for the CORS headers of the answer.
+    pub origin: Option<String>,
+}
+
+/// What the request asks of the room, with the parameters it needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum RoomAction {
+    /// `GET /rooms/{room}`.
+    ReadState,
+    /// `GET /rooms/{room}/messages`.
+    Poll {
+        query: PollQuery,
+        if_none_match: Option<String>,
+    },
+    /// `POST /rooms/{room}/messages`; the body is the request's.
+    Publish { idempotency_key: Option<String> },
+    /// `GET /rooms/{room}/ws` with an upgrade.
+    OpenSocket { since: Option<Seq> },
+    /// `GET /rooms/{room}/events`.
+    OpenEvents { cursor: Cursor },
+}
+
+impl RoomAction {
+    /// Reads what `action` needs from the query (`pairs`, decoded) and the
+    /// headers (`header`). Refuses bad parameters (`400`).
+    pub fn describe<'a>(
+        action: Action,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        header: impl Fn(&str) -> Option<String>,
+        long_poll_max_secs: u32,
+    ) -> Result<RoomAction, HubError> {
+        // A parameter given twice takes its last value.
+        let last = |pairs: Vec<(&'a str, &'a str)>, name: &str| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+        };
+        let pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
+        Ok(match action {
+            Action::ReadState => RoomAction::ReadState,
+            Action::Poll => RoomAction::Poll {
+                query: PollQuery::parse(pairs, long_poll_max_secs)?,
+                if_none_match: header("If-None-Match"),
+            },
+            Action::Publish => {
+                let key = header("Idempotency-Key");
+                if let Some(key) = key.as_deref() {
+                    idempotency_key("Idempotency-Key", key)?;
+                }
+                RoomAction::Publish {
+                    idempotency_key: key,
+                }
+            }
+            Action::OpenSocket => RoomAction::OpenSocket {
+                since: last(pairs, "since")
+                    .map(|v| parse_seq("since", v))
+                    .transpose()?,
+            },
+            Action::OpenEvents => RoomAction::OpenEvents {
+                cursor: sse_cursor(last(pairs, "since"), header("Last-Event-ID").as_deref())?,
+            },
+        })
+    }
+
+    /// Whether the request opens a live connection (counted against the
+    /// connection limits) rather than answering once.
+    pub fn opens_connection(&self) -> bool {
+        matches!(
+            self,
+            RoomAction::OpenSocket { .. } | RoomAction::OpenEvents { .. }
+        )
+    }
+}
+
+impl RoomRequest {
+    /// The value of [`ROOM_REQUEST_HEADER`].
+    pub fn to_header(&self) -> String {
+        // Serializing plain data cannot fail.
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Reads [`ROOM_REQUEST_HEADER`] back in the room. A value the Worker
+    /// could not have written is an internal error, never a guess.
+    pub fn from_header(value: Option<&str>) -> Result<RoomRequest, HubError> {
+        value
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| HubError::Internal("unreadable room request header".into()))
+    }
+
+    /// The connection key of the caller (see `auth::connection_key`).
+    pub fn connection_key(&self) -> Option<String> {
+        super::auth::connection_key(&self.identity)
+    }
+
+    /// The publish budget key of the caller (see `auth::budget_key`).
+    pub fn budget_key(&self) -> Option<String> {
+        super::auth::budget_key(&self.identity, self.addr.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::query::DEFAULT_POLL_LIMIT;
+
+    fn no_headers(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_description_survives_the_header_byte_for_byte() {
+        let subs = [
+            "alice",
+            "alice ",
+            " alice",
+            "alice\t",
+            " ",
+            "ålice ✓",
+            "a\"b\\c",
+        ];
+        for sub in subs {
+            let req = RoomRequest {
+                room: RoomName::parse("lobby").unwrap(),
+                action: RoomAction::Poll {
+                    query: PollQuery::parse([("since", "4"), ("wait", "2")], 30).unwrap(),
+                    if_none_match: Some("\"e:4\"".into()),
+                },
+                identity: Identity::User {
+                    sub: sub.into(),
+                    can_publish: false,
+                },
+                addr: None,
+                origin: Some("https://app.example".into()),
+            };
+            let header = req.to_header();
+            assert!(header.bytes().all(|b| b.is_ascii_graphic()), "{header}");
+            assert_eq!(RoomRequest::from_header(Some(&header)), Ok(req), "{sub:?}");
+        }
+    }
+
+    #[test]
+    fn a_header_the_worker_could_not_have_written_is_internal() {
+        for bad in [None, Some("alice"), Some("e30"), Some("!!")] {
+            let err = RoomRequest::from_header(bad).unwrap_err();
+            assert_eq!(err.code(), "internal", "{bad:?}");
+        }
+        // A room name that does not validate is refused too.
+        let forged = URL_SAFE_NO_PAD.encode(
+            br#"{"room":"a/b","action":{"do":"read_state"},"identity":"Anonymous","addr":null,"origin":null}"#,
+        );
+        assert!(RoomRequest::from_header(Some(&forged)).is_err());
+    }
+
+    #[test]
+    fn each_action_reads_what_it_needs() {
+        let headers = |name: &str| match name {
+            "If-None-Match" => Some("\"x\"".to_owned()),
+            "Idempotency-Key" => Some("k-1".to_owned()),
+            "Last-Event-ID" => Some("9".to_owned()),
+            _ => None,
+        };
+        let q = [("since", "3"), ("since", "5"), ("token", "t")];
+        assert_eq!(
+            RoomAction::describe(Action::OpenSocket, q, headers, 30),
+            Ok(RoomAction::OpenSocket {
+                since: Some(Seq(5))
+            })
+        );
+        assert_eq!(
+            RoomAction::describe(Action::OpenEvents, q, headers, 30),
+            Ok(RoomAction::OpenEvents {
+                cursor: Cursor::After(Seq(9))
+            })
+        );
+        assert_eq!(
+            RoomAction::describe(Action::Publish, [], headers, 30),
+            Ok(RoomAction::Publish {
+                idempotency_key: Some("k-1".into())
+            })
+        );
+        match RoomAction::describe(Action::Poll, [], headers, 30) {
+            Ok(RoomAction::Poll {
+                query,
+                if_none_match,
+            }) => {
+                assert_eq!(query.limit, DEFAULT_POLL_LIMIT);
+                assert_eq!(if_none_match.as_deref(), Some("\"x\""));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            RoomAction::describe(Action::ReadState, q, no_headers, 30),
+            Ok(RoomAction::ReadState)
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_before_the_room() {
+        let table: &[(Action, &[(&str, &str)], &str)] = &[
+            (Action::OpenSocket, &[("since", "x")], "invalid_param"),
+            (Action::OpenEvents, &[("since", "-1")], "invalid_param"),
+            (Action::Poll, &[("wait", "31")], "invalid_param"),
+            (Action::Poll, &[("limit", "0")], "invalid_param"),
+        ];
+        for (action, pairs, code) in table {
+            let err =
+                RoomAction::describe(*action, pairs.iter().copied(), no_headers, 30).unwrap_err();
+            assert_eq!(err.code(), *code, "{action:?} {pairs:?}");
+        }
+        let bad_key = |name: &str| (name == "Idempotency-Key").then(|| "has space".to_owned());
+        assert_eq!(
+            RoomAction::describe(Action::Publish, [], bad_key, 30)
+                .unwrap_err()
+                .code(),
+            "invalid_param"
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! One interface for every transport's connections.
+//!
+//! A room serves three transports over one log: WebSocket sessions, SSE
+//! streams and held long polls. Each has a hub in `durable/` that owns its
+//! connections and implements [`Transport`]; the room then does what
+//! concerns every connection as one loop over its hubs: handing a new
+//! message to all ([`deliver_all`]), admitting one more connection
+//! ([`admit`]) and counting them ([`counts`]). The decisions live here,
+//! tested natively with fake hubs.
+//!
+//! Invariants:
+//! - A message is handed to the hubs in the order of `hubs`, within one
+//!   synchronous stretch: no other message can fall between two hubs.
+//! - A connection counts toward the limits from the moment its hub holds it
+//!   until it is gone, on whichever transport.
+//!
+//! Pure: no `worker` types.
+
+use super::cursor::Seq;
+use super::error::HubError;
+use super::protocol::ConnectionCounts;
+use serde::Deserialize;
+
+/// A message of the log as the transports deliver it: its id, its event
+/// name (SSE's `event:` line) and its envelope exactly as first stored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StoredMessage {
+    #[serde(deserialize_with = "seq_from_i64")]
+    pub id: Seq,
+    pub event: String,
+    #[serde(rename = "body")]
+    pub envelope: String,
+}
+
+/// Storage hands ids back as signed integers.
+fn seq_from_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Seq, D::Error> {
+    let n = i64::deserialize(d)?;
+    u64::try_from(n).map(Seq).map_err(serde::de::Error::custom)
+}
+
+/// Which transport a hub serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    WebSocket,
+    Sse,
+    Poll,
+}
+
+/// What the room needs from each transport's hub.
+pub trait Transport {
+    fn kind(&self) -> TransportKind;
+    /// Open connections.
+    fn connections(&self) -> usize;
+    /// Open connections of one connection key (`u:<sub>`).
+    fn connections_of(&self, key: &str) -> usize;
+    /// Hands a newly stored message to every connection that should see it
+    /// now (a connection catching up gets it through its replay).
+    fn deliver(&self, message: &StoredMessage);
+}
+
+/// Hands `message` to every hub, in order.
+pub fn deliver_all(hubs: &[&dyn Transport], message: &StoredMessage) {
+    for hub in hubs {
+        hub.deliver(message);
+    }
+}
+
+/// Live connections by transport.
+pub fn counts(hubs: &[&dyn Transport]) -> ConnectionCounts {
+    let mut counts = ConnectionCounts::default();
+    for hub in hubs {
+        let n = hub.connections() as u32;
+        match hub.kind() {
+            TransportKind::WebSocket => counts.ws += n,
+            TransportKind::Sse => counts.sse += n,
+            TransportKind::Poll => counts.poll += n,
+        }
+    }
+    counts
+}
+
+/// Whether one more live connection of `key` (`None`: anonymous) may open:
+/// `room_full` when the room holds `per_room` connections, across
+/// transports; `too_many_connections` when `key` holds `per_user`. A limit
+/// of 0 is off; anonymous callers are bounded by the room's limit only.
+pub fn admit(
+    hubs: &[&dyn Transport],
+    key: Option<&str>,
+    per_room: u32,
+    per_user: u32,
+) -> Result<(), HubError> {
+    if per_room > 0 {
+        let open: usize = hubs.iter().map(|h| h.connections()).sum();
+        if open >= per_room as usize {
+            return Err(HubError::RoomFull { limit: per_room });
+        }
+    }
+    if let (Some(key), true) = (key, per_user > 0) {
+        let held: usize = hubs.iter().map(|h| h.connections_of(key)).sum();
+        if held >= per_user as usize {
+            return Err(HubError::TooManyConnections { limit: per_user });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A hub with connections of given keys; records what it was handed.
+    struct Fake {
+        kind: TransportKind,
+        keys: Vec<&'static str>,
+        got: RefCell<Vec<(TransportKind, u64)>>,
+    }
+
+    impl Fake {
+        fn new(kind: TransportKind, keys: &[&'static str]) -> Self {
+            Fake {
+                kind,
+                keys: keys.to_vec(),
+                got: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Transport for Fake {
+        fn kind(&self) -> TransportKind {
+            self.kind
+        }
+        fn connections(&self) -> usize {
+            self.keys.len()
+        }
+        fn connections_of(&self, key: &str) -> usize {
+            self.keys.iter().filter(|k| **k == key).count()
+        }
+        fn deliver(&self, message: &StoredMessage) {
+            self.got.borrow_mut().push((self.kind, message.id.0));
+        }
+    }
+
+    fn room() -> [Fake; 3] {
+        [
+            Fake::new(TransportKind::WebSocket, &["u:a", "u:b", ""]),
+            Fake::new(TransportKind::Sse, &["u:a"]),
+            Fake::new(TransportKind::Poll, &["u:a", ""]),
+        ]
+    }
+
+    fn hubs(r: &[Fake; 3]) -> [&dyn Transport; 3] {
+        [&r[0], &r[1], &r[2]]
+    }
+
+    #[test]
+    fn counts_are_per_transport() {
+        let r = room();
+        assert_eq!(
+            counts(&hubs(&r)),
+            ConnectionCounts {
+                ws: 3,
+                sse: 1,
+                poll: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_user_limit_counts_every_transport() {
+        let r = room();
+        // u:a holds one socket, one stream and one poll.
+        assert_eq!(admit(&hubs(&r), Some("u:a"), 0, 4), Ok(()));
+        assert_eq!(
+            admit(&hubs(&r), Some("u:a"), 0, 3),
+            Err(HubError::TooManyConnections { limit: 3 })
+        );
+        assert_eq!(admit(&hubs(&r), Some("u:b"), 0, 2), Ok(()));
+        // Anonymous callers have no per-user count; 0 turns a limit off.
+        assert_eq!(admit(&hubs(&r), None, 0, 1), Ok(()));
+        assert_eq!(admit(&hubs(&r), Some("u:a"), 0, 0), Ok(()));
+    }
+
+    #[test]
+    fn a_room_limit_counts_everyone_first() {
+        let r = room();
+        assert_eq!(admit(&hubs(&r), None, 7, 0), Ok(()));
+        assert_eq!(
+            admit(&hubs(&r), None, 6, 0),
+            Err(HubError::RoomFull { limit: 6 })
+        );
+        assert_eq!(
+            admit(&hubs(&r), Some("u:b"), 6, 10),
+            Err(HubError::RoomFull { limit: 6 })
+        );
+    }
+
+    #[test]
+    fn every_hub_gets_each_message_in_order() {
+        let r = room();
+        for id in [1, 2] {
+            let m = StoredMessage {
+                id: Seq(id),
+                event: "message".into(),
+                envelope: "{}".into(),
+            };
+            deliver_all(&hubs(&r), &m);
+        }
+        for hub in &r {
+            let got: Vec<u64> = hub.got.borrow().iter().map(|(_, id)| *id).collect();
+            assert_eq!(got, vec![1, 2], "{:?}", hub.kind);
+        }
+    }
+}
