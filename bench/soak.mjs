@@ -12,8 +12,9 @@
 // the room keeps opening and forgetting connections as real rooms do.
 import http from 'node:http';
 import WebSocket from 'ws';
-import { startWorkerdHub } from '../tests/workerd.mjs';
-import { stateDir, freePort } from '../tests/harness.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { stateDir } from '../scripts/launch/state.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
 import { readFileSync } from 'node:fs';
 import * as floor from './floor/launch.mjs';
 
@@ -42,7 +43,7 @@ const port = await freePort();
 const hub =
   TARGET === 'floor'
     ? await floor.start({ port, storageDir: state.dir })
-    : await startWorkerdHub({ port, storageDir: state.dir, vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HEARTBEAT_SECS: '5' } });
+    : await startHub({ runtime: 'workerd', port, stateDir: state.dir, vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HEARTBEAT_SECS: '5' } });
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
 class Tracker {

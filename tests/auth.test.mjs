@@ -15,9 +15,9 @@ import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { startHub, roomName, getJson } from './harness.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
 import {
-  WAIT_MS, withTimeout, waitFor, safeMatch, request, wsUrl, WsClient, closeWsClients, readRefusal, readResponse,
+  roomName, getJson, WAIT_MS, withTimeout, waitFor, safeMatch, request, wsUrl, WsClient, closeWsClients, readRefusal, readResponse,
   refusedUpgrade,
 } from './support.mjs';
 
@@ -501,7 +501,7 @@ describe('auth on a hub with HUB_SECRET', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0' } });
     url = hub.url;
   });
 
@@ -690,7 +690,7 @@ describe('ALLOWED_ORIGINS on a hub with HUB_SECRET', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', ALLOWED_ORIGINS: 'https://good.example' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', ALLOWED_ORIGINS: 'https://good.example' } });
     url = hub.url;
   });
 
@@ -762,7 +762,7 @@ describe('a hub without HUB_SECRET', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
     url = hub.url;
   });
 
@@ -798,7 +798,7 @@ describe('MAX_CONNECTIONS_PER_USER = 2', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, MAX_CONNECTIONS_PER_USER: '2' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, MAX_CONNECTIONS_PER_USER: '2' } });
     url = hub.url;
   });
 
@@ -881,7 +881,7 @@ describe('RATE_PER_SEC = 1, RATE_BURST = 3 for HTTP publishes', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '1', RATE_BURST: '3' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '1', RATE_BURST: '3' } });
     url = hub.url;
   });
 

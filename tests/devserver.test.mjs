@@ -1,5 +1,5 @@
 // The hub as `npm start` runs it: scripts/dev.sh, i.e. `wrangler dev` with
-// its dev proxy in front of the Worker (tests/devserver.mjs), state in a
+// its dev proxy in front of the Worker (scripts/launch/wrangler-dev.mjs), state in a
 // temporary folder, a free port. Miniflare and bare workerd have no such
 // proxy, so this is the only spec that sees what a developer sees.
 //
@@ -22,10 +22,10 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createHmac, randomBytes } from 'node:crypto';
-import { stateDir, roomName } from './harness.mjs';
-import { startDevServer, DEV_START_MS } from './devserver.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { DEV_START_MS } from '../scripts/launch/wrangler-dev.mjs';
 import {
-  WAIT_MS, withTimeout, show, readResponse, mustPublish, Inbox, WsClient, wsUrl, closeWsClients,
+  roomName, WAIT_MS, withTimeout, show, readResponse, mustPublish, Inbox, WsClient, wsUrl, closeWsClients,
 } from './support.mjs';
 
 // ---------------------------------------------------------------- bodies and requests
@@ -246,10 +246,10 @@ class SseClient extends Inbox {
  * { server, room, ws, sse, cleanup }.
  */
 async function serverWithSubscribers(vars, subscriberAuth) {
-  const state = stateDir();
   let server;
   try {
-    server = await startDevServer({ stateDir: state.dir, vars });
+    // The state folder is the launcher's: a temporary one, removed at stop().
+    server = await startHub({ runtime: 'wrangler-dev', vars });
     const room = roomName('dev');
     const query = subscriberAuth ? `?token=${subscriberAuth}` : '';
     const { client: ws } = await WsClient.welcomedAt(wsUrl(server.url, room, query));
@@ -265,12 +265,10 @@ async function serverWithSubscribers(vars, subscriberAuth) {
         sse.close();
         await closeWsClients();
         await server.stop();
-        state.cleanup();
       },
     };
   } catch (e) {
     await server?.stop();
-    state.cleanup();
     throw e;
   }
 }

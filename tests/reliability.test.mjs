@@ -1,5 +1,5 @@
 // Reliability of the hub under faults and load, on the built Worker running
-// on bare workerd (tests/workerd.mjs), real processes on loopback:
+// on bare workerd (scripts/launch/workerd.mjs), real processes on loopback:
 //
 // 1. SIGKILL mid-traffic and a restart on the same storage: acknowledged
 //    means stored, retried publishes (same Idempotency-Key / cid) are stored
@@ -23,9 +23,10 @@ import http from 'node:http';
 import { readdirSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { stateDir, roomName, freePort } from './harness.mjs';
-import { WAIT_MS, sleep, withTimeout, waitFor, show, range } from './support.mjs';
-import { startWorkerdHub } from './workerd.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { stateDir } from '../scripts/launch/state.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
+import { roomName, WAIT_MS, sleep, withTimeout, waitFor, show, range } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -699,7 +700,7 @@ describe('crash and restart (SIGKILL) with publishers and subscribers on every t
     const state = stateDir();
     const port = await freePort();
     const vars = { RATE_PER_SEC: '0' };
-    let hub = await startWorkerdHub({ port, storageDir: state.dir, vars });
+    let hub = await startHub({ runtime: 'workerd', port, stateDir: state.dir, vars });
     const hubs = [hub];
     t.after(async () => {
       killAll();
@@ -737,7 +738,7 @@ describe('crash and restart (SIGKILL) with publishers and subscribers on every t
       // A short fixed pause before the restart, as a supervisor would take.
       await sleep(300);
       const startAt = Date.now();
-      hub = await startWorkerdHub({ port, storageDir: state.dir, vars });
+      hub = await startHub({ runtime: 'workerd', port, stateDir: state.dir, vars });
       hubs.push(hub);
       timeline.restartedAt = Date.now();
       timeline.startMs = timeline.restartedAt - startAt;
@@ -862,11 +863,9 @@ describe('crash and restart (SIGKILL) with publishers and subscribers on every t
 
 describe('concurrent publishers on one room', () => {
   let hub;
-  let state;
 
   before(async () => {
-    state = stateDir();
-    hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
   });
 
   afterEach(killAll);
@@ -874,7 +873,6 @@ describe('concurrent publishers on one room', () => {
   after(async () => {
     killAll();
     await hub?.stop();
-    state?.cleanup();
   });
 
   test('3 HTTP + 3 WS publishers × 30: one order 1..180 seen identically on every transport; retries stored once', async (t) => {
@@ -998,11 +996,9 @@ describe('concurrent publishers on one room', () => {
 // socket open), so this runs on workerd like the rest of the file.
 describe('hibernation under load (workerd)', () => {
   let hub;
-  let state;
 
   before(async () => {
-    state = stateDir();
-    hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
   });
 
   afterEach(killAll);
@@ -1010,7 +1006,6 @@ describe('hibernation under load (workerd)', () => {
   after(async () => {
     killAll();
     await hub?.stop();
-    state?.cleanup();
   });
 
   test('40 sockets survive hibernation: the wake delivers to all 40, presence and counts intact, WS publish after the wake', async (t) => {
@@ -1078,11 +1073,9 @@ describe('hibernation under load (workerd)', () => {
 
 describe('dead and departing WebSocket clients', () => {
   let hub;
-  let state;
 
   before(async () => {
-    state = stateDir();
-    hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
   });
 
   afterEach(killAll);
@@ -1090,7 +1083,6 @@ describe('dead and departing WebSocket clients', () => {
   after(async () => {
     killAll();
     await hub?.stop();
-    state?.cleanup();
   });
 
   test('30 sockets dropped without a close frame leave connections.ws (0 within 20 s); the room still serves', async (t) => {
@@ -1160,7 +1152,7 @@ describe('storage bounds with HISTORY_LIMIT=10', () => {
 
   before(async () => {
     state = stateDir();
-    hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars: { HISTORY_LIMIT: '10', RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'workerd', stateDir: state.dir, vars: { HISTORY_LIMIT: '10', RATE_PER_SEC: '0' } });
   });
 
   afterEach(killAll);

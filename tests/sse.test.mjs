@@ -16,9 +16,11 @@ import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { EventSource } from 'eventsource';
-import { startHub, stateDir, roomName, publish, freePort } from './harness.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { stateDir } from '../scripts/launch/state.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
 import {
-  WAIT_MS, withTimeout, waitFor, show, range, roomState, mustPublish, Inbox, WsClient, closeWsClients,
+  roomName, publish, WAIT_MS, withTimeout, waitFor, show, range, roomState, mustPublish, Inbox, WsClient, closeWsClients,
 } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
@@ -271,7 +273,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } });
     url = hub.url;
   });
 
@@ -679,7 +681,7 @@ describe('SSE reset with HISTORY_LIMIT=5', () => {
   let room;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0', HISTORY_LIMIT: '5' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', HISTORY_LIMIT: '5' } });
     url = hub.url;
     room = roomName('sse-reset');
     for (let i = 1; i <= 12; i += 1) await mustPublish(url, room, { data: i });
@@ -779,7 +781,7 @@ describe('SSE reconnect across a hub restart (eventsource package, Last-Event-ID
   test('the client reconnects by itself with Last-Event-ID and gets every id exactly once, in order', async (t) => {
     const port = await freePort();
     const vars = { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' };
-    hub = await startHub({ vars, persistDir: state.dir, port });
+    hub = await startHub({ runtime: 'miniflare', vars, stateDir: state.dir, port });
     const url = hub.url;
     assert.equal(new URL(url).port, String(port), `hub listens on the chosen port: ${url}`);
     const room = roomName('es-restart');
@@ -792,7 +794,7 @@ describe('SSE reconnect across a hub restart (eventsource package, Last-Event-ID
     const stoppedAt = Date.now();
     await hub.stop();
     hub = undefined;
-    hub = await startHub({ vars, persistDir: state.dir, port });
+    hub = await startHub({ runtime: 'miniflare', vars, stateDir: state.dir, port });
     assert.equal(hub.url, url, 'restarted on the same address');
     const restartedAt = Date.now();
 

@@ -2,8 +2,9 @@
 //
 // - waiting: WAIT_MS, sleep, withTimeout, waitFor;
 // - failure messages and data: show, safeMatch, range;
-// - HTTP: request (fetch), readResponse (a `node:http` answer), roomState,
-//   mustPublish (on top of harness.mjs);
+// - rooms: roomName, a fresh room per test;
+// - HTTP: publish, getJson, request (fetch), readResponse (a `node:http`
+//   answer), roomState, mustPublish;
 // - received items: Inbox, a buffer of what a client received, handed out
 //   by `next(predicate)` (SSE clients build on it too);
 // - WebSocket: wsUrl, WsClient (a WebSocket test client built on Inbox)
@@ -11,10 +12,10 @@
 //
 // What a single spec needs only for itself (tokens, SSE parsers, resuming
 // subscribers, assertions on one transport's frames) stays in that spec.
-// Starting and stopping the hub is harness.mjs's and workerd.mjs's job.
+// Starting and stopping the hub is scripts/launch/'s job (startHub in
+// scripts/launch/hub.mjs), shared with the benchmarks.
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { publish, getJson } from './harness.mjs';
 
 // ---------------------------------------------------------------- waiting
 
@@ -75,7 +76,34 @@ export function range(from, to) {
   return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 }
 
+// ---------------------------------------------------------------- rooms
+
+/** A unique room name per test, so tests never see each other's messages. */
+let roomCounter = 0;
+export function roomName(prefix = 'room') {
+  roomCounter += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${roomCounter}`;
+}
+
 // ---------------------------------------------------------------- HTTP
+
+/** POST a message; resolves to { status, body, headers }. */
+export async function publish(url, room, payload, headers = {}) {
+  const res = await fetch(`${url}/rooms/${room}/messages`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...headers },
+    body: typeof payload === 'string' ? payload : JSON.stringify(payload),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
+}
+
+/** GET a JSON route; resolves to { status, body, headers }. */
+export async function getJson(url, path, headers = {}) {
+  const res = await fetch(`${url}${path}`, { headers });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
+}
 
 /** Raw fetch; resolves to { status, text, body (parsed JSON, null if empty, undefined if not JSON), headers }. */
 export async function request(url, path, init = {}) {
