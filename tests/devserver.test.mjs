@@ -25,7 +25,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { startHub } from '../scripts/launch/hub.mjs';
 import { DEV_START_MS } from '../scripts/launch/wrangler-dev.mjs';
 import {
-  roomName, WAIT_MS, withTimeout, show, readResponse, mustPublish, Inbox, WsClient, wsUrl, closeWsClients,
+  roomName, withTimeout, show, readResponse, mustPublish, WsClient, wsUrl, closeWsClients, SseClient,
 } from './support.mjs';
 
 // ---------------------------------------------------------------- bodies and requests
@@ -178,66 +178,6 @@ function token(sub, over = {}, secret = SECRET) {
 }
 const bearer = (tok) => ({ Authorization: `Bearer ${tok}` });
 
-// ---------------------------------------------------------------- SSE client
-
-/**
- * A raw Server-Sent Events client on `node:http`: buffers every event
- * ({id, event, data, json}) in an Inbox; the Inbox ends when the stream
- * does, so a dropped stream fails every wait at once.
- */
-class SseClient extends Inbox {
-  static open(url, path, headers = {}) {
-    const client = new SseClient(`SSE ${path.replace(/token=[^&]*/, 'token=…')}`);
-    return withTimeout(new Promise((resolve, reject) => {
-      client.req = http.get(`${url}${path}`, { headers: { Accept: 'text/event-stream', ...headers } }, (res) => {
-        if (res.statusCode !== 200) {
-          readResponse(res).then((r) => reject(new Error(`${client.label}: ${r.status} ${show(r.text)}`)));
-          return;
-        }
-        client.read(res);
-        resolve(client);
-      });
-      client.req.on('error', (err) => {
-        client.end(err.message);
-        reject(err);
-      });
-    }), WAIT_MS, `the SSE response of ${client.label}`);
-  }
-
-  read(res) {
-    let buffer = '';
-    res.setEncoding('utf8');
-    res.on('data', (chunk) => {
-      buffer += chunk;
-      let cut;
-      while ((cut = buffer.indexOf('\n\n')) >= 0) {
-        const frame = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const ev = {};
-        for (const line of frame.split('\n')) {
-          const m = /^(id|event|data): ?(.*)$/.exec(line);
-          if (m) ev[m[1]] = m[2];
-        }
-        if (ev.data !== undefined) {
-          try {
-            ev.json = JSON.parse(ev.data);
-          } catch {
-            // not JSON: `json` stays undefined
-          }
-          this.push(ev);
-        }
-      }
-    });
-    res.on('end', () => this.end('the stream ended'));
-    res.on('close', () => this.end('the connection closed'));
-  }
-
-  close() {
-    this.end('closed by the test');
-    this.req?.destroy();
-  }
-}
-
 // ---------------------------------------------------------------- one server
 
 /**
@@ -253,7 +193,7 @@ async function serverWithSubscribers(vars, subscriberAuth) {
     const room = roomName('dev');
     const query = subscriberAuth ? `?token=${subscriberAuth}` : '';
     const { client: ws } = await WsClient.welcomedAt(wsUrl(server.url, room, query));
-    const sse = await SseClient.open(server.url, `/rooms/${room}/events${query}`);
+    const sse = await SseClient.connect(server.url, `/rooms/${room}/events${query}`);
     const restartsBefore = server.restarts();
     return {
       server,
