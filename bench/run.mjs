@@ -11,8 +11,9 @@ import { mkdirSync, writeFileSync, appendFileSync, mkdtempSync, rmSync, readFile
 import { tmpdir, cpus, totalmem, release } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startWorkerdHub, WORKERD_BIN } from '../tests/workerd.mjs';
-import { freePort } from '../tests/harness.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { WORKERD_BIN } from '../scripts/launch/workerd.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
 import * as nchan from './nchan/launch.mjs';
 import * as socketio from './socketio/launch.mjs';
@@ -34,7 +35,7 @@ const scale = (n) => (quick ? Math.max(10, Math.round(n / 10)) : n);
 const HUB_BENCH_VARS = { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HISTORY_LIMIT: '1000' };
 
 const SYSTEMS = {
-  hub: async (port, dir) => startWorkerdHub({ port, storageDir: join(dir, 'do'), vars: HUB_BENCH_VARS }),
+  hub: async (port, dir) => startHub({ runtime: 'workerd', port, stateDir: join(dir, 'do'), vars: HUB_BENCH_VARS }),
   floor: async (port, dir) => floor.start({ port, storageDir: join(dir, 'do') }),
   nchan: async (port, dir) => nchan.start({ port, dir }),
   socketio: async (port) => socketio.start({ port }),

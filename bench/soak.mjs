@@ -11,9 +11,11 @@
 // Subscribers churn: every few seconds some reconnect (resuming by id), so
 // the room keeps opening and forgetting connections as real rooms do.
 import http from 'node:http';
-import WebSocket from 'ws';
-import { startWorkerdHub } from '../tests/workerd.mjs';
-import { stateDir, freePort } from '../tests/harness.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { stateDir } from '../scripts/launch/state.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
+import { openSocket } from '../scripts/clients/ws.mjs';
+import { readSse } from '../scripts/clients/sse.mjs';
 import { readFileSync } from 'node:fs';
 import * as floor from './floor/launch.mjs';
 
@@ -42,7 +44,7 @@ const port = await freePort();
 const hub =
   TARGET === 'floor'
     ? await floor.start({ port, storageDir: state.dir })
-    : await startWorkerdHub({ port, storageDir: state.dir, vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HEARTBEAT_SECS: '5' } });
+    : await startHub({ runtime: 'workerd', port, stateDir: state.dir, vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HEARTBEAT_SECS: '5' } });
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
 class Tracker {
@@ -67,11 +69,11 @@ class Tracker {
 function wsSubscriber(t) {
   let ws;
   const open = () => {
-    ws = new WebSocket(`ws://127.0.0.1:${port}/rooms/${ROOM}/ws?since=${t.last}`);
-    ws.on('message', (d) => {
-      const m = JSON.parse(d.toString());
-      if (m.type === 'message') t.see(m.id);
-      else if (m.type === 'reset') t.resets += 1;
+    ws = openSocket(`ws://127.0.0.1:${port}/rooms/${ROOM}/ws?since=${t.last}`, {
+      onFrame: (m) => {
+        if (m.type === 'message') t.see(m.id);
+        else if (m.type === 'reset') t.resets += 1;
+      },
     });
     ws.on('close', () => !stopping && setTimeout(open, 200));
     ws.on('error', () => {});
@@ -91,18 +93,10 @@ function sseSubscriber(t) {
       setTimeout(open, delay);
     };
     req = http.get(`http://127.0.0.1:${port}/rooms/${ROOM}/events?since=${t.last}`, { agent: false }, (res) => {
-      let buf = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk) => {
-        buf += chunk;
-        let i;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const block = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          const id = /^id: (\d+)$/m.exec(block);
-          if (id) t.see(Number(id[1]));
-          if (/^event: reset$/m.test(block)) t.resets += 1;
-        }
+      readSse(res, (item) => {
+        if (item.kind !== 'event') return;
+        if (item.id !== undefined) t.see(Number(item.id));
+        if (item.event === 'reset') t.resets += 1;
       });
       res.on('close', () => reopen(200));
     });

@@ -3,7 +3,7 @@
 # room state persisted in .state/ so it survives a restart.
 # PORT and HUB_STATE_DIR override the port and the state folder; further
 # arguments go to `wrangler dev` (e.g. `--var RATE_PER_SEC:1`). The tests
-# start the hub through this script (tests/devserver.mjs).
+# start the hub through this script (scripts/launch/wrangler-dev.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toolchain.sh

@@ -14,11 +14,10 @@
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import http from 'node:http';
-import { startHub, roomName, getJson } from './harness.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
 import {
-  WAIT_MS, withTimeout, waitFor, safeMatch, request, wsUrl, WsClient, closeWsClients, readRefusal, readResponse,
-  refusedUpgrade,
+  roomName, getJson, WAIT_MS, withTimeout, waitFor, request, wsUrl, WsClient, closeWsClients, readRefusal, refusedUpgrade,
+  SseClient, closeSseClients,
 } from './support.mjs';
 
 // ---------------------------------------------------------------- tokens
@@ -181,124 +180,18 @@ function wsRefused(url, room, opts) {
   return refusedUpgrade(target, options);
 }
 
-// ---------------------------------------------------------------- SSE client
-
-/** Parsed events of one Server-Sent Events stream. */
-class SseStream {
-  constructor(req, res) {
-    this.req = req;
-    this.res = res;
-    this.raw = '';
-    this.buffer = '';
-    this.events = [];
-    this.taken = new Set();
-    this.waiters = [];
-    this.ended = false;
-    res.setEncoding('utf8');
-    res.on('data', (chunk) => {
-      this.raw += chunk;
-      this.buffer += chunk;
-      let cut;
-      while ((cut = this.buffer.indexOf('\n\n')) >= 0) {
-        const block = this.buffer.slice(0, cut);
-        this.buffer = this.buffer.slice(cut + 2);
-        this.#push(block);
-      }
-      for (const w of [...this.waiters]) w.check();
-    });
-    const end = () => {
-      this.ended = true;
-      for (const w of [...this.waiters]) w.check();
-    };
-    res.on('end', end);
-    res.on('close', end);
-    res.on('error', end);
-  }
-
-  #push(block) {
-    const ev = { id: null, event: null, data: null, comments: [], retry: null };
-    const data = [];
-    for (const line of block.split('\n')) {
-      if (line.startsWith(':')) ev.comments.push(line);
-      else if (line.startsWith('id:')) ev.id = line.slice(3).trim();
-      else if (line.startsWith('event:')) ev.event = line.slice(6).trim();
-      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-      else if (line.startsWith('retry:')) ev.retry = line.slice(6).trim();
-    }
-    if (data.length) {
-      ev.data = data.join('\n');
-      try {
-        ev.json = JSON.parse(ev.data);
-      } catch {
-        ev.json = undefined;
-      }
-    }
-    this.events.push(ev);
-  }
-
-  /** The next not-yet-taken event matching `pred`. */
-  next(pred, what, ms = WAIT_MS) {
-    return new Promise((resolve, reject) => {
-      const w = {
-        check: () => {
-          for (let i = 0; i < this.events.length; i += 1) {
-            if (!this.taken.has(i) && safeMatch(pred, this.events[i])) {
-              this.taken.add(i);
-              done();
-              resolve(this.events[i]);
-              return;
-            }
-          }
-          if (this.ended) {
-            done();
-            reject(new Error(`SSE stream ended waiting for ${what}; raw: ${show(this.raw)}`));
-          }
-        },
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timed out after ${ms} ms waiting for ${what}; raw: ${show(this.raw)}`));
-      }, ms);
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters = this.waiters.filter((x) => x !== w);
-      };
-      this.waiters.push(w);
-      w.check();
-    });
-  }
-
-  close() {
-    this.req.destroy();
-  }
-}
-
-const openStreams = new Set();
+// ---------------------------------------------------------------- SSE requests
 
 /**
- * GET /rooms/R/events. Resolves to { status, headers, stream } on 200, or
- * { status, text, body, headers } otherwise.
+ * GET /rooms/R/events (`auth` as in `credentials`, extra `query` params and
+ * `headers`). Resolves to { status, headers, stream } (an SseClient) on 200,
+ * or the refusal { status, text, body, headers } otherwise.
  */
-function openSse(url, room, { auth = {}, query = {}, headers = {} } = {}) {
+async function openSse(url, room, { auth = {}, query = {}, headers = {} } = {}) {
   const cred = credentials(auth);
-  const target = `${url}${withQuery(`/rooms/${room}/events`, { ...query, ...cred.query })}`;
-  return withTimeout(new Promise((resolve, reject) => {
-    const req = http.get(target, { headers: { Accept: 'text/event-stream', ...cred.headers, ...headers } }, (res) => {
-      if (res.statusCode !== 200) {
-        readResponse(res).then(resolve);
-        return;
-      }
-      const stream = new SseStream(req, res);
-      openStreams.add(stream);
-      resolve({ status: 200, headers: res.headers, stream });
-    });
-    req.on('error', reject);
-  }), WAIT_MS, `SSE response for /rooms/${room}/events`);
-}
-
-function closeStreams() {
-  for (const s of openStreams) s.close();
-  openStreams.clear();
+  const stream = await SseClient.open(url, withQuery(`/rooms/${room}/events`, { ...query, ...cred.query }), { ...cred.headers, ...headers });
+  if (stream.status !== 200) return stream.refusal();
+  return { status: 200, headers: stream.headers, stream };
 }
 
 // ---------------------------------------------------------------- room helpers
@@ -393,7 +286,6 @@ const ENDPOINTS = [
         assert.equal(ev.json.from, 'seeder');
       } finally {
         stream.close();
-        openStreams.delete(stream);
       }
     },
   },
@@ -501,12 +393,12 @@ describe('auth on a hub with HUB_SECRET', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0' } });
     url = hub.url;
   });
 
   afterEach(async () => {
-    closeStreams();
+    closeSseClients();
     await closeWsClients();
   });
 
@@ -690,7 +582,7 @@ describe('ALLOWED_ORIGINS on a hub with HUB_SECRET', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', ALLOWED_ORIGINS: 'https://good.example' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', ALLOWED_ORIGINS: 'https://good.example' } });
     url = hub.url;
   });
 
@@ -762,7 +654,7 @@ describe('a hub without HUB_SECRET', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
     url = hub.url;
   });
 
@@ -798,12 +690,12 @@ describe('MAX_CONNECTIONS_PER_USER = 2', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, MAX_CONNECTIONS_PER_USER: '2' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, MAX_CONNECTIONS_PER_USER: '2' } });
     url = hub.url;
   });
 
   afterEach(async () => {
-    closeStreams();
+    closeSseClients();
     await closeWsClients();
   });
 
@@ -881,7 +773,7 @@ describe('RATE_PER_SEC = 1, RATE_BURST = 3 for HTTP publishes', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '1', RATE_BURST: '3' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '1', RATE_BURST: '3' } });
     url = hub.url;
   });
 

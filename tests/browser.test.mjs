@@ -17,8 +17,10 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startHub, stateDir, roomName, publish, freePort } from './harness.mjs';
-import { range, WsClient, closeWsClients, wsUrl, waitFor } from './support.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { stateDir } from '../scripts/launch/state.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
+import { roomName, publish, range, WsClient, closeWsClients, wsUrl, waitFor } from './support.mjs';
 import { startProxy } from './proxy.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -213,7 +215,7 @@ describe('the browser client in Chromium: transports, fallback and recovery', ()
   before(async () => {
     state = stateDir();
     port = await freePort();
-    hub = await startHub({ port, persistDir: state.dir, vars });
+    hub = await startHub({ runtime: 'miniflare', port, stateDir: state.dir, vars });
     proxy = await startProxy(port);
     browser = await launch();
   });
@@ -514,7 +516,7 @@ describe('the browser client in Chromium: transports, fallback and recovery', ()
     await hub.stop();
     // While the hub is down, a page publishes: its publish must land once.
     const pending = pages.ws.evaluate(() => window.t.rooms.r.publish('sent while down'));
-    hub = await startHub({ port, persistDir: state.dir, vars });
+    hub = await startHub({ runtime: 'miniflare', port, stateDir: state.dir, vars });
     for (let i = 5; i <= 6; i += 1) await publish(hub.url, name, { data: `after ${i}` });
     const pendingId = await pending;
 
@@ -545,7 +547,7 @@ describe('the browser client in Chromium: transports, fallback and recovery', ()
     // The same hub, on new storage (a wiped development state).
     await hub.stop();
     const fresh = stateDir();
-    hub = await startHub({ port, persistDir: fresh.dir, vars });
+    hub = await startHub({ runtime: 'miniflare', port, stateDir: fresh.dir, vars });
     try {
       for (let i = 1; i <= 2; i += 1) await publish(hub.url, name, { data: `new ${i}` });
       for (const [transport, page] of Object.entries(pages)) {
@@ -566,7 +568,7 @@ describe('the browser client in Chromium: transports, fallback and recovery', ()
       // Back on the suite's storage for the tests after this one.
       await hub.stop();
       fresh.cleanup();
-      hub = await startHub({ port, persistDir: state.dir, vars });
+      hub = await startHub({ runtime: 'miniflare', port, stateDir: state.dir, vars });
     }
   });
 
@@ -613,7 +615,7 @@ describe('the browser client in Chromium: publishes under a rate limit (2/s, bur
   const roomUrl = (name) => `${proxy.url}/rooms/${name}`;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '2', RATE_BURST: '3', MAX_MESSAGE_BYTES: '2048', HEARTBEAT_SECS: '1' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '2', RATE_BURST: '3', MAX_MESSAGE_BYTES: '2048', HEARTBEAT_SECS: '1' } });
     proxy = await startProxy(Number(new URL(hub.url).port));
     browser = await launch();
   });
@@ -717,7 +719,7 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
   const roomUrl = (name) => `${proxy.url}/rooms/${name}`;
 
   before(async () => {
-    hub = await startHub({ vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '1', HEARTBEAT_SECS: '1' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '1', HEARTBEAT_SECS: '1' } });
     proxy = await startProxy(Number(new URL(hub.url).port));
     browser = await launch();
   });

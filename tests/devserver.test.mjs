@@ -1,5 +1,5 @@
 // The hub as `npm start` runs it: scripts/dev.sh, i.e. `wrangler dev` with
-// its dev proxy in front of the Worker (tests/devserver.mjs), state in a
+// its dev proxy in front of the Worker (scripts/launch/wrangler-dev.mjs), state in a
 // temporary folder, a free port. Miniflare and bare workerd have no such
 // proxy, so this is the only spec that sees what a developer sees.
 //
@@ -22,10 +22,10 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createHmac, randomBytes } from 'node:crypto';
-import { stateDir, roomName } from './harness.mjs';
-import { startDevServer, DEV_START_MS } from './devserver.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { DEV_START_MS } from '../scripts/launch/wrangler-dev.mjs';
 import {
-  WAIT_MS, withTimeout, show, readResponse, mustPublish, Inbox, WsClient, wsUrl, closeWsClients,
+  roomName, withTimeout, show, readResponse, mustPublish, WsClient, wsUrl, closeWsClients, SseClient,
 } from './support.mjs';
 
 // ---------------------------------------------------------------- bodies and requests
@@ -178,66 +178,6 @@ function token(sub, over = {}, secret = SECRET) {
 }
 const bearer = (tok) => ({ Authorization: `Bearer ${tok}` });
 
-// ---------------------------------------------------------------- SSE client
-
-/**
- * A raw Server-Sent Events client on `node:http`: buffers every event
- * ({id, event, data, json}) in an Inbox; the Inbox ends when the stream
- * does, so a dropped stream fails every wait at once.
- */
-class SseClient extends Inbox {
-  static open(url, path, headers = {}) {
-    const client = new SseClient(`SSE ${path.replace(/token=[^&]*/, 'token=…')}`);
-    return withTimeout(new Promise((resolve, reject) => {
-      client.req = http.get(`${url}${path}`, { headers: { Accept: 'text/event-stream', ...headers } }, (res) => {
-        if (res.statusCode !== 200) {
-          readResponse(res).then((r) => reject(new Error(`${client.label}: ${r.status} ${show(r.text)}`)));
-          return;
-        }
-        client.read(res);
-        resolve(client);
-      });
-      client.req.on('error', (err) => {
-        client.end(err.message);
-        reject(err);
-      });
-    }), WAIT_MS, `the SSE response of ${client.label}`);
-  }
-
-  read(res) {
-    let buffer = '';
-    res.setEncoding('utf8');
-    res.on('data', (chunk) => {
-      buffer += chunk;
-      let cut;
-      while ((cut = buffer.indexOf('\n\n')) >= 0) {
-        const frame = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const ev = {};
-        for (const line of frame.split('\n')) {
-          const m = /^(id|event|data): ?(.*)$/.exec(line);
-          if (m) ev[m[1]] = m[2];
-        }
-        if (ev.data !== undefined) {
-          try {
-            ev.json = JSON.parse(ev.data);
-          } catch {
-            // not JSON: `json` stays undefined
-          }
-          this.push(ev);
-        }
-      }
-    });
-    res.on('end', () => this.end('the stream ended'));
-    res.on('close', () => this.end('the connection closed'));
-  }
-
-  close() {
-    this.end('closed by the test');
-    this.req?.destroy();
-  }
-}
-
 // ---------------------------------------------------------------- one server
 
 /**
@@ -246,14 +186,14 @@ class SseClient extends Inbox {
  * { server, room, ws, sse, cleanup }.
  */
 async function serverWithSubscribers(vars, subscriberAuth) {
-  const state = stateDir();
   let server;
   try {
-    server = await startDevServer({ stateDir: state.dir, vars });
+    // The state folder is the launcher's: a temporary one, removed at stop().
+    server = await startHub({ runtime: 'wrangler-dev', vars });
     const room = roomName('dev');
     const query = subscriberAuth ? `?token=${subscriberAuth}` : '';
     const { client: ws } = await WsClient.welcomedAt(wsUrl(server.url, room, query));
-    const sse = await SseClient.open(server.url, `/rooms/${room}/events${query}`);
+    const sse = await SseClient.connect(server.url, `/rooms/${room}/events${query}`);
     const restartsBefore = server.restarts();
     return {
       server,
@@ -265,12 +205,10 @@ async function serverWithSubscribers(vars, subscriberAuth) {
         sse.close();
         await closeWsClients();
         await server.stop();
-        state.cleanup();
       },
     };
   } catch (e) {
     await server?.stop();
-    state.cleanup();
     throw e;
   }
 }

@@ -12,9 +12,8 @@ import net from 'node:net';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHmac } from 'node:crypto';
-import { stateDir, roomName, freePort } from './harness.mjs';
-import { WsClient, closeWsClients, wsUrl, request, waitFor, withTimeout, show, range, WAIT_MS } from './support.mjs';
-import { startWorkerdHub } from './workerd.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { roomName, WsClient, closeWsClients, wsUrl, request, waitFor, withTimeout, show, range, WAIT_MS } from './support.mjs';
 
 const MiB = 1024 * 1024;
 const SECRET = 'hardening-secret-0123456789abcdef-0123456789';
@@ -34,20 +33,6 @@ function mint(claims, secret = SECRET, header = { alg: 'HS256', typ: 'JWT' }) {
 }
 const tokenFor = (sub, can = ['subscribe', 'publish']) =>
   mint({ sub, exp: Math.floor(Date.now() / 1000) + 600, rooms: ['*'], can });
-
-/** Starts a hub on bare workerd with `vars`; returns it with its storage folder. */
-async function startHub(vars) {
-  const state = stateDir();
-  const hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars });
-  return {
-    ...hub,
-    storageDir: state.dir,
-    async stop() {
-      await hub.stop();
-      state.cleanup();
-    },
-  };
-}
 
 /** The rooms' database files under a hub's storage folder (not workerd's own metadata), with their sizes. */
 function roomFiles(dir) {
@@ -117,7 +102,7 @@ describe('a hub with rate limits off (open mode)', () => {
   let hub;
 
   before(async () => {
-    hub = await startHub({ RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_ROOM: '60' });
+    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_ROOM: '60' } });
   });
   afterEach(closeWsClients);
   after(async () => {
@@ -280,7 +265,7 @@ describe('a hub with rate limits off (open mode)', () => {
   });
 
   test('r13.7 reads and subscriptions of rooms never published to keep no data', async () => {
-    const before = new Set(roomFiles(hub.storageDir).map((f) => f.name));
+    const before = new Set(roomFiles(hub.stateDir).map((f) => f.name));
     for (let i = 0; i < 20; i += 1) {
       const room = roomName(`ghost${i}`);
       assert.equal((await request(hub.url, `/rooms/${room}`)).status, 200);
@@ -290,7 +275,7 @@ describe('a hub with rate limits off (open mode)', () => {
     client.send({ type: 'presence' });
     await client.nextType('presence');
     await client.close();
-    const ghosts = roomFiles(hub.storageDir).filter((f) => !before.has(f.name));
+    const ghosts = roomFiles(hub.stateDir).filter((f) => !before.has(f.name));
     // Before: a database, its write-ahead log and its shared memory per
     // room (~68 KB). Now workerd leaves at most an empty database file,
     // and on the platform an object without data is not kept at all.
@@ -298,7 +283,7 @@ describe('a hub with rate limits off (open mode)', () => {
     const room = roomName('real');
     assert.equal((await post(hub.url, room, { data: 1 })).status, 201);
     assert.equal((await request(hub.url, `/rooms/${room}/messages?since=0`)).body.messages.length, 1);
-    await waitFor(() => roomFiles(hub.storageDir).some((f) => f.name.endsWith('-wal') && f.bytes > 0), WAIT_MS, 'the log of the published room on disk');
+    await waitFor(() => roomFiles(hub.stateDir).some((f) => f.name.endsWith('-wal') && f.bytes > 0), WAIT_MS, 'the log of the published room on disk');
   });
 
   test('r13.8 error, open and close are reserved event names', async () => {
@@ -333,7 +318,7 @@ describe('WebSocket budgets (RATE_PER_SEC=20, RATE_BURST=40)', () => {
   let hub;
 
   before(async () => {
-    hub = await startHub({ HUB_SECRET: SECRET, RATE_PER_SEC: '20', RATE_BURST: '40', MAX_CONNECTIONS_PER_USER: '50' });
+    hub = await startHub({ runtime: 'workerd', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '20', RATE_BURST: '40', MAX_CONNECTIONS_PER_USER: '50' } });
   });
   afterEach(closeWsClients);
   after(async () => {
@@ -473,7 +458,7 @@ describe('WebSocket budgets (RATE_PER_SEC=20, RATE_BURST=40)', () => {
 
 describe('configuration and origins', () => {
   test('r13.9 a HUB_SECRET shorter than 32 bytes fails every request loudly', async () => {
-    const hub = await startHub({ HUB_SECRET: 'topsecret' });
+    const hub = await startHub({ runtime: 'workerd', vars: { HUB_SECRET: 'topsecret' } });
     try {
       for (const path of [`/rooms/${roomName('s')}`, `/rooms/${roomName('s')}/messages`]) {
         const res = await request(hub.url, path);
@@ -487,7 +472,7 @@ describe('configuration and origins', () => {
   });
 
   test('r13.9 the Host header does not make an origin same-origin', async () => {
-    const hub = await startHub({ ALLOWED_ORIGINS: 'https://good.example' });
+    const hub = await startHub({ runtime: 'workerd', vars: { ALLOWED_ORIGINS: 'https://good.example' } });
     try {
       const room = roomName('host');
       const forged = await new Promise((resolve, reject) => {

@@ -8,8 +8,9 @@
 // (HUB_BUILD_DIR=<dir> tests a copy of build/ instead.)
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHub, stateDir, roomName, publish, getJson } from './harness.mjs';
-import { waitFor, request, roomState, mustPublish } from './support.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { stateDir } from '../scripts/launch/state.mjs';
+import { roomName, publish, getJson, waitFor, request, roomState, mustPublish } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -43,7 +44,7 @@ describe('HTTP API with default settings', () => {
   before(async () => {
     // Rate limits off so the bursts below (50 concurrent publishes) test
     // ordering and ids, not the token bucket; every other setting is default.
-    hub = await startHub({ vars: { RATE_PER_SEC: '0', RATE_BURST: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', RATE_BURST: '0' } });
     url = hub.url;
   });
 
@@ -585,7 +586,7 @@ describe('history retention (HISTORY_LIMIT=5)', () => {
   const sent = [];
 
   before(async () => {
-    hub = await startHub({ vars: { HISTORY_LIMIT: '5', RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HISTORY_LIMIT: '5', RATE_PER_SEC: '0' } });
     room = roomName('retain');
     for (let i = 1; i <= 12; i += 1) sent.push(await mustPublish(hub.url, room, { data: i }));
   });
@@ -649,7 +650,7 @@ describe('bad settings', () => {
   let hub;
 
   before(async () => {
-    hub = await startHub({ vars: { HISTORY_LIMIT: BAD } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HISTORY_LIMIT: BAD } });
   });
 
   after(async () => {
@@ -681,7 +682,7 @@ describe('CORS with ALLOWED_ORIGINS=https://good.example', () => {
   let hub;
 
   before(async () => {
-    hub = await startHub({ vars: { ALLOWED_ORIGINS: 'https://good.example' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { ALLOWED_ORIGINS: 'https://good.example' } });
   });
 
   after(async () => {
@@ -740,7 +741,7 @@ describe('restart with persisted state', () => {
 
   test('messages, ids, timestamps and the ETag survive a restart; the next id is 4', async () => {
     const room = roomName('restart');
-    hub = await startHub({ persistDir: state.dir });
+    hub = await startHub({ runtime: 'miniflare', stateDir: state.dir });
     const sent = [];
     for (let i = 1; i <= 3; i += 1) sent.push(await mustPublish(hub.url, room, { data: `m${i}` }));
     assert.deepEqual(sent.map((s) => s.id), [1, 2, 3]);
@@ -750,7 +751,7 @@ describe('restart with persisted state', () => {
     await hub.stop();
     hub = undefined;
 
-    hub = await startHub({ persistDir: state.dir });
+    hub = await startHub({ runtime: 'miniflare', stateDir: state.dir });
     // Same state, same validator: still 304.
     const cached = await request(hub.url, `/rooms/${room}/messages`, { headers: { 'If-None-Match': etag } });
     assert.equal(cached.status, 304, `old ETag after restart: ${cached.text}`);

@@ -1,5 +1,5 @@
 // Reliability of the hub under faults and load, on the built Worker running
-// on bare workerd (tests/workerd.mjs), real processes on loopback:
+// on bare workerd (scripts/launch/workerd.mjs), real processes on loopback:
 //
 // 1. SIGKILL mid-traffic and a restart on the same storage: acknowledged
 //    means stored, retried publishes (same Idempotency-Key / cid) are stored
@@ -19,13 +19,14 @@
 // (HUB_BUILD_DIR=<dir> tests a copy of build/ instead.)
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { readdirSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
-import WebSocket from 'ws';
-import { stateDir, roomName, freePort } from './harness.mjs';
-import { WAIT_MS, sleep, withTimeout, waitFor, show, range } from './support.mjs';
-import { startWorkerdHub } from './workerd.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { stateDir } from '../scripts/launch/state.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
+import {
+  roomName, WAIT_MS, sleep, withTimeout, waitFor, show, range, WsClient, closeWsClients, SseClient,
+} from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -92,11 +93,13 @@ class Watch {
   }
 }
 
-/** Every client a test opened and did not end, so `killAll` can end them. */
+/** Every resuming client a test started and did not end, so `killAll` can end them. */
 const live = new Set();
 
-function killAll() {
+/** Ends every resuming client, then every WebSocket a test left open. */
+async function killAll() {
   for (const c of [...live]) c.kill();
+  await closeWsClients();
 }
 
 /** A JSON request with a bounded wait; resolves to { status, body, headers }. */
@@ -295,7 +298,7 @@ class Subscriber {
   }
 }
 
-/** WebSocket subscriber: `/rooms/R/ws?since=<last>`. */
+/** WebSocket subscriber: `/rooms/R/ws?since=<last>`, one WsClient per connection. */
 class WsSubscriber extends Subscriber {
   constructor(url, room, label = 'ws', since = 0) {
     super('ws', label, since);
@@ -303,144 +306,94 @@ class WsSubscriber extends Subscriber {
     this.loop = this.runLoop(() => this.#session());
   }
 
+  /** One connection; resolves to whether it was welcomed, once it closed. */
   #session() {
-    return new Promise((resolve) => {
-      const since = this.last;
-      let opened = false;
-      const ws = new WebSocket(`${this.url}?since=${since}`, { handshakeTimeout: 5000 });
-      this.ws = ws;
-      ws.on('message', (raw) => {
-        let f;
-        try {
-          f = JSON.parse(raw.toString('utf8'));
-        } catch {
-          this.errors.push(`not JSON: ${raw}`);
-          return;
-        }
-        if (f.type === 'welcome') {
-          opened = true;
-          this.onConnect(since);
-        } else if (f.type === 'message') this.onMessage(f);
-        else if (f.type === 'reset') this.onReset({ reason: f.reason, first_id: f.first_id });
-        else if (f.type === 'error') this.errors.push(show(f));
-      });
-      ws.on('error', (err) => this.onDrop(`error ${err.code ?? err.message}`));
-      ws.on('close', (code) => {
-        this.onDrop(`close ${code}`);
-        resolve(opened);
-      });
+    const since = this.last;
+    let opened = false;
+    const client = new WsClient(`${this.url}?since=${since}`, { handshakeTimeout: 5000 });
+    this.client = client;
+    client.onItem((f) => {
+      if (!f || typeof f !== 'object') {
+        this.errors.push(`not JSON: ${show(f)}`);
+        return;
+      }
+      if (f.type === 'welcome') {
+        opened = true;
+        this.onConnect(since);
+      } else if (f.type === 'message') this.onMessage(f);
+      else if (f.type === 'reset') this.onReset({ reason: f.reason, first_id: f.first_id });
+      else if (f.type === 'error') this.errors.push(show(f));
+    });
+    client.ws.on('error', (err) => this.onDrop(`error ${err.code ?? err.message}`));
+    return client.closed.then(({ code }) => {
+      this.onDrop(`close ${code}`);
+      return opened;
     });
   }
 
   kill() {
     this.stopped = true;
-    this.ws?.terminate();
+    this.client?.ws.terminate();
     live.delete(this);
   }
 }
 
-/** Parses one SSE frame (the text before a blank line). */
-function parseSse(text) {
-  const frame = { comment: true };
-  const data = [];
-  for (const line of text.split('\n')) {
-    if (line.startsWith(':')) continue;
-    frame.comment = false;
-    const colon = line.indexOf(':');
-    const name = colon === -1 ? line : line.slice(0, colon);
-    let value = colon === -1 ? '' : line.slice(colon + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    if (name === 'id') frame.id = value;
-    else if (name === 'event') frame.event = value;
-    else if (name === 'data') data.push(value);
-    else if (name === 'retry') frame.retry = value;
-  }
-  if (data.length > 0) frame.data = data.join('\n');
-  return frame;
-}
-
-/** SSE subscriber: raw node:http stream resuming with `Last-Event-ID: <last>`. */
+/** SSE subscriber: one SseClient per stream, resuming with `Last-Event-ID: <last>`. */
 class SseSubscriber extends Subscriber {
   constructor(url, room, label = 'sse', since = 0) {
     super('sse', label, since);
-    this.url = `${url}/rooms/${room}/events`;
+    this.url = url;
+    this.path = `/rooms/${room}/events`;
     this.loop = this.runLoop(() => this.#session());
   }
 
-  #session() {
-    return new Promise((resolve) => {
-      const since = this.last;
-      let opened = false;
-      let done = false;
-      const finish = (why) => {
-        if (done) return;
-        done = true;
-        this.onDrop(why);
-        resolve(opened);
-      };
-      const req = http.get(this.url, {
-        agent: false,
-        headers: { Accept: 'text/event-stream', 'Last-Event-ID': String(since) },
-      });
-      this.req = req;
-      req.setTimeout(5000, () => {
-        if (!opened) req.destroy(new Error('no response head within 5 s'));
-      });
-      req.on('response', (res) => {
-        res.setEncoding('utf8');
-        if (res.statusCode !== 200) {
-          let body = '';
-          res.on('data', (c) => (body += c));
-          res.on('end', () => finish(`status ${res.statusCode} ${body.slice(0, 200)}`));
-          res.on('error', (err) => finish(`status ${res.statusCode}, then ${err.message}`));
-          return;
-        }
-        req.setTimeout(0);
-        opened = true;
-        this.onConnect(since);
-        let pending = '';
-        res.on('data', (chunk) => {
-          pending += chunk;
-          let idx;
-          while ((idx = pending.indexOf('\n\n')) !== -1) {
-            const text = pending.slice(0, idx);
-            pending = pending.slice(idx + 2);
-            this.#frame(text);
-          }
-        });
-        res.on('end', () => finish('end of stream'));
-        res.on('error', (err) => finish(`response error ${err.message}`));
-        res.on('close', () => finish('response closed'));
-      });
-      req.on('error', (err) => finish(`request error ${err.code ?? err.message}`));
-      req.on('close', () => finish('request closed'));
-    });
+  /** One stream; resolves to whether it was opened (a 200), once it ended. */
+  async #session() {
+    const since = this.last;
+    const client = new SseClient(this.url, this.path, { 'Last-Event-ID': String(since) });
+    this.client = client;
+    try {
+      await withTimeout(client.response, 5000, 'the response head');
+    } catch (err) {
+      client.close();
+      this.onDrop(`request error ${err.code ?? err.message}`);
+      return false;
+    }
+    if (client.status !== 200) {
+      const refusal = await client.refusal().catch((err) => ({ status: client.status, text: `${client.body} (${err.message})` }));
+      this.onDrop(`status ${refusal.status} ${refusal.text.slice(0, 200)}`);
+      return false;
+    }
+    this.onConnect(since);
+    client.onItem((item) => this.#item(item));
+    this.onDrop(await client.ended);
+    return true;
   }
 
-  #frame(text) {
-    const f = parseSse(text);
-    if (f.comment || f.retry !== undefined) return;
-    let json;
-    try {
-      json = JSON.parse(f.data);
-    } catch {
-      this.errors.push(`frame data not JSON: ${show(text)}`);
+  #item(item) {
+    if (item.kind === 'comment' || item.kind === 'retry') return;
+    if (item.kind !== 'event') {
+      this.errors.push(`unexpected line: ${show(item)}`);
       return;
     }
-    if (f.event === 'reset') {
-      if (f.id !== undefined) this.errors.push(`reset with an id line: ${show(text)}`);
-      this.onReset(json);
-    } else if (f.id !== undefined) {
-      if (Number(f.id) !== json.id) this.errors.push(`id line ${f.id} but envelope id ${json.id}`);
-      this.onMessage(json);
+    if (item.json === undefined) {
+      this.errors.push(`event data not JSON: ${show(item)}`);
+      return;
+    }
+    if (item.event === 'reset') {
+      if (item.id !== undefined) this.errors.push(`reset with an id line: ${show(item)}`);
+      this.onReset(item.json);
+    } else if (item.id !== undefined) {
+      if (Number(item.id) !== item.json.id) this.errors.push(`id line ${item.id} but envelope id ${item.json.id}`);
+      this.onMessage(item.json);
     } else {
-      this.errors.push(`unexpected frame: ${show(text)}`);
+      this.errors.push(`unexpected event: ${show(item)}`);
     }
   }
 
   kill() {
     this.stopped = true;
-    this.req?.destroy();
+    this.client?.close();
     live.delete(this);
   }
 }
@@ -526,45 +479,39 @@ class WsPublisher {
     }
   }
 
+  /** One connection that resends every un-acked frame; resolves to whether it opened, once it closed. */
   #session() {
-    return new Promise((resolve) => {
-      let opened = false;
-      const ws = new WebSocket(this.url, { handshakeTimeout: 5000 });
-      this.ws = ws;
-      ws.on('open', () => {
-        opened = true;
-        this.connects.push({ at: Date.now() });
-        for (const entry of this.pending.values()) {
-          if (entry.sends > 0) this.resent += 1;
-          entry.sends += 1;
-          ws.send(entry.frame);
-        }
-        this.watch.changed();
-      });
-      ws.on('message', (raw) => {
-        let f;
-        try {
-          f = JSON.parse(raw.toString('utf8'));
-        } catch {
+    let opened = false;
+    const client = new WsClient(this.url, { handshakeTimeout: 5000 });
+    this.client = client;
+    client.ws.on('open', () => {
+      opened = true;
+      this.connects.push({ at: Date.now() });
+      for (const entry of this.pending.values()) {
+        if (entry.sends > 0) this.resent += 1;
+        entry.sends += 1;
+        client.send(entry.frame);
+      }
+      this.watch.changed();
+    });
+    client.onItem((f) => {
+      if (!f || typeof f !== 'object') return;
+      if (f.type === 'ack') {
+        const entry = this.pending.get(f.cid);
+        if (!entry) {
+          this.strayAcks.push(f);
           return;
         }
-        if (f.type === 'ack') {
-          const entry = this.pending.get(f.cid);
-          if (!entry) {
-            this.strayAcks.push(f);
-            return;
-          }
-          this.pending.delete(f.cid);
-          entry.resolve({ id: f.id, sends: entry.sends, at: Date.now() });
-        } else if (f.type === 'error') {
-          this.errors.push(show(f));
-        }
-      });
-      ws.on('error', (err) => this.drops.push({ at: Date.now(), why: `error ${err.code ?? err.message}` }));
-      ws.on('close', (code) => {
-        this.drops.push({ at: Date.now(), why: `close ${code}` });
-        resolve(opened);
-      });
+        this.pending.delete(f.cid);
+        entry.resolve({ id: f.id, sends: entry.sends, at: Date.now() });
+      } else if (f.type === 'error') {
+        this.errors.push(show(f));
+      }
+    });
+    client.ws.on('error', (err) => this.drops.push({ at: Date.now(), why: `error ${err.code ?? err.message}` }));
+    return client.closed.then(({ code }) => {
+      this.drops.push({ at: Date.now(), why: `close ${code}` });
+      return opened;
     });
   }
 
@@ -578,9 +525,9 @@ class WsPublisher {
     const acked = new Promise((resolve) => {
       const entry = { frame, resolve, sends: 0 };
       this.pending.set(cid, entry);
-      if (this.ws?.readyState === WebSocket.OPEN) {
+      if (this.client?.ws.readyState === this.client?.ws.OPEN) {
         entry.sends += 1;
-        this.ws.send(frame);
+        this.client.send(frame);
       }
     });
     return withTimeout(acked, ms, `ack for ${cid} on ${this.label} (connects ${this.connects.length}, ` +
@@ -589,7 +536,7 @@ class WsPublisher {
 
   kill() {
     this.stopped = true;
-    this.ws?.terminate();
+    this.client?.ws.terminate();
     live.delete(this);
   }
 
@@ -599,95 +546,11 @@ class WsPublisher {
   }
 }
 
-// ------------------------------------------------ a plain WebSocket client
+// ------------------------------------------------ plain WebSockets
 
-/** A WebSocket that buffers every frame; `find(pred)` awaits the first matching frame. */
-class Sock {
-  constructor(url, room, query = '') {
-    this.url = `${wsBase(url)}/rooms/${room}/ws${query}`;
-    this.frames = [];
-    this.errors = [];
-    this.closeInfo = null;
-    this.watch = new Watch();
-    this.ws = new WebSocket(this.url, { handshakeTimeout: WAIT_MS });
-    live.add(this);
-    this.ws.on('message', (raw) => {
-      const text = raw.toString('utf8');
-      let f;
-      try {
-        f = JSON.parse(text);
-      } catch {
-        f = text;
-      }
-      this.frames.push(f);
-      this.watch.changed();
-    });
-    this.ws.on('error', (err) => this.errors.push(err.message));
-    this.closed = new Promise((resolve) => {
-      this.ws.once('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString('utf8') };
-        live.delete(this);
-        this.watch.changed();
-        resolve(this.closeInfo);
-      });
-    });
-  }
-
-  static async welcomed(url, room, query = '') {
-    const s = new Sock(url, room, query);
-    s.welcome = await s.find((f) => f.type === 'welcome', 'welcome');
-    return s;
-  }
-
-  seen() {
-    const list = this.frames.slice(-15).map((f) => `  ${show(f)}`).join('\n');
-    return `; ${this.frames.length} frame(s) on ${this.url}${this.closeInfo ? ` (closed ${this.closeInfo.code})` : ''}, last ones:\n${list}`;
-  }
-
-  find(pred, what, ms = WAIT_MS) {
-    return this.watch.until(
-      () => {
-        const f = this.frames.find((x) => x && typeof x === 'object' && pred(x));
-        if (f) return f;
-        if (this.closeInfo) throw new Error(`socket closed (${this.closeInfo.code}) while waiting for ${what}${this.seen()}`);
-        return undefined;
-      },
-      ms,
-      what,
-      () => this.seen(),
-    );
-  }
-
-  message(id, ms) {
-    return this.find((f) => f.type === 'message' && f.id === id, `message ${id}`, ms);
-  }
-
-  ofType(type) {
-    return this.frames.filter((f) => f && f.type === type);
-  }
-
-  messageIds() {
-    return this.ofType('message').map((f) => f.id);
-  }
-
-  send(frame) {
-    this.ws.send(JSON.stringify(frame));
-  }
-
-  async close() {
-    if (!this.closeInfo) this.ws.close(1000);
-    return withTimeout(this.closed, WAIT_MS, `close of ${this.url}`);
-  }
-
-  kill() {
-    this.ws.terminate();
-    live.delete(this);
-  }
-}
-
-/** Opens `n` sockets (welcomed) in parallel. */
+/** Opens `n` WsClients on `room` in parallel, each welcomed (its `welcome` is set). */
 function openSockets(url, room, n, query = '') {
-  return Promise.all(Array.from({ length: n }, () => Sock.welcomed(url, room, query)));
+  return Promise.all(Array.from({ length: n }, async () => (await WsClient.welcomed(url, room, query)).client));
 }
 
 // ================================================================ 1. SIGKILL
@@ -699,10 +562,10 @@ describe('crash and restart (SIGKILL) with publishers and subscribers on every t
     const state = stateDir();
     const port = await freePort();
     const vars = { RATE_PER_SEC: '0' };
-    let hub = await startWorkerdHub({ port, storageDir: state.dir, vars });
+    let hub = await startHub({ runtime: 'workerd', port, stateDir: state.dir, vars });
     const hubs = [hub];
     t.after(async () => {
-      killAll();
+      await killAll();
       for (const h of hubs) await h.stop().catch(() => {});
       state.cleanup();
     });
@@ -737,7 +600,7 @@ describe('crash and restart (SIGKILL) with publishers and subscribers on every t
       // A short fixed pause before the restart, as a supervisor would take.
       await sleep(300);
       const startAt = Date.now();
-      hub = await startWorkerdHub({ port, storageDir: state.dir, vars });
+      hub = await startHub({ runtime: 'workerd', port, stateDir: state.dir, vars });
       hubs.push(hub);
       timeline.restartedAt = Date.now();
       timeline.startMs = timeline.restartedAt - startAt;
@@ -862,19 +725,16 @@ describe('crash and restart (SIGKILL) with publishers and subscribers on every t
 
 describe('concurrent publishers on one room', () => {
   let hub;
-  let state;
 
   before(async () => {
-    state = stateDir();
-    hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
   });
 
   afterEach(killAll);
 
   after(async () => {
-    killAll();
+    await killAll();
     await hub?.stop();
-    state?.cleanup();
   });
 
   test('3 HTTP + 3 WS publishers × 30: one order 1..180 seen identically on every transport; retries stored once', async (t) => {
@@ -998,19 +858,16 @@ describe('concurrent publishers on one room', () => {
 // socket open), so this runs on workerd like the rest of the file.
 describe('hibernation under load (workerd)', () => {
   let hub;
-  let state;
 
   before(async () => {
-    state = stateDir();
-    hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
   });
 
   afterEach(killAll);
 
   after(async () => {
-    killAll();
+    await killAll();
     await hub?.stop();
-    state?.cleanup();
   });
 
   test('40 sockets survive hibernation: the wake delivers to all 40, presence and counts intact, WS publish after the wake', async (t) => {
@@ -1022,7 +879,7 @@ describe('hibernation under load (workerd)', () => {
     assert.equal(new Set(names).size, SOCKETS, 'every socket has its own presence name');
 
     for (let i = 1; i <= 5; i += 1) assert.equal((await mustPost(url, room, { data: { pre: i } })).id, i);
-    for (const s of socks) await s.message(5);
+    for (const s of socks) await s.nextMessage(5);
 
     const initial = await roomState(url, room);
     assert.equal(initial.connections.ws, SOCKETS, show(initial));
@@ -1042,7 +899,7 @@ describe('hibernation under load (workerd)', () => {
       const res = await mustPost(url, room, { data: { wake: rounds } });
       assert.equal(res.id, lastId + 1, `ids continue across the wake (round ${rounds})`);
       lastId = res.id;
-      const frames = await Promise.all(socks.map((s) => s.message(lastId)));
+      const frames = await Promise.all(socks.map((s) => s.nextMessage(lastId)));
       for (const f of frames) assert.deepEqual(f.data, { wake: rounds }, `message ${lastId} data`);
       loads = (await roomState(url, room)).loads;
     }
@@ -1057,10 +914,10 @@ describe('hibernation under load (workerd)', () => {
     // A WebSocket publish after the wake: acked, delivered to all 40.
     const cid = `${RUN}-hib-after`;
     socks[17].send({ type: 'publish', data: { after: 'wake' }, cid });
-    const ack = await socks[17].find((f) => (f.type === 'ack' && f.cid === cid) || f.type === 'error', `ack for ${cid}`);
+    const ack = await socks[17].next((f) => (f.type === 'ack' && f.cid === cid) || f.type === 'error', `ack for ${cid}`);
     assert.deepEqual(ack, { type: 'ack', cid, id: lastId + 1 });
     lastId = ack.id;
-    const frames = await Promise.all(socks.map((s) => s.message(lastId)));
+    const frames = await Promise.all(socks.map((s) => s.nextMessage(lastId)));
     for (const f of frames) assert.deepEqual(f.data, { after: 'wake' });
 
     for (const s of socks) {
@@ -1070,7 +927,7 @@ describe('hibernation under load (workerd)', () => {
     }
     const log = await fetchLog(url, room);
     assert.deepEqual(log.messages.map((m) => m.id), range(1, lastId));
-    for (const s of socks) s.kill();
+    for (const s of socks) s.ws.terminate();
   });
 });
 
@@ -1078,19 +935,16 @@ describe('hibernation under load (workerd)', () => {
 
 describe('dead and departing WebSocket clients', () => {
   let hub;
-  let state;
 
   before(async () => {
-    state = stateDir();
-    hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
   });
 
   afterEach(killAll);
 
   after(async () => {
-    killAll();
+    await killAll();
     await hub?.stop();
-    state?.cleanup();
   });
 
   test('30 sockets dropped without a close frame leave connections.ws (0 within 20 s); the room still serves', async (t) => {
@@ -1113,14 +967,14 @@ describe('dead and departing WebSocket clients', () => {
     // Still serves: HTTP and WebSocket publishing, replay.
     const pub = await mustPost(url, room, { data: 'after drops' });
     assert.equal(pub.id, 1);
-    const s = await Sock.welcomed(url, room, '?since=0');
+    const { client: s } = await WsClient.welcomed(url, room, '?since=0');
     assert.deepEqual(s.welcome.presence, [s.welcome.you.presence_name], 'only the new socket is present');
-    assert.deepEqual((await s.message(1)).data, 'after drops');
+    assert.deepEqual((await s.nextMessage(1)).data, 'after drops');
     s.send({ type: 'publish', data: 'ws after drops', cid: `${RUN}-dead-1` });
-    const ack = await s.find((f) => f.type === 'ack' || f.type === 'error', 'ack');
+    const ack = await s.next((f) => f.type === 'ack' || f.type === 'error', 'ack');
     assert.equal(ack.type, 'ack', show(ack));
     assert.equal(ack.id, 2);
-    await s.message(2);
+    await s.nextMessage(2);
     assert.equal((await roomState(url, room)).connections.ws, 1);
     await s.close();
     await waitFor(async () => (await roomState(url, room)).connections.ws === 0, WAIT_MS, 'connections.ws === 0 after the last close');
@@ -1129,17 +983,17 @@ describe('dead and departing WebSocket clients', () => {
   test('30 sockets closed cleanly: an observer sees a leave for each, and the count returns to 0', async (t) => {
     const { url } = hub;
     const room = roomName('leave');
-    const observer = await Sock.welcomed(url, room);
+    const { client: observer } = await WsClient.welcomed(url, room);
     const socks = await openSockets(url, room, 30);
     const names = socks.map((s) => s.welcome.you.presence_name).sort();
-    await observer.watch.until(() => observer.ofType('join').length >= 30, WAIT_MS, '30 join frames on the observer', () => observer.seen());
+    await waitFor(() => observer.ofType('join').length >= 30, WAIT_MS, '30 join frames on the observer', () => observer.seen());
     assert.deepEqual(observer.ofType('join').map((f) => f.user).sort(), names, 'a join per socket');
     assert.equal((await roomState(url, room)).connections.ws, 31);
 
     const closing = Date.now();
     const infos = await Promise.all(socks.map((s) => s.close()));
     for (const info of infos) assert.equal(info.code, 1000, 'the close is answered with 1000');
-    await observer.watch.until(() => observer.ofType('leave').length >= 30, WAIT_MS, '30 leave frames on the observer', () => observer.seen());
+    await waitFor(() => observer.ofType('leave').length >= 30, WAIT_MS, '30 leave frames on the observer', () => observer.seen());
     t.diagnostic(`30 leave frames seen ${Date.now() - closing} ms after the closes began`);
     assert.deepEqual(observer.ofType('leave').map((f) => f.user).sort(), names, 'a leave per socket, for exactly those names');
     const { value: st } = await waitFor(async () => {
@@ -1160,13 +1014,13 @@ describe('storage bounds with HISTORY_LIMIT=10', () => {
 
   before(async () => {
     state = stateDir();
-    hub = await startWorkerdHub({ port: await freePort(), storageDir: state.dir, vars: { HISTORY_LIMIT: '10', RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'workerd', stateDir: state.dir, vars: { HISTORY_LIMIT: '10', RATE_PER_SEC: '0' } });
   });
 
   afterEach(killAll);
 
   after(async () => {
-    killAll();
+    await killAll();
     await hub?.stop();
     state?.cleanup();
   });
@@ -1202,14 +1056,14 @@ describe('storage bounds with HISTORY_LIMIT=10', () => {
     const reset = { reason: 'history_exceeded', first_id: 391 };
 
     // WebSocket resume from a pruned id.
-    const s = await Sock.welcomed(url, room, '?since=5');
-    await s.message(400);
+    const { client: s } = await WsClient.welcomed(url, room, '?since=5');
+    await s.nextMessage(400);
     const wsStream = s.frames.filter((f) => ['welcome', 'reset', 'message'].includes(f.type));
     assert.equal(wsStream[0].type, 'welcome');
     assert.deepEqual(wsStream[1], { type: 'reset', ...reset }, `WS reset${s.seen()}`);
     assert.deepEqual(wsStream.slice(2).map((f) => f.id), expected, `WS replay${s.seen()}`);
     assert.deepEqual(wsStream.slice(2).map((f) => f.data.n), expected);
-    s.kill();
+    s.ws.terminate();
 
     // SSE resume with Last-Event-ID: 5.
     const sse = new SseSubscriber(url, room, 'sse Last-Event-ID 5', 5);

@@ -5,9 +5,10 @@
 // `reset` signals, ids shared with HTTP and WebSocket publishes, framing that
 // nothing a publisher sends can break, dead and slow streams, room counts.
 //
-// Two kinds of clients: a raw `node:http` stream parsed here frame by frame
-// (to see the exact bytes and their timing), and the `eventsource` package
-// (a real client that reconnects with Last-Event-ID by itself).
+// Two kinds of clients: SseClient (tests/support.mjs), a `node:http` stream
+// read into items by the shared reader that also keeps the exact bytes, for
+// their layout and timing, and the `eventsource` package (a real client that
+// reconnects with Last-Event-ID by itself).
 //
 // Run, from the repository root after `npm run build`:
 //   node --test --test-timeout=90000 tests/sse.test.mjs
@@ -16,159 +17,31 @@ import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { EventSource } from 'eventsource';
-import { startHub, stateDir, roomName, publish, freePort } from './harness.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { stateDir } from '../scripts/launch/state.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
 import {
-  WAIT_MS, withTimeout, waitFor, show, range, roomState, mustPublish, Inbox, WsClient, closeWsClients,
+  roomName, publish, WAIT_MS, withTimeout, waitFor, show, range, roomState, mustPublish, Inbox, WsClient, closeWsClients,
+  SseClient, closeSseClients,
 } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
 const ENVELOPE_KEYS = ['data', 'event', 'from', 'id', 'ts'];
 
-/** Every client a test opened, so `closeAll` can end the ones left open. */
+/** Every EventSource a test opened, so `closeAll` can end the ones left open. */
 const openClients = new Set();
 
 /**
- * Parses one SSE frame (the text before a blank line). The hub only ever
- * writes LF line ends; tests assert separately that no CR is on the wire.
+ * Asserts that the bytes of stream `s` hold `frame` (its lines, e.g.
+ * 'id: 1\nevent: message\ndata: …') as one whole frame: right after the
+ * blank line that ends the frame before it, and ended by a blank line of
+ * its own. Every stream starts with the `retry:` frame, so every later
+ * frame has a frame before it; and no frame can hold a blank line, so this
+ * pins the frame's lines exactly.
  */
-function parseFrame(text) {
-  const frame = { raw: `${text}\n\n`, comments: [], fields: [] };
-  const data = [];
-  for (const line of text.split('\n')) {
-    if (line.startsWith(':')) {
-      frame.comments.push(line.slice(1));
-      continue;
-    }
-    const colon = line.indexOf(':');
-    const name = colon === -1 ? line : line.slice(0, colon);
-    let value = colon === -1 ? '' : line.slice(colon + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    frame.fields.push([name, value]);
-    if (name === 'id') frame.id = value;
-    else if (name === 'event') frame.event = value;
-    else if (name === 'data') data.push(value);
-    else if (name === 'retry') frame.retry = value;
-  }
-  frame.comment = frame.fields.length === 0;
-  if (data.length > 0) {
-    frame.data = data.join('\n');
-    try {
-      frame.json = JSON.parse(frame.data);
-    } catch {
-      frame.json = undefined;
-    }
-  }
-  return frame;
-}
-
-/** A raw `node:http` SSE stream; `inbox` holds the parsed frames. */
-class RawStream {
-  constructor(url, path, headers = {}) {
-    this.label = `raw ${path}`;
-    this.inbox = new Inbox(this.label);
-    this.inbox.describe = (f) => (f.raw.length > 200 ? `${f.raw.slice(0, 200)}…` : f.raw);
-    this.raw = '';
-    this.bytes = 0;
-    this.pending = '';
-    this.decoder = new TextDecoder();
-    this.status = null;
-    this.headers = null;
-    this.body = ''; // non-200 answers
-    this.ended = false;
-    openClients.add(this);
-
-    this.req = http.get(`${url}${path}`, { agent: false, headers: { Accept: 'text/event-stream', ...headers } });
-    this.response = new Promise((resolve, reject) => {
-      this.req.once('response', (res) => {
-        this.res = res;
-        this.status = res.statusCode;
-        this.headers = res.headers;
-        res.on('data', (chunk) => this.#onChunk(chunk));
-        res.once('end', () => this.#onEnd('end of body'));
-        res.once('error', (err) => this.#onEnd(`response error: ${err.message}`));
-        res.once('close', () => this.#onEnd('response closed'));
-        resolve(this);
-      });
-      this.req.once('error', (err) => {
-        this.#onEnd(`request error: ${err.message}`);
-        reject(err);
-      });
-    });
-    this.response.catch(() => {});
-    this.endedPromise = new Promise((resolve) => {
-      this.resolveEnded = resolve;
-    });
-  }
-
-  /** Opens a stream and waits for the response head. */
-  static async open(url, path, headers = {}) {
-    const s = new RawStream(url, path, headers);
-    await withTimeout(s.response, WAIT_MS, `response head of ${path}`);
-    return s;
-  }
-
-  #onChunk(chunk) {
-    this.bytes += chunk.length;
-    const text = this.decoder.decode(chunk, { stream: true });
-    if (this.status !== 200) {
-      this.body += text;
-      return;
-    }
-    this.raw += text;
-    this.pending += text;
-    let idx;
-    while ((idx = this.pending.indexOf('\n\n')) !== -1) {
-      const frameText = this.pending.slice(0, idx);
-      this.pending = this.pending.slice(idx + 2);
-      this.inbox.push(parseFrame(frameText));
-    }
-  }
-
-  #onEnd(reason) {
-    if (this.ended) return;
-    this.ended = true;
-    openClients.delete(this);
-    this.inbox.end(reason);
-    this.resolveEnded(reason);
-  }
-
-  next(pred, what, ms) {
-    return this.inbox.next(pred, what, ms);
-  }
-
-  /** The next message frame (one with an `id:` line). */
-  nextMessage(what = 'a message frame', ms) {
-    return this.next((f) => f.id !== undefined, what, ms);
-  }
-
-  nextId(id, ms) {
-    return this.next((f) => f.id === String(id), `message id ${id}`, ms);
-  }
-
-  frames() {
-    return this.inbox.items;
-  }
-
-  /** Ids of every frame with an `id:` line so far, as numbers. */
-  ids() {
-    return this.frames().filter((f) => f.id !== undefined).map((f) => Number(f.id));
-  }
-
-  /** Every frame that is not the retry preamble nor a heartbeat. */
-  events() {
-    return this.frames().filter((f) => !f.comment && f.retry === undefined);
-  }
-
-  /** Ends the client side: destroys the socket. */
-  destroy() {
-    this.req.destroy();
-    openClients.delete(this);
-  }
-
-  close() {
-    this.destroy();
-  }
+function assertWholeFrame(s, frame, what = 'frame') {
+  assert.ok(s.raw.includes(`\n\n${frame}\n\n`), `${what}: ${show(frame)} as one whole frame on the wire; the stream: ${show(s.raw.slice(-600))}`);
 }
 
 /** An `eventsource` package client; `inbox` holds the dispatched events. */
@@ -219,9 +92,10 @@ class EsClient {
   }
 }
 
-/** Ends every client a test left open (SSE streams here, WebSockets in support.mjs). */
+/** Ends every client a test left open (EventSources here, SSE streams and WebSockets in support.mjs). */
 async function closeAll() {
   for (const c of [...openClients]) c.close();
+  closeSseClients();
   await closeWsClients();
 }
 
@@ -239,9 +113,9 @@ async function waitSse(url, room, n, ms = WAIT_MS) {
   );
 }
 
-/** Asserts a message frame is exactly `id / event / data` and returns its envelope. */
-function assertMessageFrame(frame, { id, event = 'message', ts, data }) {
-  assert.equal(frame.raw, `id: ${id}\nevent: ${event}\ndata: ${frame.data}\n\n`, `frame layout: ${show(frame.raw)}`);
+/** Asserts a message event of stream `s` is exactly the frame `id / event / data` and returns its envelope. */
+function assertMessageFrame(s, frame, { id, event = 'message', ts, data }) {
+  assertWholeFrame(s, `id: ${id}\nevent: ${event}\ndata: ${frame.data}`, `frame layout of id ${id}`);
   assert.ok(frame.json && typeof frame.json === 'object', `data is one line of JSON: ${show(frame.data)}`);
   assert.deepEqual(Object.keys(frame.json).sort(), ENVELOPE_KEYS);
   assert.equal(frame.json.id, id);
@@ -271,7 +145,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } });
     url = hub.url;
   });
 
@@ -285,19 +159,19 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
   describe('stream basics', () => {
     test('200, text/event-stream; charset=utf-8, no-cache, and the first bytes are "retry: 1000\\n\\n"', async () => {
       const room = roomName('sse-head');
-      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const s = await SseClient.open(url, `/rooms/${room}/events`);
       assert.equal(s.status, 200);
       assert.equal(s.headers['content-type'], 'text/event-stream; charset=utf-8');
       assert.equal(s.headers['cache-control'], 'no-cache');
       const first = await s.next(() => true, 'the first frame');
-      assert.equal(first.raw, 'retry: 1000\n\n');
+      assert.deepEqual(first, { kind: 'retry', retry: 1000 });
       assert.ok(s.raw.startsWith('retry: 1000\n\n'), `stream starts with the retry line: ${show(s.raw.slice(0, 40))}`);
-      assert.equal(s.frames()[0], first);
+      assert.equal(s.items[0], first);
     });
 
     test('a message published after the stream opened arrives live (< 2 s) as id/event/data', async (t) => {
       const room = roomName('sse-live');
-      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const s = await SseClient.open(url, `/rooms/${room}/events`);
       await s.next((f) => f.retry !== undefined, 'retry preamble');
       const started = Date.now();
       const sent = await mustPublish(url, room, { event: 'chat.msg', data: { a: 1, b: 'héllo 🌍', c: [true, null] } });
@@ -305,20 +179,20 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
       const latency = Date.now() - started;
       t.diagnostic(`publish -> SSE frame: ${latency} ms`);
       assert.equal(sent.id, 1);
-      assertMessageFrame(frame, { id: 1, event: 'chat.msg', ts: sent.ts, data: { a: 1, b: 'héllo 🌍', c: [true, null] } });
+      assertMessageFrame(s, frame, { id: 1, event: 'chat.msg', ts: sent.ts, data: { a: 1, b: 'héllo 🌍', c: [true, null] } });
 
       // A default event name, and a second message, both live and in order.
       const second = await mustPublish(url, room, { data: 'two' });
       const f2 = await s.nextId(second.id, 2000);
-      assertMessageFrame(f2, { id: 2, event: 'message', ts: second.ts, data: 'two' });
+      assertMessageFrame(s, f2, { id: 2, event: 'message', ts: second.ts, data: 'two' });
       assert.deepEqual(s.ids(), [1, 2]);
       assert.deepEqual(s.events().map((f) => f.id), ['1', '2'], 'nothing but the two messages');
     });
 
     test('every open stream of the room receives every message, in order', async () => {
       const room = roomName('sse-fanout');
-      const a = await RawStream.open(url, `/rooms/${room}/events`);
-      const b = await RawStream.open(url, `/rooms/${room}/events`);
+      const a = await SseClient.open(url, `/rooms/${room}/events`);
+      const b = await SseClient.open(url, `/rooms/${room}/events`);
       const sent = [];
       for (let i = 1; i <= 10; i += 1) sent.push(await mustPublish(url, room, { data: i }));
       for (const s of [a, b]) {
@@ -332,34 +206,34 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('a heartbeat comment ":\\n\\n" comes every HEARTBEAT_SECS (at least 2 within 4 s)', async (t) => {
       const room = roomName('sse-hb');
       const opened = Date.now();
-      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const s = await SseClient.open(url, `/rooms/${room}/events`);
       const deadline = opened + 4000;
-      const isHeartbeat = (f) => f.comment;
+      const isHeartbeat = (f) => f.kind === 'comment';
       const h1 = await s.next(isHeartbeat, 'first heartbeat', Math.max(1, deadline - Date.now()));
       const t1 = Date.now() - opened;
       const h2 = await s.next(isHeartbeat, 'second heartbeat', Math.max(1, deadline - Date.now()));
       const t2 = Date.now() - opened;
       t.diagnostic(`heartbeats at ${t1} ms and ${t2} ms after opening`);
-      assert.equal(h1.raw, ':\n\n');
-      assert.equal(h2.raw, ':\n\n');
-      assert.ok(s.raw.startsWith('retry: 1000\n\n:\n\n'), `retry, then heartbeats: ${show(s.raw.slice(0, 40))}`);
+      assert.deepEqual([h1, h2], [{ kind: 'comment', comment: '' }, { kind: 'comment', comment: '' }]);
+      // Nothing else is sent to this room: the bytes are the retry frame, then two bare ':' frames.
+      assert.ok(s.raw.startsWith('retry: 1000\n\n:\n\n:\n\n'), `retry, then heartbeats: ${show(s.raw.slice(0, 40))}`);
     });
 
     test('GET /rooms/{room}: connections.sse follows opens and closes', async () => {
       const room = roomName('sse-count');
       assert.equal((await roomState(url, room)).connections.sse, 0);
-      const a = await RawStream.open(url, `/rooms/${room}/events`);
+      const a = await SseClient.open(url, `/rooms/${room}/events`);
       await waitSse(url, room, 1);
-      const b = await RawStream.open(url, `/rooms/${room}/events`);
-      const c = await RawStream.open(url, `/rooms/${room}/events?since=0`);
+      const b = await SseClient.open(url, `/rooms/${room}/events`);
+      const c = await SseClient.open(url, `/rooms/${room}/events?since=0`);
       await waitSse(url, room, 3);
       const state = await roomState(url, room);
       assert.equal(state.connections.ws, 0);
       assert.equal(state.connections.poll, 0);
-      a.destroy();
+      a.close();
       await waitSse(url, room, 2, 10_000);
-      b.destroy();
-      c.destroy();
+      b.close();
+      c.close();
       await waitSse(url, room, 0, 10_000);
     });
   });
@@ -368,7 +242,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('?since=ID replays exactly the messages after ID, then continues live: no gap, no duplicate', async () => {
       const room = roomName('sse-since');
       for (let i = 1; i <= 5; i += 1) await mustPublish(url, room, { data: `m${i}` });
-      const s = await RawStream.open(url, `/rooms/${room}/events?since=2`);
+      const s = await SseClient.open(url, `/rooms/${room}/events?since=2`);
       await s.nextId(5);
       assert.deepEqual(s.ids(), [3, 4, 5]);
       const live = await mustPublish(url, room, { data: 'm6' });
@@ -378,14 +252,15 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
       await s.nextId(sentinel.id);
       assert.deepEqual(s.ids(), [3, 4, 5, 6, 7]);
       assert.deepEqual(s.events().map((f) => f.json.data), ['m3', 'm4', 'm5', 'm6', 'm7']);
-      assert.equal(s.frames()[0].raw, 'retry: 1000\n\n', 'the retry line still comes first');
+      assert.deepEqual(s.items[0], { kind: 'retry', retry: 1000 }, 'the retry line still comes first');
+      assert.ok(s.raw.startsWith('retry: 1000\n\n'), `the stream starts with the retry frame: ${show(s.raw.slice(0, 40))}`);
       assert.ok(!s.events().some((f) => f.event === 'reset'), 'no reset for a kept cursor');
     });
 
     test('?since=0 replays everything from id 1', async () => {
       const room = roomName('sse-since0');
       for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
-      const s = await RawStream.open(url, `/rooms/${room}/events?since=0`);
+      const s = await SseClient.open(url, `/rooms/${room}/events?since=0`);
       await s.nextId(3);
       await mustPublish(url, room, { data: 4 });
       await s.nextId(4);
@@ -396,7 +271,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('?since=last_id replays nothing and continues live', async () => {
       const room = roomName('sse-since-last');
       for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
-      const s = await RawStream.open(url, `/rooms/${room}/events?since=3`);
+      const s = await SseClient.open(url, `/rooms/${room}/events?since=3`);
       await mustPublish(url, room, { data: 4 });
       await s.nextId(4);
       assert.deepEqual(s.ids(), [4]);
@@ -405,7 +280,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('Last-Event-ID header replays exactly the messages after it, then live', async () => {
       const room = roomName('sse-leid');
       for (let i = 1; i <= 5; i += 1) await mustPublish(url, room, { data: i });
-      const s = await RawStream.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '3' });
+      const s = await SseClient.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '3' });
       await s.nextId(5);
       await mustPublish(url, room, { data: 6 });
       await s.nextId(6, 2000);
@@ -415,7 +290,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('without a cursor only live messages are sent (no replay)', async () => {
       const room = roomName('sse-nocursor');
       for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
-      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const s = await SseClient.open(url, `/rooms/${room}/events`);
       await mustPublish(url, room, { data: 4 });
       await s.nextId(4);
       assert.deepEqual(s.ids(), [4]);
@@ -424,7 +299,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('an empty Last-Event-ID means no cursor', async () => {
       const room = roomName('sse-leid-empty');
       for (let i = 1; i <= 3; i += 1) await mustPublish(url, room, { data: i });
-      const s = await RawStream.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '' });
+      const s = await SseClient.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '' });
       assert.equal(s.status, 200, `status ${s.status}: ${s.body}`);
       await mustPublish(url, room, { data: 4 });
       await s.nextId(4);
@@ -434,8 +309,8 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('?since= and Last-Event-ID together: the larger wins', async () => {
       const room = roomName('sse-both');
       for (let i = 1; i <= 6; i += 1) await mustPublish(url, room, { data: i });
-      const a = await RawStream.open(url, `/rooms/${room}/events?since=2`, { 'Last-Event-ID': '4' });
-      const b = await RawStream.open(url, `/rooms/${room}/events?since=4`, { 'Last-Event-ID': '2' });
+      const a = await SseClient.open(url, `/rooms/${room}/events?since=2`, { 'Last-Event-ID': '4' });
+      const b = await SseClient.open(url, `/rooms/${room}/events?since=4`, { 'Last-Event-ID': '2' });
       await mustPublish(url, room, { data: 7 });
       for (const s of [a, b]) {
         await s.nextId(7);
@@ -504,7 +379,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
   describe('cross-transport ids', () => {
     test('HTTP and WebSocket publishes arrive on SSE with the ids of the POST answers and acks, in order', async () => {
       const room = roomName('sse-cross');
-      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const s = await SseClient.open(url, `/rooms/${room}/events`);
       const { client: ws } = await WsClient.welcomed(url, room);
       const expected = []; // [id, data] in publish order
       for (let i = 0; i < 6; i += 1) {
@@ -536,7 +411,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
   describe('injection', () => {
     test('an event name with a line break is refused (400 invalid_event); reserved names too; nothing reaches the stream', async () => {
       const room = roomName('sse-inj-event');
-      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const s = await SseClient.open(url, `/rooms/${room}/events`);
       for (const event of ['x\ndata: evil', 'x\rdata: evil', 'x\r\nid: 999', 'message\n\nevent: reset']) {
         const res = await publish(url, room, { event, data: 1 });
         assert.equal(res.status, 400, `event ${JSON.stringify(event)}: ${res.status} ${JSON.stringify(res.body)}`);
@@ -548,13 +423,14 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
       const ok = await mustPublish(url, room, { data: 'after' });
       assert.equal(ok.id, 1, 'nothing refused was stored');
       await s.nextId(1);
-      assert.deepEqual(s.events().map((f) => f.raw), [`id: 1\nevent: message\ndata: ${s.events()[0].data}\n\n`]);
+      assert.deepEqual(s.events().map((f) => f.id), ['1'], `one event, the accepted one: ${show(s.events())}`);
+      assertWholeFrame(s, `id: 1\nevent: message\ndata: ${s.events()[0].data}`, 'the accepted message');
       assert.ok(!s.raw.includes('evil'));
     });
 
     test('data with blank lines, fake fields, CR and CRLF arrives as exactly one event each, unchanged', async () => {
       const room = roomName('sse-inj-data');
-      const s = await RawStream.open(url, `/rooms/${room}/events`);
+      const s = await SseClient.open(url, `/rooms/${room}/events`);
       const es = new EsClient(`${url}/rooms/${room}/events`);
       await es.openInbox.next(() => true, 'EventSource open');
       const payloads = [
@@ -574,11 +450,9 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
       const expectedIds = [...ids, sentinel.id];
       assert.deepEqual(s.ids(), expectedIds);
       const events = s.events();
-      assert.equal(events.length, expectedIds.length, `exactly one event per publish: ${events.map((f) => show(f.raw)).join(', ')}`);
-      for (const [i, data] of payloads.entries()) {
-        assertMessageFrame(events[i], { id: ids[i], data });
-        assert.equal(events[i].fields.length, 3, `three lines in frame ${ids[i]}: ${show(events[i].raw)}`);
-      }
+      assert.equal(events.length, expectedIds.length, `exactly one event per publish: ${events.map((f) => show(f.data)).join(', ')}`);
+      // assertMessageFrame checks the frame on the wire: exactly three lines, id, event and data.
+      for (const [i, data] of payloads.entries()) assertMessageFrame(s, events[i], { id: ids[i], data });
       assert.ok(!s.raw.includes('\r'), 'no CR byte on the wire');
       assert.ok(!s.ids().includes(999) && !s.ids().includes(998));
 
@@ -593,19 +467,19 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
     test('20 streams whose clients went away leave connections.sse within 10 heartbeats', async (t) => {
       const room = roomName('sse-dead');
       const streams = [];
-      for (let i = 0; i < 20; i += 1) streams.push(await RawStream.open(url, `/rooms/${room}/events`));
+      for (let i = 0; i < 20; i += 1) streams.push(await SseClient.open(url, `/rooms/${room}/events`));
       for (const s of streams) assert.equal(s.status, 200);
       await waitSse(url, room, 20);
       // Every stream is live before the clients vanish.
       const probe = await mustPublish(url, room, { data: 'probe' });
       await Promise.all(streams.map((s) => s.nextId(probe.id)));
       const destroyedAt = Date.now();
-      for (const s of streams) s.destroy();
+      for (const s of streams) s.close();
       const { elapsed } = await waitSse(url, room, 0, 10_000);
       const total = Date.now() - destroyedAt;
       t.diagnostic(`connections.sse 20 -> 0 in ${elapsed} ms after destroying the client sockets (${total} ms incl. last check)`);
       // The room keeps working after forgetting them.
-      const s = await RawStream.open(url, `/rooms/${room}/events?since=${probe.id}`);
+      const s = await SseClient.open(url, `/rooms/${room}/events?since=${probe.id}`);
       const next = await mustPublish(url, room, { data: 'after' });
       await s.nextId(next.id);
       assert.deepEqual(s.ids(), [next.id]);
@@ -613,8 +487,8 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
 
     test('a stream that stops reading is dropped, while a reading stream gets every message', async (t) => {
       const room = roomName('sse-slow');
-      const reader = await RawStream.open(url, `/rooms/${room}/events`);
-      const slow = await RawStream.open(url, `/rooms/${room}/events`);
+      const reader = await SseClient.open(url, `/rooms/${room}/events`);
+      const slow = await SseClient.open(url, `/rooms/${room}/events`);
       slow.res.pause(); // never read again; the TCP connection stays open
       await waitSse(url, room, 2);
 
@@ -658,7 +532,7 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
       // Once resumed, the dropped stream ends after an in-order prefix with no gap:
       // a reconnect from its last id loses nothing.
       slow.res.resume();
-      await withTimeout(slow.endedPromise, 15_000, 'the dropped slow stream to end once read');
+      await withTimeout(slow.ended, 15_000, 'the dropped slow stream to end once read');
       const got = slow.ids();
       t.diagnostic(`slow stream held ${got.length} message(s) before its end`);
       assert.deepEqual(got, sentIds.slice(0, got.length), 'the slow stream got a gapless prefix');
@@ -679,7 +553,7 @@ describe('SSE reset with HISTORY_LIMIT=5', () => {
   let room;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0', HISTORY_LIMIT: '5' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', HISTORY_LIMIT: '5' } });
     url = hub.url;
     room = roomName('sse-reset');
     for (let i = 1; i <= 12; i += 1) await mustPublish(url, room, { data: i });
@@ -693,11 +567,13 @@ describe('SSE reset with HISTORY_LIMIT=5', () => {
   afterEach(closeAll);
 
   test('since=1 (dropped) gets "event: reset" {history_exceeded, first_id 8} without an id line, then ids 8..12', async () => {
-    const s = await RawStream.open(url, `/rooms/${room}/events?since=1`);
+    const s = await SseClient.open(url, `/rooms/${room}/events?since=1`);
     await s.nextId(12);
-    const frames = s.frames().filter((f) => !f.comment);
-    assert.equal(frames[0].raw, 'retry: 1000\n\n');
-    assert.equal(frames[1].raw, 'event: reset\ndata: {"reason":"history_exceeded","first_id":8}\n\n');
+    const frames = s.items.filter((f) => f.kind !== 'comment');
+    assert.deepEqual(frames[0], { kind: 'retry', retry: 1000 });
+    assert.ok(s.raw.startsWith('retry: 1000\n\n'), `the stream starts with the retry frame: ${show(s.raw.slice(0, 40))}`);
+    assert.equal(frames[1].event, 'reset');
+    assertWholeFrame(s, 'event: reset\ndata: {"reason":"history_exceeded","first_id":8}', 'the reset');
     assert.equal(frames[1].id, undefined, 'the reset carries no id');
     assert.deepEqual(frames[1].json, { reason: 'history_exceeded', first_id: 8 });
     assert.deepEqual(frames.slice(2).map((f) => Number(f.id)), [8, 9, 10, 11, 12]);
@@ -705,8 +581,8 @@ describe('SSE reset with HISTORY_LIMIT=5', () => {
   });
 
   test('since=0 and Last-Event-ID: 3 (dropped) also get the history_exceeded reset', async () => {
-    const a = await RawStream.open(url, `/rooms/${room}/events?since=0`);
-    const b = await RawStream.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '3' });
+    const a = await SseClient.open(url, `/rooms/${room}/events?since=0`);
+    const b = await SseClient.open(url, `/rooms/${room}/events`, { 'Last-Event-ID': '3' });
     for (const s of [a, b]) {
       await s.nextId(12);
       const events = s.events();
@@ -717,24 +593,25 @@ describe('SSE reset with HISTORY_LIMIT=5', () => {
   });
 
   test('since=7 (oldest kept is 8) resumes with 8..12 and no reset', async () => {
-    const s = await RawStream.open(url, `/rooms/${room}/events?since=7`);
+    const s = await SseClient.open(url, `/rooms/${room}/events?since=7`);
     await s.nextId(12);
     assert.ok(!s.events().some((f) => f.event === 'reset'), 'no reset');
     assert.deepEqual(s.ids(), [8, 9, 10, 11, 12]);
   });
 
   test('since=99 (ahead of the log) gets a cursor_ahead reset, then everything kept, then live', async () => {
-    const s = await RawStream.open(url, `/rooms/${room}/events?since=99`);
+    const s = await SseClient.open(url, `/rooms/${room}/events?since=99`);
     await s.nextId(12);
     const events = s.events();
-    assert.equal(events[0].raw, 'event: reset\ndata: {"reason":"cursor_ahead","first_id":8}\n\n');
+    assert.equal(events[0].event, 'reset');
+    assertWholeFrame(s, 'event: reset\ndata: {"reason":"cursor_ahead","first_id":8}', 'the reset');
     assert.equal(events[0].id, undefined, 'the reset carries no id');
     // As for history_exceeded: the client's cursor is invalid, so it gets the kept log.
     assert.deepEqual(s.ids(), [8, 9, 10, 11, 12]);
     // A room with one message: reset, replay of 1, then live 2.
     const r = roomName('sse-ahead');
     await mustPublish(url, r, { data: 1 });
-    const s2 = await RawStream.open(url, `/rooms/${r}/events?since=99`);
+    const s2 = await SseClient.open(url, `/rooms/${r}/events?since=99`);
     const reset2 = await s2.next((f) => f.event === 'reset', 'reset');
     assert.deepEqual(reset2.json, { reason: 'cursor_ahead', first_id: 1 });
     await s2.nextId(1);
@@ -779,7 +656,7 @@ describe('SSE reconnect across a hub restart (eventsource package, Last-Event-ID
   test('the client reconnects by itself with Last-Event-ID and gets every id exactly once, in order', async (t) => {
     const port = await freePort();
     const vars = { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' };
-    hub = await startHub({ vars, persistDir: state.dir, port });
+    hub = await startHub({ runtime: 'miniflare', vars, stateDir: state.dir, port });
     const url = hub.url;
     assert.equal(new URL(url).port, String(port), `hub listens on the chosen port: ${url}`);
     const room = roomName('es-restart');
@@ -792,7 +669,7 @@ describe('SSE reconnect across a hub restart (eventsource package, Last-Event-ID
     const stoppedAt = Date.now();
     await hub.stop();
     hub = undefined;
-    hub = await startHub({ vars, persistDir: state.dir, port });
+    hub = await startHub({ runtime: 'miniflare', vars, stateDir: state.dir, port });
     assert.equal(hub.url, url, 'restarted on the same address');
     const restartedAt = Date.now();
 

@@ -2,19 +2,25 @@
 //
 // - waiting: WAIT_MS, sleep, withTimeout, waitFor;
 // - failure messages and data: show, safeMatch, range;
-// - HTTP: request (fetch), readResponse (a `node:http` answer), roomState,
-//   mustPublish (on top of harness.mjs);
+// - rooms: roomName, a fresh room per test;
+// - HTTP: publish, getJson, request (fetch), readResponse (a `node:http`
+//   answer), roomState, mustPublish;
 // - received items: Inbox, a buffer of what a client received, handed out
-//   by `next(predicate)` (SSE clients build on it too);
-// - WebSocket: wsUrl, WsClient (a WebSocket test client built on Inbox)
-//   with closeWsClients, refusedUpgrade and readRefusal for refused upgrades.
+//   by `next(predicate)`;
+// - WebSocket: wsUrl, WsClient (a WebSocket test client built on Inbox and
+//   scripts/clients/ws.mjs) with closeWsClients, refusedUpgrade and
+//   readRefusal for refused upgrades;
+// - Server-Sent Events: SseClient (a `node:http` stream read by
+//   scripts/clients/sse.mjs into an Inbox) with closeSseClients.
 //
-// What a single spec needs only for itself (tokens, SSE parsers, resuming
-// subscribers, assertions on one transport's frames) stays in that spec.
-// Starting and stopping the hub is harness.mjs's and workerd.mjs's job.
+// What a single spec needs only for itself (tokens, resuming subscribers,
+// assertions on one transport's frames) stays in that spec.
+// Starting and stopping the hub is scripts/launch/'s job (startHub in
+// scripts/launch/hub.mjs), shared with the benchmarks.
 import assert from 'node:assert/strict';
-import WebSocket from 'ws';
-import { publish, getJson } from './harness.mjs';
+import http from 'node:http';
+import { openSocket } from '../scripts/clients/ws.mjs';
+import { readSse } from '../scripts/clients/sse.mjs';
 
 // ---------------------------------------------------------------- waiting
 
@@ -75,7 +81,34 @@ export function range(from, to) {
   return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 }
 
+// ---------------------------------------------------------------- rooms
+
+/** A unique room name per test, so tests never see each other's messages. */
+let roomCounter = 0;
+export function roomName(prefix = 'room') {
+  roomCounter += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${roomCounter}`;
+}
+
 // ---------------------------------------------------------------- HTTP
+
+/** POST a message; resolves to { status, body, headers }. */
+export async function publish(url, room, payload, headers = {}) {
+  const res = await fetch(`${url}/rooms/${room}/messages`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...headers },
+    body: typeof payload === 'string' ? payload : JSON.stringify(payload),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
+}
+
+/** GET a JSON route; resolves to { status, body, headers }. */
+export async function getJson(url, path, headers = {}) {
+  const res = await fetch(`${url}${path}`, { headers });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
+}
 
 /** Raw fetch; resolves to { status, text, body (parsed JSON, null if empty, undefined if not JSON), headers }. */
 export async function request(url, path, init = {}) {
@@ -144,7 +177,7 @@ function redactToken(url) {
  * `next(pred)`: the first buffered or future item matching `pred` that no
  * earlier `next` took, within a timeout. `end(reason)` fails every pending
  * and later wait at once. Failure messages list the items seen (`describe`
- * may be replaced to render them shorter) and `status()`.
+ * may be replaced to render them shorter) and `state()`.
  */
 export class Inbox {
   constructor(label) {
@@ -156,10 +189,23 @@ export class Inbox {
     /** Pending `next` calls: { pred, resolve, reject, timer, what }. */
     this.waiters = [];
     this.endReason = null;
+    /** Functions called with every item (see `onItem`). */
+    this.listeners = [];
+  }
+
+  /**
+   * Calls `fn(item)` for every item, those already buffered first, as it
+   * arrives (for clients that react to items rather than await them). It
+   * takes nothing: `next` still sees every item.
+   */
+  onItem(fn) {
+    for (const item of this.items) fn(item);
+    this.listeners.push(fn);
   }
 
   push(item) {
     const index = this.items.push(item) - 1;
+    for (const fn of this.listeners) fn(item);
     for (const w of this.waiters) {
       if (safeMatch(w.pred, item)) {
         this.taken.add(index);
@@ -192,8 +238,8 @@ export class Inbox {
       return `  #${index}${this.taken.has(index) ? ' (taken)' : ''} ${show(this.describe(f))}`;
     });
     const more = this.items.length > 40 ? `  (${this.items.length - 40} earlier items not shown)\n` : '';
-    const status = this.status();
-    return `${this.items.length} item(s) on ${this.label}${status ? ` (${status})` : ''}:\n${more}${list.join('\n')}`;
+    const state = this.state();
+    return `${this.items.length} item(s) on ${this.label}${state ? ` (${state})` : ''}:\n${more}${list.join('\n')}`;
   }
 
   /** How an item is rendered in `seen()`. */
@@ -202,7 +248,7 @@ export class Inbox {
   }
 
   /** The source's state for `seen()`; empty while nothing is known. */
-  status() {
+  state() {
     return this.endReason ? `ended: ${this.endReason}` : '';
   }
 
@@ -245,23 +291,9 @@ export class WsClient extends Inbox {
     this.url = this.label;
     this.errors = [];
     this.closeInfo = null;
-    this.ws = new WebSocket(url, { handshakeTimeout: WAIT_MS, ...wsOptions });
+    this.ws = openSocket(url, { handshakeTimeout: WAIT_MS, ...wsOptions, onFrame: (frame) => this.push(frame) });
     openWsClients.add(this);
 
-    this.ws.on('message', (data, isBinary) => {
-      if (isBinary) {
-        this.push({ binary: Buffer.from(data).toString('base64') });
-        return;
-      }
-      const text = data.toString('utf8');
-      let frame;
-      try {
-        frame = JSON.parse(text);
-      } catch {
-        frame = text;
-      }
-      this.push(frame);
-    });
     this.ws.on('error', (err) => this.errors.push(err));
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', resolve);
@@ -313,8 +345,13 @@ export class WsClient extends Inbox {
     return this.items;
   }
 
+  /** The welcome frame (the first frame of an accepted socket), once it arrived. */
+  get welcome() {
+    return this.ofType('welcome')[0];
+  }
+
   /** The socket's state for `seen()`: its close code and reason, or its readyState. */
-  status() {
+  state() {
     return this.closeInfo ? `closed ${this.closeInfo.code} ${this.closeInfo.reason}` : `readyState ${this.ws.readyState}`;
   }
 
@@ -399,7 +436,7 @@ export async function readRefusal(req, res) {
 export function refusedUpgrade(target, wsOptions = {}) {
   const label = redactToken(target);
   return withTimeout(new Promise((resolve, reject) => {
-    const ws = new WebSocket(target, { handshakeTimeout: WAIT_MS, ...wsOptions });
+    const ws = openSocket(target, { handshakeTimeout: WAIT_MS, ...wsOptions });
     ws.on('error', () => {});
     ws.once('open', () => {
       ws.terminate();
@@ -409,4 +446,140 @@ export function refusedUpgrade(target, wsOptions = {}) {
       readRefusal(req, res).then(resolve);
     });
   }), WAIT_MS, `refused upgrade of ${label}`);
+}
+
+// ---------------------------------------------------------------- Server-Sent Events
+
+/** Every SseClient not yet ended, so `closeSseClients` can end the ones a test left open. */
+const openSseClients = new Set();
+
+/**
+ * A Server-Sent Events test client on `node:http` (its own connection):
+ * GET `url` + `path` with `headers`, and, on a 200, every item of the
+ * stream (see scripts/clients/sse.mjs: events, comments, retry lines)
+ * buffered in arrival order and handed out by `next(predicate)` (see
+ * Inbox). The Inbox ends when the stream does, so a dropped stream fails
+ * every wait at once.
+ *
+ * Kept for byte-level checks: `raw`, the stream's text as received, and
+ * `bytes`, how many bytes came; for a refusal (not 200), `body` and
+ * `refusal()`. `status` and `headers` are the answer's; `ended` resolves
+ * with why the stream ended.
+ */
+export class SseClient extends Inbox {
+  constructor(url, path, headers = {}) {
+    super(`SSE ${redactToken(path)}`);
+    this.status = null;
+    this.headers = null;
+    this.raw = '';
+    this.bytes = 0;
+    this.body = '';
+    openSseClients.add(this);
+    this.ended = new Promise((resolve) => {
+      this.resolveEnded = resolve;
+    });
+    this.req = http.get(`${url}${path}`, { agent: false, headers: { Accept: 'text/event-stream', ...headers } });
+    this.response = new Promise((resolve, reject) => {
+      this.req.once('response', (res) => {
+        this.res = res;
+        this.status = res.statusCode;
+        this.headers = res.headers;
+        const decoder = new TextDecoder();
+        res.on('data', (chunk) => {
+          this.bytes += chunk.length;
+          const text = decoder.decode(chunk, { stream: true });
+          if (this.status === 200) this.raw += text;
+          else this.body += text;
+        });
+        // The reader gets the same chunks (after the listener above, so `raw` already holds an item's bytes when it is pushed).
+        if (this.status === 200) readSse(res, (item) => this.push(item));
+        res.once('end', () => this.#ended('end of body'));
+        res.once('error', (err) => this.#ended(`response error: ${err.message}`));
+        res.once('close', () => this.#ended('response closed'));
+        resolve(this);
+      });
+      this.req.once('error', (err) => {
+        this.#ended(`request error: ${err.message}`);
+        reject(err);
+      });
+    });
+    this.response.catch(() => {}); // observed by `open`; never an unhandled rejection
+  }
+
+  #ended(reason) {
+    if (this.endReason) return;
+    openSseClients.delete(this);
+    this.end(reason);
+    this.resolveEnded(reason);
+  }
+
+  /** Opens a stream and waits (within `ms`) for the answer's head, whatever its status. */
+  static async open(url, path, headers = {}, ms = WAIT_MS) {
+    const client = new SseClient(url, path, headers);
+    try {
+      await withTimeout(client.response, ms, `the answer to ${client.label}`);
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+    return client;
+  }
+
+  /** `open`, asserting a 200 (a refusal fails with its status and body). */
+  static async connect(url, path, headers = {}) {
+    const client = await SseClient.open(url, path, headers);
+    if (client.status !== 200) {
+      const refusal = await client.refusal();
+      assert.fail(`${client.label}: ${refusal.status} ${show(refusal.text)}`);
+    }
+    return client;
+  }
+
+  /** A refused stream's whole answer: { status, text, body (parsed JSON, or undefined), headers }, as readResponse gives it. */
+  async refusal() {
+    await withTimeout(this.ended, WAIT_MS, `the end of the refusal of ${this.label}`);
+    let body;
+    try {
+      body = JSON.parse(this.body);
+    } catch {
+      body = undefined;
+    }
+    return { status: this.status, text: this.body, body, headers: this.headers };
+  }
+
+  /** The items that are events (not comments nor retry lines), in order. */
+  events() {
+    return this.items.filter((item) => item.kind === 'event');
+  }
+
+  /** Ids of every event with an `id:` line so far, as numbers. */
+  ids() {
+    return this.events().filter((e) => e.id !== undefined).map((e) => Number(e.id));
+  }
+
+  /** The next event with an `id:` line. */
+  nextMessage(what = 'an event with an id', ms) {
+    return this.next((e) => e.kind === 'event' && e.id !== undefined, what, ms);
+  }
+
+  /** The event with id `id`. */
+  nextId(id, ms) {
+    return this.next((e) => e.kind === 'event' && e.id === String(id), `event id ${id}`, ms);
+  }
+
+  /** The stream's state for `seen()`: its status and, once over, why it ended. */
+  state() {
+    return [this.status === null ? 'no answer yet' : `status ${this.status}`, this.endReason && `ended: ${this.endReason}`].filter(Boolean).join(', ');
+  }
+
+  /** Ends the client side: destroys the connection (the Inbox ends with it). */
+  close() {
+    this.req.destroy();
+    this.#ended('closed by the test');
+  }
+}
+
+/** Ends every SseClient a test left open (for afterEach). */
+export function closeSseClients() {
+  for (const c of [...openSseClients]) c.close();
 }

@@ -10,8 +10,8 @@
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startHub, roomName, getJson } from './harness.mjs';
-import { WsClient, closeWsClients, refusedUpgrade, wsUrl, show, sleep, waitFor, roomState, mustPublish, range } from './support.mjs';
+import { startHub } from '../scripts/launch/hub.mjs';
+import { roomName, getJson, WsClient, closeWsClients, refusedUpgrade, wsUrl, show, sleep, waitFor, roomState, mustPublish, range } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -72,7 +72,7 @@ describe('WebSocket transport (rate limits off)', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
     url = hub.url;
   });
 
@@ -361,7 +361,7 @@ describe('WebSocket presence with PRESENCE_MAX_MEMBERS=2', () => {
   let url;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0', PRESENCE_MAX_MEMBERS: '2' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', PRESENCE_MAX_MEMBERS: '2' } });
     url = hub.url;
   });
 
@@ -428,7 +428,7 @@ describe('WebSocket resume with HISTORY_LIMIT=5', () => {
   let room;
 
   before(async () => {
-    hub = await startHub({ vars: { HISTORY_LIMIT: '5', RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HISTORY_LIMIT: '5', RATE_PER_SEC: '0' } });
     room = roomName('ws-retain');
     for (let i = 1; i <= 12; i += 1) await mustPublish(hub.url, room, { data: i });
   });
@@ -464,7 +464,7 @@ describe('WebSocket with MAX_MESSAGE_BYTES=1024', () => {
   let hub;
 
   before(async () => {
-    hub = await startHub({ vars: { MAX_MESSAGE_BYTES: '1024', RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { MAX_MESSAGE_BYTES: '1024', RATE_PER_SEC: '0' } });
   });
 
   afterEach(closeWsClients);
@@ -495,7 +495,7 @@ describe('WebSocket with RATE_PER_SEC=1, RATE_BURST=3', () => {
   let hub;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '1', RATE_BURST: '3' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '1', RATE_BURST: '3' } });
   });
 
   afterEach(closeWsClients);
@@ -548,7 +548,7 @@ describe('WebSocket hibernation', () => {
   let hub;
 
   before(async () => {
-    hub = await startHub({ vars: { RATE_PER_SEC: '0' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
   });
 
   afterEach(closeWsClients);

@@ -6,11 +6,11 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeConfig, startWorkerd } from '../../tests/workerd.mjs';
+import { writeConfig, startWorkerd } from '../../scripts/launch/workerd.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** Returns {url, pid, stop()} (plus workerd.mjs's log/crash/exited). */
+/** Returns {url, port, pid, stop()} (plus scripts/launch/workerd.mjs's log/crash/exited). */
 export async function start({ port, storageDir = mkdtempSync(join(tmpdir(), 'floor-do-')) }) {
   const dir = mkdtempSync(join(tmpdir(), 'floor-workerd-'));
   const config = writeConfig({
@@ -20,5 +20,5 @@ export async function start({ port, storageDir = mkdtempSync(join(tmpdir(), 'flo
     className: 'FloorRoom',
     modules: [{ name: 'worker.js', path: join(here, 'worker.js'), type: 'esModule' }],
   });
-  return startWorkerd(config, port, dir);
+  return startWorkerd(config, { port, removeOnExit: [dir] });
 }

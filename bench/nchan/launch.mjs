@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { superviseServer } from '../../tests/workerd.mjs';
+import { superviseServer } from '../../scripts/launch/supervise.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -40,7 +40,7 @@ export function writeConfig({ port, dir }) {
   return path;
 }
 
-/** Returns the handle of superviseServer (tests/workerd.mjs) plus `workerPids()`; `pid` is nginx's master (its one worker is a child). */
+/** Returns the handle of superviseServer (scripts/launch/supervise.mjs) plus `workerPids()`; `pid` is nginx's master (its one worker is a child). */
 export async function start({ port, dir = mkdtempSync(join(tmpdir(), 'bench-nchan-')) }) {
   const conf = writeConfig({ port, dir });
   const prefix = dirname(conf);

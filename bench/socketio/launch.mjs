@@ -34,11 +34,11 @@
 import { spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { superviseServer } from '../../tests/workerd.mjs';
+import { superviseServer } from '../../scripts/launch/supervise.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** Returns the server's handle (see superviseServer in tests/workerd.mjs). */
+/** Returns the server's handle (see superviseServer in scripts/launch/supervise.mjs). */
 export async function start({ port }) {
   const child = spawn(process.execPath, [join(here, 'server.js')], {
     cwd: here,
