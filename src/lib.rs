@@ -13,7 +13,7 @@
 //! - `body` (wasm32): the room's request bodies, read within a budget and
 //!   always to their end (`wrangler dev` needs it; see the module).
 //! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object:
-//!   SQLite storage, polling and long-polling.
+//!   the persisted log and one hub per transport (WebSocket, SSE, polls).
 
 pub mod assets;
 pub mod core;

@@ -17,8 +17,6 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code: the room failed internally; reconnecting may help.
 pub const CLOSE_INTERNAL: u16 = 1011;
-/// WebSocket close code: the server is going away (deploy, eviction); reconnect.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code: a normal close, echoed back to the client.
 pub const CLOSE_NORMAL: u16 = 1000;
 

@@ -78,10 +78,6 @@ impl RoomLog {
         }
     }
 
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
-    }
-
     pub fn last_id(&self) -> Seq {
         self.last_id
     }

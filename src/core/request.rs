@@ -242,7 +242,12 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused_before_the_room() {
-        let table: &[(Action, &[(&str, &str)], &str)] = &[
+        type Case = (
+            Action,
+            &'static [(&'static str, &'static str)],
+            &'static str,
+        );
+        let table: &[Case] = &[
             (Action::OpenSocket, &[("since", "x")], "invalid_param"),
             (Action::OpenEvents, &[("since", "-1")], "invalid_param"),
             (Action::Poll, &[("wait", "31")], "invalid_param"),
