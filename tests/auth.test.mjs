@@ -14,11 +14,7 @@
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { startHub } from '../scripts/launch/hub.mjs';
-import {
-  roomName, getJson, WAIT_MS, withTimeout, waitFor, request, wsUrl, WsClient, closeWsClients, readRefusal, refusedUpgrade,
-  SseClient, closeSseClients,
-} from './support.mjs';
+import { roomName, getJson, WAIT_MS, withTimeout, waitFor, request, wsUrl, WsClient, closeWsClients, readRefusal, refusedUpgrade, SseClient, closeSseClients, suiteHub } from './support.mjs';
 
 // ---------------------------------------------------------------- tokens
 
@@ -389,21 +385,10 @@ const CASES = [
 // ---------------------------------------------------------------- secured hub
 
 describe('auth on a hub with HUB_SECRET', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0' } });
   let url;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0' } });
+  before(() => {
     url = hub.url;
-  });
-
-  afterEach(async () => {
-    closeSseClients();
-    await closeWsClients();
-  });
-
-  after(async () => {
-    await hub?.stop();
   });
 
   for (const ep of ENDPOINTS) {
@@ -578,18 +563,10 @@ describe('auth on a hub with HUB_SECRET', () => {
 // ---------------------------------------------------------------- origins
 
 describe('ALLOWED_ORIGINS on a hub with HUB_SECRET', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', ALLOWED_ORIGINS: 'https://good.example' } });
   let url;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', ALLOWED_ORIGINS: 'https://good.example' } });
+  before(() => {
     url = hub.url;
-  });
-
-  afterEach(closeWsClients);
-
-  after(async () => {
-    await hub?.stop();
   });
 
   for (const evil of ['https://evil.example', 'https://good.example.evil.example', 'null']) {
@@ -650,18 +627,10 @@ describe('ALLOWED_ORIGINS on a hub with HUB_SECRET', () => {
 // ---------------------------------------------------------------- open hub
 
 describe('a hub without HUB_SECRET', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
   let url;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
+  before(() => {
     url = hub.url;
-  });
-
-  afterEach(closeWsClients);
-
-  after(async () => {
-    await hub?.stop();
   });
 
   test('GET /rooms/R reports "open": true and needs no token', async () => {
@@ -686,21 +655,10 @@ describe('a hub without HUB_SECRET', () => {
 // ---------------------------------------------------------------- connection limit
 
 describe('MAX_CONNECTIONS_PER_USER = 2', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, MAX_CONNECTIONS_PER_USER: '2' } });
   let url;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, MAX_CONNECTIONS_PER_USER: '2' } });
+  before(() => {
     url = hub.url;
-  });
-
-  afterEach(async () => {
-    closeSseClients();
-    await closeWsClients();
-  });
-
-  after(async () => {
-    await hub?.stop();
   });
 
   test('a third connection of one user is 429 on every transport; others and later reconnects are fine', async () => {
@@ -769,16 +727,10 @@ describe('MAX_CONNECTIONS_PER_USER = 2', () => {
 // ---------------------------------------------------------------- HTTP publish rate
 
 describe('RATE_PER_SEC = 1, RATE_BURST = 3 for HTTP publishes', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '1', RATE_BURST: '3' } });
   let url;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '1', RATE_BURST: '3' } });
+  before(() => {
     url = hub.url;
-  });
-
-  after(async () => {
-    await hub?.stop();
   });
 
   test('8 quick POSTs by alice: exactly 3 x 201, the rest 429 rate_limited; bob has his own bucket', async () => {

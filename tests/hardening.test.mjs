@@ -13,7 +13,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHmac } from 'node:crypto';
 import { startHub } from '../scripts/launch/hub.mjs';
-import { roomName, WsClient, closeWsClients, wsUrl, request, waitFor, withTimeout, show, range, WAIT_MS } from './support.mjs';
+import { roomName, WsClient, closeWsClients, wsUrl, request, waitFor, withTimeout, show, range, WAIT_MS, suiteHub } from './support.mjs';
 
 const MiB = 1024 * 1024;
 const SECRET = 'hardening-secret-0123456789abcdef-0123456789';
@@ -99,16 +99,7 @@ async function publishBig(url, room, n, bytes) {
 }
 
 describe('a hub with rate limits off (open mode)', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_ROOM: '60' } });
-  });
-  afterEach(closeWsClients);
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_ROOM: '60' } });
 
   test('r13.1 a chunked publish body is refused at MAX_MESSAGE_BYTES and never held whole', async () => {
     const room = roomName('chunked');
@@ -315,16 +306,7 @@ describe('a hub with rate limits off (open mode)', () => {
 });
 
 describe('WebSocket budgets (RATE_PER_SEC=20, RATE_BURST=40)', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'workerd', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '20', RATE_BURST: '40', MAX_CONNECTIONS_PER_USER: '50' } });
-  });
-  afterEach(closeWsClients);
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'workerd', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '20', RATE_BURST: '40', MAX_CONNECTIONS_PER_USER: '50' } });
 
   const open = (room, sub, query = '') => WsClient.welcomed(hub.url, room, `?token=${tokenFor(sub)}${query}`);
 

@@ -10,7 +10,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHub } from '../scripts/launch/hub.mjs';
 import { stateDir } from '../scripts/launch/state.mjs';
-import { roomName, publish, getJson, waitFor, request, roomState, mustPublish } from './support.mjs';
+import { roomName, publish, getJson, waitFor, request, roomState, mustPublish, suiteHub } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -38,18 +38,12 @@ const ENVELOPE_KEYS = ['data', 'event', 'from', 'id', 'ts'];
 // ---------------------------------------------------------------- default hub
 
 describe('HTTP API with default settings', () => {
-  let hub;
+  // Rate limits off so the bursts below (50 concurrent publishes) test
+  // ordering and ids, not the token bucket; every other setting is default.
+  const hub = suiteHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', RATE_BURST: '0' } });
   let url;
-
-  before(async () => {
-    // Rate limits off so the bursts below (50 concurrent publishes) test
-    // ordering and ids, not the token bucket; every other setting is default.
-    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', RATE_BURST: '0' } });
+  before(() => {
     url = hub.url;
-  });
-
-  after(async () => {
-    await hub?.stop();
   });
 
   describe('publishing', () => {
@@ -647,15 +641,7 @@ describe('history retention (HISTORY_LIMIT=5)', () => {
 
 describe('bad settings', () => {
   const BAD = 'ten-q7zx';
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HISTORY_LIMIT: BAD } });
-  });
-
-  after(async () => {
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'miniflare', vars: { HISTORY_LIMIT: BAD } });
 
   test('a bad HISTORY_LIMIT makes every room request fail with 500 bad_config without echoing the value', async () => {
     const room = roomName('badcfg');
@@ -679,15 +665,7 @@ describe('bad settings', () => {
 // ---------------------------------------------------------------- CORS allow-list
 
 describe('CORS with ALLOWED_ORIGINS=https://good.example', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { ALLOWED_ORIGINS: 'https://good.example' } });
-  });
-
-  after(async () => {
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'miniflare', vars: { ALLOWED_ORIGINS: 'https://good.example' } });
 
   test('a publish from an allowed origin gets 201 and its origin echoed', async () => {
     const room = roomName('cors-good');

@@ -24,9 +24,7 @@ import { join } from 'node:path';
 import { startHub } from '../scripts/launch/hub.mjs';
 import { stateDir } from '../scripts/launch/state.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
-import {
-  roomName, WAIT_MS, sleep, withTimeout, waitFor, show, range, WsClient, closeWsClients, SseClient,
-} from './support.mjs';
+import { roomName, WAIT_MS, sleep, withTimeout, waitFor, show, range, WsClient, closeWsClients, SseClient, suiteHub } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -682,19 +680,11 @@ describe('crash and restart (SIGKILL) with publishers and subscribers on every t
     assert.equal(log.last_id, total);
     assert.deepEqual(wsPub.errors, [], 'no error frame to the WS publisher');
 
-    // A barrier after everything: when every subscriber has it, nothing older is still in flight.
-    const barrier = await reliablePost(url, room, { data: { p: 'barrier', n: 0 } }, `${RUN}-${room}-barrier`, newPostStats());
-    assert.equal(barrier.id, total + 1, 'the next id follows the log');
-    const N = barrier.id;
-    await Promise.all(subs.map((s) => s.reached(N, 20_000)));
+    const { N, logData } = await awaitBarrier(url, room, subs, log, (body) =>
+      reliablePost(url, room, body, `${RUN}-${room}-barrier`, newPostStats()),
+    );
 
     // (b) Every subscriber: exactly 1..N, in order, once; same data as the log; no reset.
-    // The reference for the data: the log as stored (the hub re-serializes
-    // data, so object keys come back sorted; compare with what it stored).
-    const finalLog = await fetchLog(url, room);
-    assert.deepEqual(finalLog.messages.slice(0, total), log.messages, 'the log did not change');
-    assert.deepEqual(finalLog.messages[total]?.data, { p: 'barrier', n: 0 });
-    const logData = new Map(finalLog.messages.map((m) => [m.id, JSON.stringify(m.data)]));
     for (const s of subs) {
       const back = s.connects.find((c) => c.at > timeline.killedAt);
       t.diagnostic(`${s.label}: ${s.connects.length} connection(s) [since ${s.connects.map((c) => c.since).join(', ')}], ` +
@@ -721,21 +711,29 @@ describe('crash and restart (SIGKILL) with publishers and subscribers on every t
   });
 });
 
+/**
+ * Publishes a barrier after the `log.messages.length` messages of `log`
+ * (with `post(body)`) and waits until every subscriber has it: then nothing
+ * older is still in flight. Checks that the log did not change meanwhile and
+ * returns the barrier's id and the final log's data by id, as stored (the
+ * hub re-serializes data, so object keys come back sorted: compare with
+ * what it stored).
+ */
+async function awaitBarrier(url, room, subs, log, post) {
+  const total = log.messages.length;
+  const barrier = await post({ data: { p: 'barrier', n: 0 } });
+  assert.equal(barrier.id, total + 1, 'the next id follows the log');
+  await Promise.all(subs.map((s) => s.reached(barrier.id, 20_000)));
+  const finalLog = await fetchLog(url, room);
+  assert.deepEqual(finalLog.messages.slice(0, total), log.messages, 'the log did not change');
+  assert.deepEqual(finalLog.messages[total]?.data, { p: 'barrier', n: 0 });
+  return { N: barrier.id, logData: new Map(finalLog.messages.map((m) => [m.id, JSON.stringify(m.data)])) };
+}
+
 // ================================================================ 2. concurrency
 
 describe('concurrent publishers on one room', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
-  });
-
-  afterEach(killAll);
-
-  after(async () => {
-    await killAll();
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } }, { cleanup: killAll });
 
   test('3 HTTP + 3 WS publishers × 30: one order 1..180 seen identically on every transport; retries stored once', async (t) => {
     const { url } = hub;
@@ -822,15 +820,7 @@ describe('concurrent publishers on one room', () => {
       assert.deepEqual(ids, [...ids].sort((a, b) => a - b), `${p}'s messages stored in its send order: [${ids}]`);
     }
 
-    const barrier = await mustPost(url, room, { data: { p: 'barrier', n: 0 } });
-    assert.equal(barrier.id, total + 1);
-    const N = barrier.id;
-    await Promise.all(subs.map((s) => s.reached(N, 20_000)));
-
-    const finalLog = await fetchLog(url, room);
-    assert.deepEqual(finalLog.messages.slice(0, total), log.messages, 'the log did not change');
-    assert.deepEqual(finalLog.messages[total]?.data, { p: 'barrier', n: 0 });
-    const logData = new Map(finalLog.messages.map((m) => [m.id, JSON.stringify(m.data)]));
+    const { N, logData } = await awaitBarrier(url, room, subs, log, (body) => mustPost(url, room, body));
     for (const s of subs) {
       assert.deepEqual(s.resets, [], `${s.label}: no reset${s.describe()}`);
       assert.deepEqual(s.ids, range(1, N), `${s.label} received ids exactly 1..${N}: ${idDiff(s.ids, range(1, N))}`);
@@ -857,18 +847,7 @@ describe('concurrent publishers on one room', () => {
 // (checked: `loads` in GET /rooms/R went from 1 to 2 after 15 s idle with one
 // socket open), so this runs on workerd like the rest of the file.
 describe('hibernation under load (workerd)', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
-  });
-
-  afterEach(killAll);
-
-  after(async () => {
-    await killAll();
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } }, { cleanup: killAll });
 
   test('40 sockets survive hibernation: the wake delivers to all 40, presence and counts intact, WS publish after the wake', async (t) => {
     const { url } = hub;
@@ -934,18 +913,7 @@ describe('hibernation under load (workerd)', () => {
 // ================================================================ 4. dead clients
 
 describe('dead and departing WebSocket clients', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } });
-  });
-
-  afterEach(killAll);
-
-  after(async () => {
-    await killAll();
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'workerd', vars: { RATE_PER_SEC: '0' } }, { cleanup: killAll });
 
   test('30 sockets dropped without a close frame leave connections.ws (0 within 20 s); the room still serves', async (t) => {
     const { url } = hub;

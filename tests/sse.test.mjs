@@ -20,10 +20,7 @@ import { EventSource } from 'eventsource';
 import { startHub } from '../scripts/launch/hub.mjs';
 import { stateDir } from '../scripts/launch/state.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
-import {
-  roomName, publish, WAIT_MS, withTimeout, waitFor, show, range, roomState, mustPublish, Inbox, WsClient, closeWsClients,
-  SseClient, closeSseClients,
-} from './support.mjs';
+import { roomName, publish, WAIT_MS, withTimeout, waitFor, show, range, roomState, mustPublish, Inbox, WsClient, closeWsClients, SseClient, closeSseClients, suiteHub } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -141,20 +138,11 @@ async function fetchText(url, path, headers = {}) {
 // ---------------------------------------------------------------- main hub
 
 describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } }, { cleanup: closeAll });
   let url;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } });
+  before(() => {
     url = hub.url;
   });
-
-  after(async () => {
-    await closeAll();
-    await hub?.stop();
-  });
-
-  afterEach(closeAll);
 
   describe('stream basics', () => {
     test('200, text/event-stream; charset=utf-8, no-cache, and the first bytes are "retry: 1000\\n\\n"', async () => {

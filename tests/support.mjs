@@ -18,6 +18,8 @@
 // Starting and stopping the hub is scripts/launch/'s job (startHub in
 // scripts/launch/hub.mjs), shared with the benchmarks.
 import assert from 'node:assert/strict';
+import { before, after, afterEach } from 'node:test';
+import { startHub } from '../scripts/launch/hub.mjs';
 import http from 'node:http';
 import { openSocket } from '../scripts/clients/ws.mjs';
 import { readSse } from '../scripts/clients/sse.mjs';
@@ -582,4 +584,29 @@ export class SseClient extends Inbox {
 /** Ends every SseClient a test left open (for afterEach). */
 export function closeSseClients() {
   for (const c of [...openSseClients]) c.close();
+}
+
+/**
+ * The hub of one `describe` block: `startHub(options)` before its first
+ * test, stopped after its last. After each test, every test client still
+ * open (WsClient, SseClient) is closed and `cleanup` (if given) runs.
+ * Returns the hub's handle, filled in once it runs: read `hub.url` inside
+ * tests and hooks, not at describe time.
+ */
+export function suiteHub(options, { cleanup } = {}) {
+  const hub = {};
+  const closeClients = async () => {
+    closeSseClients();
+    await closeWsClients();
+    await cleanup?.();
+  };
+  before(async () => {
+    Object.assign(hub, await startHub(options));
+  });
+  afterEach(closeClients);
+  after(async () => {
+    await closeClients();
+    await hub.stop?.();
+  });
+  return hub;
 }

@@ -10,8 +10,7 @@
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startHub } from '../scripts/launch/hub.mjs';
-import { roomName, getJson, WsClient, closeWsClients, refusedUpgrade, wsUrl, show, sleep, waitFor, roomState, mustPublish, range } from './support.mjs';
+import { roomName, getJson, WsClient, closeWsClients, refusedUpgrade, wsUrl, show, sleep, waitFor, roomState, mustPublish, range, suiteHub } from './support.mjs';
 
 // ---------------------------------------------------------------- helpers
 
@@ -68,19 +67,10 @@ function stream(client) {
 // ---------------------------------------------------------------- main hub
 
 describe('WebSocket transport (rate limits off)', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
   let url;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
+  before(() => {
     url = hub.url;
-  });
-
-  afterEach(closeWsClients);
-
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
   });
 
   test('GET /rooms/{room}/ws without an Upgrade header answers 426', async () => {
@@ -357,19 +347,10 @@ describe('WebSocket transport (rate limits off)', () => {
 // ---------------------------------------------------------------- retention
 
 describe('WebSocket presence with PRESENCE_MAX_MEMBERS=2', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', PRESENCE_MAX_MEMBERS: '2' } });
   let url;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0', PRESENCE_MAX_MEMBERS: '2' } });
+  before(() => {
     url = hub.url;
-  });
-
-  afterEach(closeWsClients);
-
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
   });
 
   /** Asks `client` for presence and returns the answer (every frame sent to it before is in by then). */
@@ -424,20 +405,12 @@ describe('WebSocket presence with PRESENCE_MAX_MEMBERS=2', () => {
 });
 
 describe('WebSocket resume with HISTORY_LIMIT=5', () => {
-  let hub;
+  const hub = suiteHub({ runtime: 'miniflare', vars: { HISTORY_LIMIT: '5', RATE_PER_SEC: '0' } });
   let room;
 
   before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HISTORY_LIMIT: '5', RATE_PER_SEC: '0' } });
     room = roomName('ws-retain');
     for (let i = 1; i <= 12; i += 1) await mustPublish(hub.url, room, { data: i });
-  });
-
-  afterEach(closeWsClients);
-
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
   });
 
   test('since=1 gets welcome, reset history_exceeded first_id 8, then 8..12', async () => {
@@ -461,18 +434,7 @@ describe('WebSocket resume with HISTORY_LIMIT=5', () => {
 // ---------------------------------------------------------------- size limit
 
 describe('WebSocket with MAX_MESSAGE_BYTES=1024', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { MAX_MESSAGE_BYTES: '1024', RATE_PER_SEC: '0' } });
-  });
-
-  afterEach(closeWsClients);
-
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'miniflare', vars: { MAX_MESSAGE_BYTES: '1024', RATE_PER_SEC: '0' } });
 
   test('a 2000-byte frame closes the socket with 1009 and stores nothing', async () => {
     const room = roomName('big');
@@ -492,18 +454,7 @@ describe('WebSocket with MAX_MESSAGE_BYTES=1024', () => {
 // ---------------------------------------------------------------- rate limit
 
 describe('WebSocket with RATE_PER_SEC=1, RATE_BURST=3', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '1', RATE_BURST: '3' } });
-  });
-
-  afterEach(closeWsClients);
-
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '1', RATE_BURST: '3' } });
 
   test('a burst of 10 gets 3 acks and 7 rate_limited errors naming their cid; a flood closes with 1008', async () => {
     const room = roomName('rate');
@@ -545,18 +496,7 @@ describe('WebSocket with RATE_PER_SEC=1, RATE_BURST=3', () => {
 // ---------------------------------------------------------------- hibernation
 
 describe('WebSocket hibernation', () => {
-  let hub;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
-  });
-
-  afterEach(closeWsClients);
-
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
-  });
+  const hub = suiteHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '0' } });
 
   test('an idle room hibernates and wakes keeping every socket, its identity and cid dedupe', async (t) => {
     const room = roomName('hibernate');
