@@ -36,6 +36,8 @@ const DEFAULTS = {
   requestTimeoutMs: 10000,
   maxPending: 1000,
 };
+// The options a connection reads (through its sink).
+const CONN_OPTIONS = ['connectTimeoutMs', 'pingIntervalMs', 'heartbeatTimeoutMs', 'pollIntervalMs', 'longPollSecs', 'requestTimeoutMs'];
 const BACKOFF = { baseMs: 500, capMs: 15000 };
 const PROBE_CAP_MS = 5 * 60 * 1000;
 const SSE_DEFAULT_TIMEOUT_MS = 50000;
@@ -106,6 +108,8 @@ class Room {
     base.hash = '';
     this.url = base;
     this.opts = { ...DEFAULTS, ...options };
+    // What a connection may read of the options: its timings.
+    this.connOpts = Object.freeze(pick(this.opts, ...CONN_OPTIONS));
     this.backoff = { ...BACKOFF, ...(options.backoff ?? {}) };
     this.tokenSource = options.token ?? null;
     this.token = typeof this.tokenSource === 'string' ? this.tokenSource : null;
@@ -302,7 +306,9 @@ class Room {
       return Promise.reject(new HubError('invalid_json', String(e?.message ?? e)));
     }
     return new Promise((resolve, reject) => {
-      const rec = { cid, seq, body, frame, bytes: utf8Length(frame), resolve, reject, via: null, signal };
+      const bytes = utf8Length(frame);
+      // `wire` is all a socket is given of a publish: what to send, and its size.
+      const rec = { cid, seq, body, bytes, wire: Object.freeze({ cid, frame, bytes }), resolve, reject, via: null, signal };
       this.outbox.set(cid, rec);
       const ms = timeoutMs ?? this.opts.publishTimeoutMs;
       if (ms > 0) {
@@ -330,7 +336,7 @@ class Room {
   route(rec) {
     if (this.transport === 'ws') {
       rec.via = 'ws';
-      if (this.conn?.ready) this.conn.enqueue(rec);
+      if (this.conn?.ready) this.conn.send([rec.wire]);
       // Otherwise it is sent after the next welcome.
     } else {
       this.sendHttp(rec);
@@ -492,10 +498,122 @@ class Room {
     });
   }
 
+  /**
+   * A connection over `transport`. All it is given is a `sink`: through it
+   * it reads what connecting needs (its timings, the cursor, URLs, the
+   * token) and passes up what it receives. What a frame means is decided
+   * here, in onFrame(); the connection keeps only its transport's
+   * mechanics. `handlers` say what its opening and failing mean to the
+   * room (a probe's differ, and change when it is adopted).
+   */
   makeConn(transport, handlers) {
-    if (transport === 'ws') return new SocketConnection(this, handlers);
-    if (transport === 'sse') return new StreamConnection(this, handlers);
-    return new PollConnection(this, handlers);
+    let conn = null;
+    const sink = Object.freeze({
+      opts: this.connOpts,
+      /** The resume cursor: the id of the last message delivered, or null. */
+      cursor: () => this.lastId,
+      endpoint: (path, params, withToken) => this.endpoint(path, params, withToken),
+      authHeader: () => this.authHeader(),
+      diagnose: () => this.diagnose(),
+      /** Where the hub's log stands: the cursor starts there when it has none (live from now on). */
+      position: (id) => {
+        if (this.lastId === null) this.setLastId(id);
+      },
+      /** The connection is established. */
+      opened: () => handlers.opened(),
+      /** A frame from the hub, in the WebSocket's vocabulary (docs/PROTOCOL.md). */
+      frame: (msg) => this.onFrame(msg, conn, handlers),
+      /** The hub refused a publish without a frame naming it (a socket closed with 1009). */
+      refused: (cid, err) => {
+        const rec = this.outbox.get(cid);
+        if (rec) this.settle(rec, err);
+      },
+      /** The connection failed; it says so once and sends nothing more. */
+      failed: (err, info) => handlers.failed(err, info),
+    });
+    if (transport === 'ws') conn = new SocketConnection(sink);
+    else if (transport === 'sse') conn = new StreamConnection(sink);
+    else conn = new PollConnection(sink);
+    return conn;
+  }
+
+  /** What each frame from the hub means, whichever transport carried it. */
+  onFrame(msg, conn, handlers) {
+    if (!msg || typeof msg !== 'object') return;
+    switch (msg.type) {
+      case 'welcome':
+        this.onWelcome(msg, conn, handlers);
+        break;
+      case 'message':
+        this.deliver(msg);
+        break;
+      case 'ack': {
+        const rec = this.outbox.get(msg.cid);
+        if (rec) this.settle(rec, null, msg.id);
+        break;
+      }
+      case 'error':
+        this.onError(msg);
+        break;
+      case 'reset':
+        this.onReset(msg);
+        break;
+      case 'more':
+        // A replay batch ended: the socket asks for the next one itself,
+        // in order after the frames before it.
+        break;
+      case 'join':
+        if (!this.presence.includes(msg.user)) {
+          this.presence = [...this.presence, msg.user].sort();
+          this.presenceCount = Math.max(this.presenceCount + 1, this.presence.length);
+        }
+        this.emit('join', msg.user);
+        this.emit('presence', this.presence);
+        break;
+      case 'leave':
+        this.presence = this.presence.filter((u) => u !== msg.user);
+        this.presenceCount = Math.max(this.presence.length, this.presenceCount - 1);
+        this.emit('leave', msg.user);
+        this.emit('presence', this.presence);
+        break;
+      case 'presence':
+        this.presence = msg.members ?? [];
+        this.presenceCount = msg.count ?? this.presence.length;
+        this.emit('presence', this.presence);
+        break;
+      default:
+    }
+  }
+
+  /** A socket's welcome: the hub's limits, where its log stands, who is here; then it is open. */
+  onWelcome(msg, conn, handlers) {
+    // The hub that serves this client always sends its limits.
+    this.limits = msg.limits ?? null;
+    if (this.lastId === null) this.setLastId(msg.last_id);
+    this.presence = msg.presence ?? [];
+    this.presenceCount = msg.presence_count ?? this.presence.length;
+    handlers.opened();
+    if (this.conn !== conn) return; // closed (or not adopted) meanwhile
+    this.emit('presence', this.presence);
+    // Everything not yet acknowledged goes again, in order, paced: the hub
+    // answers a repeated cid with the original id.
+    const again = [];
+    for (const rec of [...this.outbox.values()].sort((a, b) => a.seq - b.seq)) {
+      if (rec.via === 'ws' && !this.tooLarge(rec)) again.push(rec.wire);
+    }
+    conn.send(again);
+  }
+
+  /**
+   * An error frame answers the publish its cid names; one without a cid
+   * (or naming none still waiting) answers no publish and is told.
+   */
+  onError(msg) {
+    // Rate limited: the socket waits and sends the same cid again.
+    if (msg.code === 'rate_limited') return;
+    const rec = typeof msg.cid === 'string' ? this.outbox.get(msg.cid) : null;
+    if (rec) this.settle(rec, new HubError(msg.code, msg.message));
+    else this.report(new HubError(msg.code, msg.message));
   }
 
   onOpened() {
@@ -662,8 +780,7 @@ class Room {
       return;
     }
     const gen = this.gen;
-    const probe = this.makeConn(this.order[index], {
-      probe: true,
+    const handlers = {
       opened: () => {
         if (this.probe !== probe || gen !== this.gen) return;
         // Adopt it: the old connection goes, the cursor carries over.
@@ -674,8 +791,8 @@ class Room {
         old?.close();
         this.current = index;
         this.conn = probe;
-        probe.handlers.failed = (err, info) => adopted === this.gen && this.onFailure(adopted, err, info);
-        probe.handlers.opened = () => {};
+        handlers.failed = (err, info) => adopted === this.gen && this.onFailure(adopted, err, info);
+        handlers.opened = () => {};
         this.onOpened();
       },
       failed: () => {
@@ -683,7 +800,8 @@ class Room {
         this.probe = null;
         this.runProbe(index + 1);
       },
-    });
+    };
+    const probe = this.makeConn(this.order[index], handlers);
     this.probe = probe;
   }
 
@@ -750,14 +868,16 @@ class Bucket {
 }
 
 /**
- * What every transport's connection shares: it reports one failure, once,
- * to the room (`handlers.failed`), and `close()` ends it quietly. Each
- * subclass says what ending it means in `teardown()`.
+ * What every transport's connection shares. It is given one object by the
+ * room, its `sink` (see Room.makeConn): it reads what connecting needs
+ * there and passes up what it receives (`frame`, `opened`, `failed`); what
+ * a frame means is the room's business. It reports one failure, once
+ * (`sink.failed`), and `close()` ends it quietly. Each subclass says what
+ * ending it means in `teardown()`.
  */
 class Connection {
-  constructor(room, handlers) {
-    this.room = room;
-    this.handlers = handlers;
+  constructor(sink) {
+    this.sink = sink;
     this.done = false;
     this.everOpened = false;
   }
@@ -766,7 +886,7 @@ class Connection {
     if (this.done) return;
     this.done = true;
     this.teardown();
-    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
+    this.sink.failed(err, { everOpened: this.everOpened, ...extra });
   }
 
   close() {
@@ -775,10 +895,17 @@ class Connection {
   }
 }
 
+/**
+ * A WebSocket: frames go up as they come. Its own are the pacing of
+ * publishes (the room hands it what to send, `send()`, and takes back
+ * what the hub answered, `forget()`), the `more` reply, pings and the
+ * watchdog.
+ */
 class SocketConnection extends Connection {
-  constructor(room, handlers) {
-    super(room, handlers);
+  constructor(sink) {
+    super(sink);
     this.ready = false;
+    this.outgoing = new Map(); // cid -> { cid, frame, bytes }: publishes the room gave this socket, not yet settled
     this.queue = []; // cids to send, in publish order
     this.inflight = []; // cids sent on this socket, not yet answered, in send order
     this.window = 1; // set by the welcome's limits
@@ -786,9 +913,9 @@ class SocketConnection extends Connection {
     this.bucket = null;
     this.lastFrameAt = Date.now();
     this.bytesSincePing = 0;
-    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'no welcome from the hub'), { diagnose: true }), room.opts.connectTimeoutMs);
+    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'no welcome from the hub'), { diagnose: true }), sink.opts.connectTimeoutMs);
     try {
-      this.ws = new WebSocket(room.endpoint('/ws', { since: room.lastId }));
+      this.ws = new WebSocket(sink.endpoint('/ws', { since: sink.cursor() }));
     } catch (e) {
       queueMicrotask(() => this.fail(new HubError('invalid_url', String(e?.message ?? e), { fatal: true })));
       return;
@@ -816,7 +943,6 @@ class SocketConnection extends Connection {
   }
 
   onClose(ev) {
-    const room = this.room;
     const name = CLOSE_NAMES[ev.code];
     if (!this.everOpened) {
       // A refused upgrade looks like 1006 to a page: find out why.
@@ -826,10 +952,10 @@ class SocketConnection extends Connection {
       // The frame that was too big is the largest one still unanswered,
       // unless the hub's error frame before the close already named it.
       const culprit = this.toldTooLarge ? null : this.inflight
-        .map((cid) => room.outbox.get(cid))
+        .map((cid) => this.outgoing.get(cid))
         .filter(Boolean)
         .reduce((a, b) => (!a || b.bytes > a.bytes ? b : a), null);
-      if (culprit) room.settle(culprit, new HubError('too_large', ev.reason || 'the message is too large', { status: 413, closeCode: 1009 }));
+      if (culprit) this.sink.refused(culprit.cid, new HubError('too_large', ev.reason || 'the message is too large', { status: 413, closeCode: 1009 }));
       return this.fail(new HubError('going_away', 'closed after a frame that was too large'));
     }
     if (ev.code === 1000 || ev.code === 1001) return this.fail(new HubError('going_away', ev.reason || 'the hub closed the connection'));
@@ -849,64 +975,35 @@ class SocketConnection extends Connection {
     } catch (_) {
       return;
     }
-    const room = this.room;
-    switch (msg.type) {
+    switch (msg?.type) {
       case 'welcome':
         this.onWelcome(msg);
         break;
-      case 'message':
-        room.deliver(msg);
-        break;
-      case 'ack': {
+      case 'ack':
         this.answered(msg.cid);
-        const rec = room.outbox.get(msg.cid);
-        if (rec) room.settle(rec, null, msg.id);
+        this.sink.frame(msg);
         this.pump();
         break;
-      }
       case 'error':
         this.onError(msg);
         break;
-      case 'reset':
-        room.onReset(msg);
-        break;
       case 'more':
+        this.sink.frame(msg);
         // The hub replays a long history in batches: this one has been
         // read (frames are handled in order), so ask for the next.
         try {
           this.ws.send('{"type":"more"}');
         } catch (_) {}
         break;
-      case 'join':
-        if (!room.presence.includes(msg.user)) {
-          room.presence = [...room.presence, msg.user].sort();
-          room.presenceCount = Math.max(room.presenceCount + 1, room.presence.length);
-        }
-        room.emit('join', msg.user);
-        room.emit('presence', room.presence);
-        break;
-      case 'leave':
-        room.presence = room.presence.filter((u) => u !== msg.user);
-        room.presenceCount = Math.max(room.presence.length, room.presenceCount - 1);
-        room.emit('leave', msg.user);
-        room.emit('presence', room.presence);
-        break;
-      case 'presence':
-        room.presence = msg.members ?? [];
-        room.presenceCount = msg.count ?? room.presence.length;
-        room.emit('presence', room.presence);
-        break;
       default:
+        this.sink.frame(msg);
     }
   }
 
   onWelcome(msg) {
-    const room = this.room;
     clearTimeout(this.timeout);
     this.everOpened = true;
     this.ready = true;
-    // The hub that serves this client always sends its limits.
-    room.limits = msg.limits ?? null;
     const { rate_per_sec: rate = 0, rate_burst: burst = rate } = msg.limits ?? {};
     if (rate > 0) {
       this.bucket = new Bucket(rate, burst);
@@ -914,64 +1011,51 @@ class SocketConnection extends Connection {
     } else {
       this.window = 64;
     }
-    if (room.lastId === null) room.setLastId(msg.last_id);
-    room.presence = msg.presence ?? [];
-    room.presenceCount = msg.presence_count ?? room.presence.length;
-    this.pinger = setInterval(() => this.ping(), room.opts.pingIntervalMs);
+    this.pinger = setInterval(() => this.ping(), this.sink.opts.pingIntervalMs);
     this.watch();
-    this.handlers.opened();
-    if (this.done) return;
-    room.emit('presence', room.presence);
-    // Everything not yet acknowledged goes again, in order, paced: the hub
-    // answers a repeated cid with the original id.
-    for (const rec of [...room.outbox.values()].sort((a, b) => a.seq - b.seq)) {
-      if (rec.via === 'ws' && !room.tooLarge(rec)) this.queue.push(rec.cid);
+    // The room opens, then hands back what is still unacknowledged (send()).
+    this.sink.frame(msg);
+  }
+
+  /** Publishes from the room, in order, while this socket is ready. */
+  send(wires) {
+    for (const w of wires) {
+      this.outgoing.set(w.cid, w);
+      this.queue.push(w.cid);
     }
     this.pump();
   }
 
-  /** A publish from the room while this socket is ready. */
-  enqueue(rec) {
-    this.queue.push(rec.cid);
-    this.pump();
+  /** The room settled this publish: nothing more to send or wait for. */
+  forget(cid) {
+    this.answered(cid);
+    this.outgoing.delete(cid);
   }
 
-  forget(cid) {
+  answered(cid) {
     const i = this.inflight.indexOf(cid);
     if (i >= 0) this.inflight.splice(i, 1);
   }
 
-  answered(cid) {
-    this.forget(cid);
-  }
-
   onError(msg) {
-    const room = this.room;
     // An error answers the publish its cid names; one without a cid
     // answers no publish.
     const cid = typeof msg.cid === 'string' ? msg.cid : null;
+    const mine = cid !== null && this.outgoing.has(cid);
     if (cid) this.answered(cid);
-    const rec = cid ? room.outbox.get(cid) : null;
-    if (msg.code === 'too_large' && rec) this.toldTooLarge = true;
+    if (msg.code === 'too_large' && mine) this.toldTooLarge = true;
     if (msg.code === 'rate_limited') {
       const wait = Number.isFinite(msg.retry_after_ms) ? msg.retry_after_ms : 1000;
       this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait);
-      if (rec) this.queue.unshift(rec.cid); // the same cid again, first
-      this.pump();
-      return;
+      if (mine) this.queue.unshift(cid); // the same cid again, first
     }
-    if (rec) {
-      room.settle(rec, new HubError(msg.code, msg.message));
-      this.pump();
-      return;
-    }
-    room.report(new HubError(msg.code, msg.message));
+    this.sink.frame(msg);
+    this.pump();
   }
 
   pump() {
     clearTimeout(this.pumpTimer);
     if (!this.ready || this.done) return;
-    const room = this.room;
     while (this.queue.length) {
       const now = Date.now();
       if (now < this.pausedUntil) {
@@ -979,8 +1063,8 @@ class SocketConnection extends Connection {
         return;
       }
       if (this.inflight.length >= this.window) return; // an answer pumps again
-      const rec = room.outbox.get(this.queue[0]);
-      if (!rec || rec.via !== 'ws' || this.inflight.includes(rec.cid)) {
+      const w = this.outgoing.get(this.queue[0]);
+      if (!w || this.inflight.includes(w.cid)) {
         this.queue.shift();
         continue;
       }
@@ -989,9 +1073,9 @@ class SocketConnection extends Connection {
         return;
       }
       this.queue.shift();
-      this.inflight.push(rec.cid);
+      this.inflight.push(w.cid);
       try {
-        this.ws.send(rec.frame);
+        this.ws.send(w.frame);
       } catch (_) {
         return; // sent again after the next welcome
       }
@@ -1007,7 +1091,7 @@ class SocketConnection extends Connection {
 
   /** The watchdog: no frame at all (message, pong, anything) for 3 ping intervals means dead. */
   watch() {
-    const limit = 3 * this.room.opts.pingIntervalMs;
+    const limit = 3 * this.sink.opts.pingIntervalMs;
     const left = this.lastFrameAt + limit - Date.now();
     if (left <= 0) {
       this.fail(new HubError('stalled', 'no frame from the hub for 3 ping intervals'));
@@ -1024,13 +1108,14 @@ class SocketConnection extends Connection {
     clearTimeout(this.aliveTimer);
     this.aliveTimer = setTimeout(() => {
       if (!this.done && this.lastFrameAt < asked) this.fail(new HubError('stalled', 'no answer to a ping'));
-    }, Math.min(5000, 2 * this.room.opts.pingIntervalMs));
+    }, Math.min(5000, 2 * this.sink.opts.pingIntervalMs));
   }
 }
 
+/** Server-Sent Events: messages and resets go up as frames; heartbeats feed its watchdog. */
 class StreamConnection extends Connection {
-  constructor(room, handlers) {
-    super(room, handlers);
+  constructor(sink) {
+    super(sink);
     this.abort = new AbortController();
     this.lastChunkAt = Date.now();
     this.run();
@@ -1045,7 +1130,7 @@ class StreamConnection extends Connection {
 
   /** How long the stream may be silent: explicit, or 3.5 observed heartbeats. */
   silenceLimit() {
-    if (this.room.opts.heartbeatTimeoutMs) return this.room.opts.heartbeatTimeoutMs;
+    if (this.sink.opts.heartbeatTimeoutMs) return this.sink.opts.heartbeatTimeoutMs;
     return this.beat ? Math.max(2000, Math.round(this.beat * 3 + 1000)) : SSE_DEFAULT_TIMEOUT_MS;
   }
 
@@ -1060,20 +1145,20 @@ class StreamConnection extends Connection {
   }
 
   async run() {
-    const room = this.room;
-    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'the event stream did not start')), room.opts.connectTimeoutMs);
+    const sink = this.sink;
+    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'the event stream did not start')), sink.opts.connectTimeoutMs);
     try {
       // Live only without a cursor: learn where the log stands first, so a
       // reconnect before the first message still resumes without a gap.
-      if (room.lastId === null) {
-        const d = await room.diagnose();
+      if (sink.cursor() === null) {
+        const d = await sink.diagnose();
         if (this.done) return;
         if (d.kind === 'http') return this.fail(d.err);
         if (d.kind === 'network') return this.fail(new HubError('unreachable', 'the hub cannot be reached', { transient: true }));
-        room.setLastId(d.body?.last_id ?? 0);
+        sink.position(d.body?.last_id ?? 0);
       }
-      const headers = { Accept: 'text/event-stream', ...room.authHeader() };
-      const res = await fetch(room.endpoint('/events', { since: room.lastId }, false), {
+      const headers = { Accept: 'text/event-stream', ...sink.authHeader() };
+      const res = await fetch(sink.endpoint('/events', { since: sink.cursor() }, false), {
         headers,
         signal: this.abort.signal,
         cache: 'no-store',
@@ -1106,7 +1191,6 @@ class StreamConnection extends Connection {
   }
 
   onBlock(frame) {
-    const room = this.room;
     if (frame.comment && frame.data === undefined && frame.event === undefined) {
       const now = Date.now();
       if (this.lastBeatAt) {
@@ -1119,7 +1203,7 @@ class StreamConnection extends Connection {
       // The hub sends `retry:` first: the stream is established.
       clearTimeout(this.timeout);
       this.everOpened = true;
-      this.handlers.opened();
+      this.sink.opened();
     }
     // The hub's own signals carry no `id:`; a message named like one does.
     if (frame.event === 'close' && frame.id === undefined) {
@@ -1137,14 +1221,16 @@ class StreamConnection extends Connection {
     } catch (_) {
       return;
     }
-    if (frame.event === 'reset' && frame.id === undefined) room.onReset(parsed);
-    else room.deliver(parsed);
+    // Up in the WebSocket's vocabulary: an SSE event carries no `type`.
+    if (frame.event === 'reset' && frame.id === undefined) this.sink.frame({ ...parsed, type: 'reset' });
+    else this.sink.frame({ ...parsed, type: 'message' });
   }
 }
 
+/** Polling (long or at an interval): each page's reset and messages go up as frames. */
 class PollConnection extends Connection {
-  constructor(room, handlers) {
-    super(room, handlers);
+  constructor(sink) {
+    super(sink);
     this.run();
   }
 
@@ -1177,25 +1263,27 @@ class PollConnection extends Connection {
   }
 
   async run() {
-    const room = this.room;
+    const sink = this.sink;
+    const opts = sink.opts;
     let etag = null;
     for (;;) {
       if (this.done) return;
+      const cursor = sink.cursor();
       const params = { limit: POLL_LIMIT };
-      if (room.lastId === null) params.limit = 1;
-      else params.since = room.lastId;
+      if (cursor === null) params.limit = 1;
+      else params.since = cursor;
       let wait = 0;
-      if (this.everOpened && room.lastId !== null && !room.opts.pollIntervalMs) wait = room.opts.longPollSecs;
+      if (this.everOpened && cursor !== null && !opts.pollIntervalMs) wait = opts.longPollSecs;
       if (wait) params.wait = wait;
-      const headers = { ...room.authHeader() };
+      const headers = { ...sink.authHeader() };
       if (etag) headers['If-None-Match'] = etag;
       const ctl = new AbortController();
       this.request = ctl;
-      this.reqTimer = setTimeout(() => ctl.abort(), wait * 1000 + room.opts.requestTimeoutMs);
+      this.reqTimer = setTimeout(() => ctl.abort(), wait * 1000 + opts.requestTimeoutMs);
       let res;
       let body = null;
       try {
-        res = await fetch(room.endpoint('/messages', params, false), { headers, signal: ctl.signal, cache: 'no-store' });
+        res = await fetch(sink.endpoint('/messages', params, false), { headers, signal: ctl.signal, cache: 'no-store' });
         if (res.status === 200) body = await res.json();
       } catch (e) {
         clearTimeout(this.reqTimer);
@@ -1211,23 +1299,24 @@ class PollConnection extends Connection {
       if (res.status !== 200 && res.status !== 304) return this.fail(await errorFrom(res));
       if (!this.everOpened) {
         this.everOpened = true;
-        this.handlers.opened();
+        this.sink.opened();
         if (this.done) return;
       }
       if (body) {
         etag = res.headers.get('ETag');
-        if (room.lastId === null) {
-          room.setLastId(body.last_id); // live from now on, as the other transports
+        if (sink.cursor() === null) {
+          sink.position(body.last_id); // live from now on, as the other transports
           continue;
         }
-        if (body.reset) room.onReset(body.reset);
+        // Up in the WebSocket's vocabulary: a page is a reset and messages.
+        if (body.reset) sink.frame({ ...body.reset, type: 'reset' });
         const messages = Array.isArray(body.messages) ? body.messages : [];
-        for (const m of messages) room.deliver(m);
+        for (const m of messages) sink.frame({ ...m, type: 'message' });
         // A page bounded by count or bytes: fetch the next one at once.
         const last = messages.length ? messages[messages.length - 1].id : null;
         if (last !== null && typeof body.last_id === 'number' && last < body.last_id) continue;
       }
-      if (room.opts.pollIntervalMs) await this.pause(room.opts.pollIntervalMs);
+      if (opts.pollIntervalMs) await this.pause(opts.pollIntervalMs);
     }
   }
 }
