@@ -36,6 +36,8 @@ const DEFAULTS = {
   requestTimeoutMs: 10000,
   maxPending: 1000,
 };
+// The options a connection reads (through its sink).
+const CONN_OPTIONS = ['connectTimeoutMs', 'pingIntervalMs', 'heartbeatTimeoutMs', 'pollIntervalMs', 'longPollSecs', 'requestTimeoutMs'];
 const BACKOFF = { baseMs: 500, capMs: 15000 };
 const PROBE_CAP_MS = 5 * 60 * 1000;
 const SSE_DEFAULT_TIMEOUT_MS = 50000;
@@ -98,73 +100,146 @@ export function connect(url, options = {}) {
   return new Room(url, options);
 }
 
+/**
+ * A room: it owns the protocol state (the cursor, the publishes waiting,
+ * presence, the hub's limits, retries and transports) in private fields,
+ * and decides what every frame from the hub means. Its connections only
+ * pass up what they receive (see #makeConn). The page sees what client.d.ts
+ * documents; what it reads are copies.
+ */
 class Room {
+  // Where and how.
+  #url;
+  #opts;
+  #connOpts;
+  #backoff;
+  #tokenSource;
+  #token;
+  #order; // transports to try, best first
+  #auto;
+  #current; // index in #order of the transport in use
+
+  // What the page has seen: the cursor, kept across reloads when asked.
+  #storage;
+  #storageKey;
+  #lastId;
+  #historyWanted;
+
+  // What the hub said.
+  #presence = []; // replaced on each change, never changed in place
+  #presenceCount = 0;
+  #limits = null;
+  #status;
+
+  // Listeners: lifecycle events, and app events by name.
+  #life = new Map();
+  #app = new Map();
+
+  // Publishes: those not yet settled, and those going over HTTP.
+  #outbox = new Map(); // cid -> record (see publish())
+  #session = randomId();
+  #counter = 0;
+  #httpQueue = [];
+  #httpActive = 0;
+  #httpPausedUntil = 0;
+  #httpTimer = null;
+
+  // Connecting: the connection, the probe of a better transport, retries.
+  #attempt = 0;
+  #gen = 0; // bumped whenever a connection's callbacks must no longer count
+  #conn = null;
+  #probe = null;
+  #probeDelay;
+  #timer = null;
+  #probeTimer = null;
+  #reported = new Set(); // error codes told since the last open
+  #closed = false;
+  #userClosed = false;
+  #everOpened = false;
+  #openedAt = 0;
+  #tokenRefreshes = 0;
+  #ready;
+  #readyResolve;
+  #readyReject;
+  #onOnline = () => this.#wake('online');
+  #onVisible = () => {
+    if (globalThis.document?.visibilityState === 'visible') this.#wake('visible');
+  };
+
   constructor(url, options) {
     const base = new URL(url, globalThis.location?.href);
     base.pathname = base.pathname.replace(/\/+$/, '');
     base.search = '';
     base.hash = '';
-    this.url = base;
-    this.opts = { ...DEFAULTS, ...options };
-    this.backoff = { ...BACKOFF, ...(options.backoff ?? {}) };
-    this.tokenSource = options.token ?? null;
-    this.token = typeof this.tokenSource === 'string' ? this.tokenSource : null;
+    this.#url = base;
+    this.#opts = { ...DEFAULTS, ...options };
+    // What a connection may read of the options: its timings.
+    this.#connOpts = Object.freeze(pick(this.#opts, ...CONN_OPTIONS));
+    this.#backoff = { ...BACKOFF, ...(options.backoff ?? {}) };
+    this.#tokenSource = options.token ?? null;
+    this.#token = typeof this.#tokenSource === 'string' ? this.#tokenSource : null;
     const mode = options.transport ?? 'auto';
-    if (mode === 'hints') this.order = [chooseTransport(options.hints)];
-    else if (mode === 'auto') this.order = TRANSPORTS.slice();
-    else if (TRANSPORTS.includes(mode)) this.order = [mode];
+    if (mode === 'hints') this.#order = [chooseTransport(options.hints)];
+    else if (mode === 'auto') this.#order = TRANSPORTS.slice();
+    else if (TRANSPORTS.includes(mode)) this.#order = [mode];
     else throw new TypeError(`unknown transport '${mode}'`);
-    this.auto = mode === 'auto';
-    this.current = 0;
+    this.#auto = mode === 'auto';
+    this.#current = 0;
 
-    this.storage = resumeStorage(options.resume);
-    this.storageKey = `hub-cursor:${this.url.href}`;
-    const stored = this.readCursor();
-    this.lastId = stored ?? (Number.isInteger(options.since) ? options.since : null);
-    this.historyWanted = this.lastId === null && Number.isInteger(options.history) ? options.history : null;
+    this.#storage = resumeStorage(options.resume);
+    this.#storageKey = `hub-cursor:${this.#url.href}`;
+    const stored = this.#readCursor();
+    this.#lastId = stored ?? (Number.isInteger(options.since) ? options.since : null);
+    this.#historyWanted = this.#lastId === null && Number.isInteger(options.history) ? options.history : null;
 
-    this.presence = [];
-    this.presenceCount = 0;
-    this.limits = null;
-    this.status = { state: 'connecting', transport: this.order[0] };
-    this.life = new Map();
-    this.app = new Map();
+    this.#status = { state: 'connecting', transport: this.#order[0] };
+    this.#probeDelay = this.#opts.probeIntervalMs;
 
-    // Publishes not yet settled: cid -> record (see publish()).
-    this.outbox = new Map();
-    this.session = randomId();
-    this.counter = 0;
-    this.httpQueue = [];
-    this.httpActive = 0;
-    this.httpPausedUntil = 0;
-
-    this.attempt = 0;
-    this.gen = 0;
-    this.conn = null;
-    this.probe = null;
-    this.probeDelay = this.opts.probeIntervalMs;
-    this.timer = null;
-    this.probeTimer = null;
-    this.reported = new Set();
-    this.closed = false;
-    this.userClosed = false;
-    this.everOpened = false;
-    this.tokenRefreshes = 0;
-
-    this.ready = new Promise((resolve, reject) => {
-      this.readyResolve = resolve;
-      this.readyReject = reject;
+    this.#ready = new Promise((resolve, reject) => {
+      this.#readyResolve = resolve;
+      this.#readyReject = reject;
     });
-    this.ready.catch(() => {}); // observed by whoever awaits it; never unhandled
+    this.#ready.catch(() => {}); // observed by whoever awaits it; never unhandled
 
-    this.onOnline = () => this.wake('online');
-    this.onVisible = () => {
-      if (globalThis.document?.visibilityState === 'visible') this.wake('visible');
-    };
-    globalThis.addEventListener?.('online', this.onOnline);
-    globalThis.document?.addEventListener?.('visibilitychange', this.onVisible);
+    globalThis.addEventListener?.('online', this.#onOnline);
+    globalThis.document?.addEventListener?.('visibilitychange', this.#onVisible);
 
-    queueMicrotask(() => this.open());
+    queueMicrotask(() => this.#open());
+  }
+
+  // ---------------------------------------------------------------- what the page reads
+
+  get url() {
+    return new URL(this.#url);
+  }
+
+  get status() {
+    return { ...this.#status };
+  }
+
+  get transport() {
+    return this.#order[this.#current];
+  }
+
+  /** The id of the last message delivered (the resume cursor). */
+  get lastId() {
+    return this.#lastId;
+  }
+
+  get ready() {
+    return this.#ready;
+  }
+
+  get limits() {
+    return this.#limits && { ...this.#limits };
+  }
+
+  get presence() {
+    return [...this.#presence];
+  }
+
+  get presenceCount() {
+    return this.#presenceCount;
   }
 
   // ---------------------------------------------------------------- events
@@ -175,14 +250,14 @@ class Room {
    * of one event name: `event:<name>`. Returns a function that unsubscribes.
    */
   on(name, fn) {
-    const [map, key] = this.slot(name);
+    const [map, key] = this.#slot(name);
     if (!map.has(key)) map.set(key, new Set());
     map.get(key).add(fn);
     return () => this.off(name, fn);
   }
 
   off(name, fn) {
-    const [map, key] = this.slot(name);
+    const [map, key] = this.#slot(name);
     const set = map.get(key);
     if (!set) return;
     for (const f of set) if (f === fn || f.original === fn) set.delete(f);
@@ -200,67 +275,63 @@ class Room {
     return this.on(name, wrapper);
   }
 
-  slot(name) {
+  #slot(name) {
     if (typeof name !== 'string') throw new TypeError('event name must be a string');
-    if (name.startsWith('event:')) return [this.app, name.slice(6)];
-    if (LIFECYCLE.has(name)) return [this.life, name];
+    if (name.startsWith('event:')) return [this.#app, name.slice(6)];
+    if (LIFECYCLE.has(name)) return [this.#life, name];
     // Shorthand kept from earlier versions: a bare app event name.
-    return [this.app, name];
+    return [this.#app, name];
   }
 
-  emit(name, value) {
-    dispatch(this.life.get(name), value);
+  #emit(name, value) {
+    dispatch(this.#life.get(name), value);
   }
 
-  get transport() {
-    return this.order[this.current];
-  }
-
-  setStatus(state, extra = {}) {
+  #setStatus(state, extra = {}) {
     const next = { state, transport: this.transport, ...extra };
-    const prev = this.status;
+    const prev = this.#status;
     const same =
       prev.state === next.state &&
       prev.transport === next.transport &&
       prev.error === next.error &&
       prev.retryInMs === next.retryInMs;
-    this.status = next;
-    if (!same) this.emit('status', next);
+    this.#status = next;
+    if (!same) this.#emit('status', this.status);
   }
 
   /** Says a failure once (until the next successful open): one `error` event. */
-  report(err) {
-    if (this.reported.has(err.code)) return;
-    this.reported.add(err.code);
-    this.emit('error', err);
+  #report(err) {
+    if (this.#reported.has(err.code)) return;
+    this.#reported.add(err.code);
+    this.#emit('error', err);
   }
 
   // ---------------------------------------------------------------- cursor
 
-  readCursor() {
+  #readCursor() {
     try {
-      const v = this.storage?.getItem(this.storageKey);
+      const v = this.#storage?.getItem(this.#storageKey);
       return v !== null && v !== undefined && /^\d+$/.test(v) ? Number(v) : null;
     } catch (_) {
       return null;
     }
   }
 
-  setLastId(id) {
-    this.lastId = id;
+  #setLastId(id) {
+    this.#lastId = id;
     try {
-      this.storage?.setItem(this.storageKey, String(id));
+      this.#storage?.setItem(this.#storageKey, String(id));
     } catch (_) {}
   }
 
   /** Delivers a message at most once and in id order. */
-  deliver(msg) {
+  #deliver(msg) {
     if (typeof msg?.id !== 'number') return;
-    if (this.lastId !== null && msg.id <= this.lastId) return;
-    this.setLastId(msg.id);
+    if (this.#lastId !== null && msg.id <= this.#lastId) return;
+    this.#setLastId(msg.id);
     const { type, ...envelope } = msg;
-    dispatch(this.life.get('message'), envelope);
-    dispatch(this.app.get(envelope.event), envelope);
+    dispatch(this.#life.get('message'), envelope);
+    dispatch(this.#app.get(envelope.event), envelope);
   }
 
   /**
@@ -268,12 +339,12 @@ class Room {
    * that is not the one we saw: `cursor_ahead`). Move the cursor there so
    * the new log is delivered, and say it once.
    */
-  onReset(reset) {
+  #onReset(reset) {
     if (!reset || typeof reset.first_id !== 'number') return;
     const at = Math.max(0, reset.first_id - 1);
-    if (this.lastId !== null && reset.reason !== 'cursor_ahead' && at <= this.lastId) return;
-    this.setLastId(at);
-    this.emit('reset', { reason: reset.reason, first_id: reset.first_id });
+    if (this.#lastId !== null && reset.reason !== 'cursor_ahead' && at <= this.#lastId) return;
+    this.#setLastId(at);
+    this.#emit('reset', { reason: reset.reason, first_id: reset.first_id });
   }
 
   // ---------------------------------------------------------------- publish
@@ -284,16 +355,16 @@ class Room {
    * never: it waits instead, `timeout`, `aborted`, `queue_full`, `closed`).
    */
   publish(data, { event, timeoutMs, signal } = {}) {
-    if (this.closed) return Promise.reject(new HubError('closed', 'the room is closed'));
+    if (this.#closed) return Promise.reject(new HubError('closed', 'the room is closed'));
     if (event !== undefined && RESERVED_EVENTS.has(event)) {
       return Promise.reject(new HubError('reserved_event', `'${event}' is reserved by the hub`));
     }
     if (signal?.aborted) return Promise.reject(new HubError('aborted', 'the publish was aborted'));
-    if (this.outbox.size >= this.opts.maxPending) {
-      return Promise.reject(new HubError('queue_full', `more than ${this.opts.maxPending} publishes waiting`));
+    if (this.#outbox.size >= this.#opts.maxPending) {
+      return Promise.reject(new HubError('queue_full', `more than ${this.#opts.maxPending} publishes waiting`));
     }
-    const seq = ++this.counter;
-    const cid = `${this.session}-${seq}`;
+    const seq = ++this.#counter;
+    const cid = `${this.#session}-${seq}`;
     const body = event === undefined ? { data } : { event, data };
     let frame;
     try {
@@ -302,150 +373,152 @@ class Room {
       return Promise.reject(new HubError('invalid_json', String(e?.message ?? e)));
     }
     return new Promise((resolve, reject) => {
-      const rec = { cid, seq, body, frame, bytes: utf8Length(frame), resolve, reject, via: null, signal };
-      this.outbox.set(cid, rec);
-      const ms = timeoutMs ?? this.opts.publishTimeoutMs;
+      const bytes = utf8Length(frame);
+      // `wire` is all a socket is given of a publish: what to send, and its size.
+      const rec = { cid, seq, body, bytes, wire: Object.freeze({ cid, frame, bytes }), resolve, reject, via: null, signal };
+      this.#outbox.set(cid, rec);
+      const ms = timeoutMs ?? this.#opts.publishTimeoutMs;
       if (ms > 0) {
-        rec.timer = setTimeout(() => this.settle(rec, new HubError('timeout', `not acknowledged within ${ms} ms`)), ms);
+        rec.timer = setTimeout(() => this.#settle(rec, new HubError('timeout', `not acknowledged within ${ms} ms`)), ms);
       }
       if (signal) {
-        rec.onAbort = () => this.settle(rec, new HubError('aborted', 'the publish was aborted'));
+        rec.onAbort = () => this.#settle(rec, new HubError('aborted', 'the publish was aborted'));
         signal.addEventListener('abort', rec.onAbort, { once: true });
       }
-      if (this.tooLarge(rec)) return;
-      this.route(rec);
+      if (this.#tooLarge(rec)) return;
+      this.#route(rec);
     });
   }
 
-  tooLarge(rec) {
-    const max = this.limits?.max_message_bytes;
+  #tooLarge(rec) {
+    const max = this.#limits?.max_message_bytes;
     if (max && rec.bytes > max) {
-      this.settle(rec, new HubError('too_large', `the message is larger than ${max} bytes`, { status: 413 }));
+      this.#settle(rec, new HubError('too_large', `the message is larger than ${max} bytes`, { status: 413 }));
       return true;
     }
     return false;
   }
 
   /** Sends a publish over the WebSocket when that is the transport, else over HTTP. */
-  route(rec) {
+  #route(rec) {
     if (this.transport === 'ws') {
       rec.via = 'ws';
-      if (this.conn?.ready) this.conn.enqueue(rec);
+      if (this.#conn?.ready) this.#conn.send([rec.wire]);
       // Otherwise it is sent after the next welcome.
     } else {
-      this.sendHttp(rec);
+      this.#sendHttp(rec);
     }
   }
 
   /** Settles a publish exactly once: an id, or an error. */
-  settle(rec, err, id) {
+  #settle(rec, err, id) {
     if (rec.settled) return;
     rec.settled = true;
-    this.outbox.delete(rec.cid);
+    this.#outbox.delete(rec.cid);
     clearTimeout(rec.timer);
     if (rec.onAbort) rec.signal.removeEventListener('abort', rec.onAbort);
-    this.conn?.forget?.(rec.cid);
+    this.#conn?.forget?.(rec.cid);
     if (err) rec.reject(err);
     else rec.resolve(id);
   }
 
-  sendHttp(rec) {
+  #sendHttp(rec) {
     rec.via = 'http';
-    this.httpQueue.push(rec);
-    this.pumpHttp();
+    this.#httpQueue.push(rec);
+    this.#pumpHttp();
   }
 
-  pumpHttp() {
-    clearTimeout(this.httpTimer);
-    const wait = this.httpPausedUntil - Date.now();
+  #pumpHttp() {
+    clearTimeout(this.#httpTimer);
+    const wait = this.#httpPausedUntil - Date.now();
     if (wait > 0) {
-      this.httpTimer = setTimeout(() => this.pumpHttp(), wait);
+      this.#httpTimer = setTimeout(() => this.#pumpHttp(), wait);
       return;
     }
-    while (this.httpActive < 4 && this.httpQueue.length) {
-      const rec = this.httpQueue.shift();
+    while (this.#httpActive < 4 && this.#httpQueue.length) {
+      const rec = this.#httpQueue.shift();
       if (rec.settled) continue;
-      this.httpActive += 1;
-      this.postOnce(rec).finally(() => {
-        this.httpActive -= 1;
-        this.pumpHttp();
+      this.#httpActive += 1;
+      this.#postOnce(rec).finally(() => {
+        this.#httpActive -= 1;
+        this.#pumpHttp();
       });
     }
   }
 
-  async postOnce(rec) {
+  async #postOnce(rec) {
     let res;
     try {
-      res = await fetch(`${this.url}/messages`, {
+      res = await fetch(`${this.#url}/messages`, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': rec.cid, ...this.authHeader() },
+        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': rec.cid, ...this.#authHeader() },
         body: JSON.stringify(rec.body),
       });
     } catch (_) {
-      return this.retryHttp(rec, backoffDelay(Math.min(rec.tries = (rec.tries ?? 0) + 1, 6), this.backoff.baseMs, this.backoff.capMs));
+      return this.#retryHttp(rec, backoffDelay(Math.min(rec.tries = (rec.tries ?? 0) + 1, 6), this.#backoff.baseMs, this.#backoff.capMs));
     }
     if (rec.settled) return undefined;
     if (res.status === 201) {
       const body = await res.json().catch(() => ({}));
-      return this.settle(rec, null, body.id);
+      return this.#settle(rec, null, body.id);
     }
     const err = await errorFrom(res);
     if (res.status === 429) {
-      this.httpPausedUntil = Date.now() + (err.retryAfterMs ?? 1000);
-      return this.retryHttp(rec, 0);
+      this.#httpPausedUntil = Date.now() + (err.retryAfterMs ?? 1000);
+      return this.#retryHttp(rec, 0);
     }
     if (res.status >= 500) {
-      return this.retryHttp(rec, backoffDelay(Math.min(rec.tries = (rec.tries ?? 0) + 1, 6), this.backoff.baseMs, this.backoff.capMs));
+      return this.#retryHttp(rec, backoffDelay(Math.min(rec.tries = (rec.tries ?? 0) + 1, 6), this.#backoff.baseMs, this.#backoff.capMs));
     }
-    if (res.status === 401 && typeof this.tokenSource === 'function' && !rec.refreshed) {
+    if (res.status === 401 && typeof this.#tokenSource === 'function' && !rec.refreshed) {
       rec.refreshed = true;
-      if (await this.refreshToken().then(() => true, () => false)) return this.retryHttp(rec, 0);
+      if (await this.#refreshToken().then(() => true, () => false)) return this.#retryHttp(rec, 0);
     }
-    return this.settle(rec, err);
+    return this.#settle(rec, err);
   }
 
-  retryHttp(rec, delay) {
-    if (rec.settled || this.closed) return undefined;
+  #retryHttp(rec, delay) {
+    if (rec.settled || this.#closed) return undefined;
     // Same key: if the first try was stored, the hub answers with its id.
-    if (delay > 0) setTimeout(() => !rec.settled && this.sendHttp(rec), delay);
-    else this.httpQueue.unshift(rec);
+    if (delay > 0) setTimeout(() => !rec.settled && this.#sendHttp(rec), delay);
+    else this.#httpQueue.unshift(rec);
     return undefined;
   }
 
   /** WebSocket publishes go over HTTP with the same key (nothing is stored twice). */
-  movePublishesToHttp() {
-    for (const rec of [...this.outbox.values()].sort((a, b) => a.seq - b.seq)) {
-      if (rec.via !== 'http') this.sendHttp(rec);
+  #movePublishesToHttp() {
+    for (const rec of [...this.#outbox.values()].sort((a, b) => a.seq - b.seq)) {
+      if (rec.via !== 'http') this.#sendHttp(rec);
     }
   }
 
   // ---------------------------------------------------------------- tokens and URLs
 
-  async refreshToken() {
-    if (typeof this.tokenSource !== 'function') return;
-    const t = await this.tokenSource();
+  async #refreshToken() {
+    if (typeof this.#tokenSource !== 'function') return;
+    const t = await this.#tokenSource();
     if (typeof t !== 'string' || !t) throw new HubError('unauthorized', 'the token function returned no token');
-    this.token = t;
+    this.#token = t;
   }
 
-  authHeader() {
-    return this.token ? { Authorization: `Bearer ${this.token}` } : {};
+  #authHeader() {
+    return this.#token ? { Authorization: `Bearer ${this.#token}` } : {};
   }
 
-  endpoint(path, params = {}, withToken = true) {
-    const u = new URL(`${this.url}${path}`);
+  #endpoint(path, params = {}, withToken = true) {
+    const u = new URL(`${this.#url}${path}`);
     if (path === '/ws') u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined) u.searchParams.set(k, v);
-    if (withToken && this.token) u.searchParams.set('token', this.token);
+    if (withToken && this.#token) u.searchParams.set('token', this.#token);
     return u.toString();
   }
 
   /** GET /rooms/{room} with the page's token: why did a connection fail? */
-  async diagnose() {
+  async #diagnose() {
     const ctl = new AbortController();
-    const t = setTimeout(() => ctl.abort(), this.opts.connectTimeoutMs);
+    const t = setTimeout(() => ctl.abort(), this.#opts.connectTimeoutMs);
     try {
-      const res = await fetch(this.endpoint('', {}, false), { headers: this.authHeader(), cache: 'no-store', signal: ctl.signal });
+      const res = await fetch(this.#endpoint('', {}, false), { headers: this.#authHeader(), cache: 'no-store', signal: ctl.signal });
       if (res.ok) {
         const body = await res.json().catch(() => null);
         // The room says whether it would take one more connection from us.
@@ -463,77 +536,189 @@ class Room {
 
   // ---------------------------------------------------------------- connecting
 
-  async open() {
-    if (this.closed) return;
-    clearTimeout(this.timer);
-    this.timer = null;
-    const gen = ++this.gen;
-    if (this.status.state !== 'connecting' && this.status.state !== 'reconnecting') this.setStatus('reconnecting');
-    else if (this.status.transport !== this.transport) this.setStatus(this.status.state, pick(this.status, 'error', 'message'));
+  async #open() {
+    if (this.#closed) return;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    const gen = ++this.#gen;
+    if (this.#status.state !== 'connecting' && this.#status.state !== 'reconnecting') this.#setStatus('reconnecting');
+    else if (this.#status.transport !== this.transport) this.#setStatus(this.#status.state, pick(this.#status, 'error', 'message'));
     try {
-      await this.refreshToken();
+      await this.#refreshToken();
     } catch (e) {
-      if (gen === this.gen) this.onFailure(gen, e instanceof HubError ? e : new HubError('token_error', String(e?.message ?? e)), {});
+      if (gen === this.#gen) this.#onFailure(gen, e instanceof HubError ? e : new HubError('token_error', String(e?.message ?? e)), {});
       return;
     }
-    if (gen !== this.gen || this.closed) return;
-    if (this.historyWanted !== null && this.lastId === null) {
-      const d = await this.diagnose();
-      if (gen !== this.gen || this.closed) return;
+    if (gen !== this.#gen || this.#closed) return;
+    if (this.#historyWanted !== null && this.#lastId === null) {
+      const d = await this.#diagnose();
+      if (gen !== this.#gen || this.#closed) return;
       if (d.kind === 'ok' && typeof d.body?.last_id === 'number') {
         const first = typeof d.body.first_id === 'number' ? d.body.first_id : 1;
-        this.setLastId(Math.max(0, first - 1, d.body.last_id - this.historyWanted));
-        this.historyWanted = null;
+        this.#setLastId(Math.max(0, first - 1, d.body.last_id - this.#historyWanted));
+        this.#historyWanted = null;
       }
     }
-    this.conn = this.makeConn(this.transport, {
-      opened: () => gen === this.gen && this.onOpened(),
-      failed: (err, info) => gen === this.gen && this.onFailure(gen, err, info),
+    this.#conn = this.#makeConn(this.transport, {
+      opened: () => gen === this.#gen && this.#onOpened(),
+      failed: (err, info) => gen === this.#gen && this.#onFailure(gen, err, info),
     });
   }
 
-  makeConn(transport, handlers) {
-    if (transport === 'ws') return new SocketConnection(this, handlers);
-    if (transport === 'sse') return new StreamConnection(this, handlers);
-    return new PollConnection(this, handlers);
+  /**
+   * A connection over `transport`. All it is given is a `sink`: through it
+   * it reads what connecting needs (its timings, the cursor, URLs, the
+   * token) and passes up what it receives. What a frame means is decided
+   * here, in #onFrame(); the connection keeps only its transport's
+   * mechanics. `handlers` say what its opening and failing mean to the
+   * room (a probe's differ, and change when it is adopted).
+   */
+  #makeConn(transport, handlers) {
+    let conn = null;
+    const sink = Object.freeze({
+      opts: this.#connOpts,
+      /** The resume cursor: the id of the last message delivered, or null. */
+      cursor: () => this.#lastId,
+      endpoint: (path, params, withToken) => this.#endpoint(path, params, withToken),
+      authHeader: () => this.#authHeader(),
+      diagnose: () => this.#diagnose(),
+      /** Where the hub's log stands: the cursor starts there when it has none (live from now on). */
+      position: (id) => {
+        if (this.#lastId === null) this.#setLastId(id);
+      },
+      /** The connection is established. */
+      opened: () => handlers.opened(),
+      /** A frame from the hub, in the WebSocket's vocabulary (docs/PROTOCOL.md). */
+      frame: (msg) => this.#onFrame(msg, conn, handlers),
+      /** The hub refused a publish without a frame naming it (a socket closed with 1009). */
+      refused: (cid, err) => {
+        const rec = this.#outbox.get(cid);
+        if (rec) this.#settle(rec, err);
+      },
+      /** The connection failed; it says so once and sends nothing more. */
+      failed: (err, info) => handlers.failed(err, info),
+    });
+    if (transport === 'ws') conn = new SocketConnection(sink);
+    else if (transport === 'sse') conn = new StreamConnection(sink);
+    else conn = new PollConnection(sink);
+    return conn;
   }
 
-  onOpened() {
-    const resumed = this.everOpened;
-    this.everOpened = true;
-    this.openedAt = Date.now();
-    this.reported.clear();
-    this.tokenRefreshes = 0;
-    this.setStatus('open');
-    this.emit('open', { transport: this.transport, resumed });
-    this.readyResolve();
-    if (this.transport !== 'ws') this.movePublishesToHttp();
-    this.scheduleProbe(true);
+  /** What each frame from the hub means, whichever transport carried it. */
+  #onFrame(msg, conn, handlers) {
+    if (!msg || typeof msg !== 'object') return;
+    switch (msg.type) {
+      case 'welcome':
+        this.#onWelcome(msg, conn, handlers);
+        break;
+      case 'message':
+        this.#deliver(msg);
+        break;
+      case 'ack': {
+        const rec = this.#outbox.get(msg.cid);
+        if (rec) this.#settle(rec, null, msg.id);
+        break;
+      }
+      case 'error':
+        this.#onError(msg);
+        break;
+      case 'reset':
+        this.#onReset(msg);
+        break;
+      case 'more':
+        // A replay batch ended: the socket asks for the next one itself,
+        // in order after the frames before it.
+        break;
+      case 'join':
+        if (!this.#presence.includes(msg.user)) {
+          this.#presence = [...this.#presence, msg.user].sort();
+          this.#presenceCount = Math.max(this.#presenceCount + 1, this.#presence.length);
+        }
+        this.#emit('join', msg.user);
+        this.#emit('presence', this.presence);
+        break;
+      case 'leave':
+        this.#presence = this.#presence.filter((u) => u !== msg.user);
+        this.#presenceCount = Math.max(this.#presence.length, this.#presenceCount - 1);
+        this.#emit('leave', msg.user);
+        this.#emit('presence', this.presence);
+        break;
+      case 'presence':
+        this.#presence = msg.members ?? [];
+        this.#presenceCount = msg.count ?? this.#presence.length;
+        this.#emit('presence', this.presence);
+        break;
+      default:
+    }
+  }
+
+  /** A socket's welcome: the hub's limits, where its log stands, who is here; then it is open. */
+  #onWelcome(msg, conn, handlers) {
+    // The hub that serves this client always sends its limits.
+    this.#limits = msg.limits ?? null;
+    if (this.#lastId === null) this.#setLastId(msg.last_id);
+    this.#presence = msg.presence ?? [];
+    this.#presenceCount = msg.presence_count ?? this.#presence.length;
+    handlers.opened();
+    if (this.#conn !== conn) return; // closed (or not adopted) meanwhile
+    this.#emit('presence', this.presence);
+    // Everything not yet acknowledged goes again, in order, paced: the hub
+    // answers a repeated cid with the original id.
+    const again = [];
+    for (const rec of [...this.#outbox.values()].sort((a, b) => a.seq - b.seq)) {
+      if (rec.via === 'ws' && !this.#tooLarge(rec)) again.push(rec.wire);
+    }
+    conn.send(again);
+  }
+
+  /**
+   * An error frame answers the publish its cid names; one without a cid
+   * (or naming none still waiting) answers no publish and is told.
+   */
+  #onError(msg) {
+    // Rate limited: the socket waits and sends the same cid again.
+    if (msg.code === 'rate_limited') return;
+    const rec = typeof msg.cid === 'string' ? this.#outbox.get(msg.cid) : null;
+    if (rec) this.#settle(rec, new HubError(msg.code, msg.message));
+    else this.#report(new HubError(msg.code, msg.message));
+  }
+
+  #onOpened() {
+    const resumed = this.#everOpened;
+    this.#everOpened = true;
+    this.#openedAt = Date.now();
+    this.#reported.clear();
+    this.#tokenRefreshes = 0;
+    this.#setStatus('open');
+    this.#emit('open', { transport: this.transport, resumed });
+    this.#readyResolve();
+    if (this.transport !== 'ws') this.#movePublishesToHttp();
+    this.#scheduleProbe(true);
   }
 
   /**
    * A connection failed: decide whether to retry, fall back, refresh the
    * token or give up, and say why once.
    */
-  async onFailure(gen, err, { everOpened = false, diagnose = false } = {}) {
-    if (this.closed || gen !== this.gen) return;
-    this.conn = null;
-    this.cancelProbe();
-    if (everOpened && Date.now() - (this.openedAt ?? 0) > 2000) this.attempt = 0;
+  async #onFailure(gen, err, { everOpened = false, diagnose = false } = {}) {
+    if (this.#closed || gen !== this.#gen) return;
+    this.#conn = null;
+    this.#cancelProbe();
+    if (everOpened && Date.now() - (this.#openedAt ?? 0) > 2000) this.#attempt = 0;
 
     if (diagnose) {
       // A browser tells nothing about a refused upgrade (1006): ask the
       // room's HTTP endpoint with the same token.
-      const d = await this.diagnose();
-      if (this.closed || gen !== this.gen) return;
+      const d = await this.#diagnose();
+      if (this.#closed || gen !== this.#gen) return;
       if (d.kind === 'http') err = d.err;
       else if (d.kind === 'network') err = new HubError('unreachable', 'the hub cannot be reached', { transient: true });
-      else if (this.auto && this.current < this.order.length - 1) {
+      else if (this.#auto && this.#current < this.#order.length - 1) {
         // HTTP works but this transport does not: something blocks it.
-        this.current += 1;
-        if (this.transport !== 'ws') this.movePublishesToHttp();
-        this.attempt = 0;
-        this.open();
+        this.#current += 1;
+        if (this.transport !== 'ws') this.#movePublishesToHttp();
+        this.#attempt = 0;
+        this.#open();
         return;
       } else {
         err = new HubError(err.code ?? 'unreachable', `${this.transport} cannot connect`, { transient: true });
@@ -542,71 +727,71 @@ class Room {
 
     const code = err.code;
     if (code === 'unauthorized' || code === 'token_expired') {
-      if (typeof this.tokenSource === 'function' && this.tokenRefreshes < 2) {
-        this.tokenRefreshes += 1;
-        return this.retry(0, err);
+      if (typeof this.#tokenSource === 'function' && this.#tokenRefreshes < 2) {
+        this.#tokenRefreshes += 1;
+        return this.#retry(0, err);
       }
-      return this.fail(err);
+      return this.#fail(err);
     }
     if (err.fatal || (err.status && FATAL_STATUSES.has(err.status)) || code === 'policy_violation' || code === 'disconnected') {
-      return this.fail(err);
+      return this.#fail(err);
     }
     if (code === 'slow_consumer' || code === 'stalled') {
       // Catching up or replacing a dead connection: at once, not a failure.
-      return this.retry(0, null);
+      return this.#retry(0, null);
     }
     if (code === 'too_many_connections' || code === 'room_full' || code === 'room_deleted') {
-      this.report(err);
-      const delay = err.retryAfterMs ?? backoffDelay(this.attempt++, this.backoff.baseMs, this.backoff.capMs);
-      return this.retry(delay, err);
+      this.#report(err);
+      const delay = err.retryAfterMs ?? backoffDelay(this.#attempt++, this.#backoff.baseMs, this.#backoff.capMs);
+      return this.#retry(delay, err);
     }
-    if (this.auto && !everOpened && code === 'timeout' && this.current < this.order.length - 1) {
+    if (this.#auto && !everOpened && code === 'timeout' && this.#current < this.#order.length - 1) {
       // Connected but nothing arrived: a proxy buffering this transport.
-      this.current += 1;
-      if (this.transport !== 'ws') this.movePublishesToHttp();
-      return this.retry(0, null);
+      this.#current += 1;
+      if (this.transport !== 'ws') this.#movePublishesToHttp();
+      return this.#retry(0, null);
     }
-    const delay = everOpened && this.attempt === 0 ? 0 : backoffDelay(this.attempt, this.backoff.baseMs, this.backoff.capMs);
-    this.attempt += 1;
-    return this.retry(delay, err.transient || !everOpened ? err : null);
+    const delay = everOpened && this.#attempt === 0 ? 0 : backoffDelay(this.#attempt, this.#backoff.baseMs, this.#backoff.capMs);
+    this.#attempt += 1;
+    return this.#retry(delay, err.transient || !everOpened ? err : null);
   }
 
-  retry(delay, err) {
+  #retry(delay, err) {
     delay = Math.round(delay);
     const extra = { retryInMs: delay };
     if (err) Object.assign(extra, { error: err.code, message: err.message });
-    this.setStatus('reconnecting', extra);
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.open(), delay);
+    this.#setStatus('reconnecting', extra);
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#open(), delay);
   }
 
   /** Gives up: one error event, status closed with the reason, every publish rejected. */
-  fail(err) {
-    this.report(err);
-    this.shutdown(err);
+  #fail(err) {
+    this.#report(err);
+    this.#shutdown(err);
   }
 
-  shutdown(err) {
-    this.closed = true;
-    this.gen += 1;
-    clearTimeout(this.timer);
-    clearTimeout(this.httpTimer);
-    this.cancelProbe();
-    this.conn?.close();
-    this.conn = null;
-    for (const rec of [...this.outbox.values()]) this.settle(rec, err ?? new HubError('closed', 'the room is closed'));
-    this.httpQueue = [];
-    this.setStatus('closed', err ? { error: err.code, message: err.message } : {});
-    this.readyReject(err ?? new HubError('closed', 'the room is closed'));
-    this.emit('close', err ? { error: err } : {});
+  #shutdown(err) {
+    this.#closed = true;
+    this.#gen += 1;
+    clearTimeout(this.#timer);
+    clearTimeout(this.#httpTimer);
+    this.#cancelProbe();
+    this.#conn?.close();
+    this.#conn = null;
+    for (const rec of [...this.#outbox.values()]) this.#settle(rec, err ?? new HubError('closed', 'the room is closed'));
+    this.#httpQueue = [];
+    this.#setStatus('closed', err ? { error: err.code, message: err.message } : {});
+    this.#readyReject(err ?? new HubError('closed', 'the room is closed'));
+    this.#emit('close', err ? { error: err } : {});
   }
 
   /** Closes the room's connection for good. */
   close() {
-    this.userClosed = true;
-    globalThis.removeEventListener?.('online', this.onOnline);
-    globalThis.document?.removeEventListener?.('visibilitychange', this.onVisible);
-    if (!this.closed) this.shutdown(null);
+    this.#userClosed = true;
+    globalThis.removeEventListener?.('online', this.#onOnline);
+    globalThis.document?.removeEventListener?.('visibilitychange', this.#onVisible);
+    if (!this.#closed) this.#shutdown(null);
   }
 
   /**
@@ -614,84 +799,84 @@ class Room {
    * (also after a fatal error, e.g. once the page has a new token).
    */
   reconnect() {
-    if (this.userClosed) throw new HubError('closed', 'the room was closed');
-    if (this.closed) {
-      this.closed = false;
-      this.ready = new Promise((resolve, reject) => {
-        this.readyResolve = resolve;
-        this.readyReject = reject;
+    if (this.#userClosed) throw new HubError('closed', 'the room was closed');
+    if (this.#closed) {
+      this.#closed = false;
+      this.#ready = new Promise((resolve, reject) => {
+        this.#readyResolve = resolve;
+        this.#readyReject = reject;
       });
-      this.ready.catch(() => {});
+      this.#ready.catch(() => {});
     }
-    this.cancelProbe();
-    this.gen += 1;
-    this.conn?.close();
-    this.conn = null;
-    this.current = 0;
-    this.attempt = 0;
-    this.tokenRefreshes = 0;
-    this.setStatus('reconnecting');
-    this.open();
+    this.#cancelProbe();
+    this.#gen += 1;
+    this.#conn?.close();
+    this.#conn = null;
+    this.#current = 0;
+    this.#attempt = 0;
+    this.#tokenRefreshes = 0;
+    this.#setStatus('reconnecting');
+    this.#open();
   }
 
   /** The network is back or the page is visible again: do not wait for a backoff. */
-  wake() {
-    if (this.closed) return;
-    if (this.timer && this.status.state === 'reconnecting') {
-      this.attempt = 0;
-      this.open();
-    } else if (this.conn) {
-      this.conn.checkAlive?.();
+  #wake() {
+    if (this.#closed) return;
+    if (this.#timer && this.#status.state === 'reconnecting') {
+      this.#attempt = 0;
+      this.#open();
+    } else if (this.#conn) {
+      this.#conn.checkAlive?.();
     }
   }
 
   // ---------------------------------------------------------------- moving back up
 
   /** On a fallback transport, try the better ones now and then. */
-  scheduleProbe(reset) {
-    if (!this.auto || this.current === 0 || this.closed) return;
-    if (reset) this.probeDelay = this.opts.probeIntervalMs;
-    clearTimeout(this.probeTimer);
-    this.probeTimer = setTimeout(() => this.runProbe(0), this.probeDelay);
+  #scheduleProbe(reset) {
+    if (!this.#auto || this.#current === 0 || this.#closed) return;
+    if (reset) this.#probeDelay = this.#opts.probeIntervalMs;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = setTimeout(() => this.#runProbe(0), this.#probeDelay);
   }
 
-  runProbe(index) {
-    if (this.closed || !this.conn || this.status.state !== 'open' || index >= this.current) {
-      this.probeDelay = Math.min(this.probeDelay * 2, PROBE_CAP_MS);
-      this.scheduleProbe(false);
+  #runProbe(index) {
+    if (this.#closed || !this.#conn || this.#status.state !== 'open' || index >= this.#current) {
+      this.#probeDelay = Math.min(this.#probeDelay * 2, PROBE_CAP_MS);
+      this.#scheduleProbe(false);
       return;
     }
-    const gen = this.gen;
-    const probe = this.makeConn(this.order[index], {
-      probe: true,
+    const gen = this.#gen;
+    const handlers = {
       opened: () => {
-        if (this.probe !== probe || gen !== this.gen) return;
+        if (this.#probe !== probe || gen !== this.#gen) return;
         // Adopt it: the old connection goes, the cursor carries over.
-        this.probe = null;
-        const old = this.conn;
-        this.gen += 1;
-        const adopted = this.gen;
+        this.#probe = null;
+        const old = this.#conn;
+        this.#gen += 1;
+        const adopted = this.#gen;
         old?.close();
-        this.current = index;
-        this.conn = probe;
-        probe.handlers.failed = (err, info) => adopted === this.gen && this.onFailure(adopted, err, info);
-        probe.handlers.opened = () => {};
-        this.onOpened();
+        this.#current = index;
+        this.#conn = probe;
+        handlers.failed = (err, info) => adopted === this.#gen && this.#onFailure(adopted, err, info);
+        handlers.opened = () => {};
+        this.#onOpened();
       },
       failed: () => {
-        if (this.probe !== probe) return;
-        this.probe = null;
-        this.runProbe(index + 1);
+        if (this.#probe !== probe) return;
+        this.#probe = null;
+        this.#runProbe(index + 1);
       },
-    });
-    this.probe = probe;
+    };
+    const probe = this.#makeConn(this.#order[index], handlers);
+    this.#probe = probe;
   }
 
-  cancelProbe() {
-    clearTimeout(this.probeTimer);
-    this.probeTimer = null;
-    const p = this.probe;
-    this.probe = null;
+  #cancelProbe() {
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
+    const p = this.#probe;
+    this.#probe = null;
     p?.close();
   }
 }
@@ -750,14 +935,16 @@ class Bucket {
 }
 
 /**
- * What every transport's connection shares: it reports one failure, once,
- * to the room (`handlers.failed`), and `close()` ends it quietly. Each
- * subclass says what ending it means in `teardown()`.
+ * What every transport's connection shares. It is given one object by the
+ * room, its `sink` (see Room#makeConn): it reads what connecting needs
+ * there and passes up what it receives (`frame`, `opened`, `failed`); what
+ * a frame means is the room's business. It reports one failure, once
+ * (`sink.failed`), and `close()` ends it quietly. Each subclass says what
+ * ending it means in `teardown()`.
  */
 class Connection {
-  constructor(room, handlers) {
-    this.room = room;
-    this.handlers = handlers;
+  constructor(sink) {
+    this.sink = sink;
     this.done = false;
     this.everOpened = false;
   }
@@ -766,7 +953,7 @@ class Connection {
     if (this.done) return;
     this.done = true;
     this.teardown();
-    this.handlers.failed(err, { everOpened: this.everOpened, ...extra });
+    this.sink.failed(err, { everOpened: this.everOpened, ...extra });
   }
 
   close() {
@@ -775,10 +962,17 @@ class Connection {
   }
 }
 
+/**
+ * A WebSocket: frames go up as they come. Its own are the pacing of
+ * publishes (the room hands it what to send, `send()`, and takes back
+ * what the hub answered, `forget()`), the `more` reply, pings and the
+ * watchdog.
+ */
 class SocketConnection extends Connection {
-  constructor(room, handlers) {
-    super(room, handlers);
+  constructor(sink) {
+    super(sink);
     this.ready = false;
+    this.outgoing = new Map(); // cid -> { cid, frame, bytes }: publishes the room gave this socket, not yet settled
     this.queue = []; // cids to send, in publish order
     this.inflight = []; // cids sent on this socket, not yet answered, in send order
     this.window = 1; // set by the welcome's limits
@@ -786,9 +980,9 @@ class SocketConnection extends Connection {
     this.bucket = null;
     this.lastFrameAt = Date.now();
     this.bytesSincePing = 0;
-    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'no welcome from the hub'), { diagnose: true }), room.opts.connectTimeoutMs);
+    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'no welcome from the hub'), { diagnose: true }), sink.opts.connectTimeoutMs);
     try {
-      this.ws = new WebSocket(room.endpoint('/ws', { since: room.lastId }));
+      this.ws = new WebSocket(sink.endpoint('/ws', { since: sink.cursor() }));
     } catch (e) {
       queueMicrotask(() => this.fail(new HubError('invalid_url', String(e?.message ?? e), { fatal: true })));
       return;
@@ -816,7 +1010,6 @@ class SocketConnection extends Connection {
   }
 
   onClose(ev) {
-    const room = this.room;
     const name = CLOSE_NAMES[ev.code];
     if (!this.everOpened) {
       // A refused upgrade looks like 1006 to a page: find out why.
@@ -826,10 +1019,10 @@ class SocketConnection extends Connection {
       // The frame that was too big is the largest one still unanswered,
       // unless the hub's error frame before the close already named it.
       const culprit = this.toldTooLarge ? null : this.inflight
-        .map((cid) => room.outbox.get(cid))
+        .map((cid) => this.outgoing.get(cid))
         .filter(Boolean)
         .reduce((a, b) => (!a || b.bytes > a.bytes ? b : a), null);
-      if (culprit) room.settle(culprit, new HubError('too_large', ev.reason || 'the message is too large', { status: 413, closeCode: 1009 }));
+      if (culprit) this.sink.refused(culprit.cid, new HubError('too_large', ev.reason || 'the message is too large', { status: 413, closeCode: 1009 }));
       return this.fail(new HubError('going_away', 'closed after a frame that was too large'));
     }
     if (ev.code === 1000 || ev.code === 1001) return this.fail(new HubError('going_away', ev.reason || 'the hub closed the connection'));
@@ -849,64 +1042,35 @@ class SocketConnection extends Connection {
     } catch (_) {
       return;
     }
-    const room = this.room;
-    switch (msg.type) {
+    switch (msg?.type) {
       case 'welcome':
         this.onWelcome(msg);
         break;
-      case 'message':
-        room.deliver(msg);
-        break;
-      case 'ack': {
+      case 'ack':
         this.answered(msg.cid);
-        const rec = room.outbox.get(msg.cid);
-        if (rec) room.settle(rec, null, msg.id);
+        this.sink.frame(msg);
         this.pump();
         break;
-      }
       case 'error':
         this.onError(msg);
         break;
-      case 'reset':
-        room.onReset(msg);
-        break;
       case 'more':
+        this.sink.frame(msg);
         // The hub replays a long history in batches: this one has been
         // read (frames are handled in order), so ask for the next.
         try {
           this.ws.send('{"type":"more"}');
         } catch (_) {}
         break;
-      case 'join':
-        if (!room.presence.includes(msg.user)) {
-          room.presence = [...room.presence, msg.user].sort();
-          room.presenceCount = Math.max(room.presenceCount + 1, room.presence.length);
-        }
-        room.emit('join', msg.user);
-        room.emit('presence', room.presence);
-        break;
-      case 'leave':
-        room.presence = room.presence.filter((u) => u !== msg.user);
-        room.presenceCount = Math.max(room.presence.length, room.presenceCount - 1);
-        room.emit('leave', msg.user);
-        room.emit('presence', room.presence);
-        break;
-      case 'presence':
-        room.presence = msg.members ?? [];
-        room.presenceCount = msg.count ?? room.presence.length;
-        room.emit('presence', room.presence);
-        break;
       default:
+        this.sink.frame(msg);
     }
   }
 
   onWelcome(msg) {
-    const room = this.room;
     clearTimeout(this.timeout);
     this.everOpened = true;
     this.ready = true;
-    // The hub that serves this client always sends its limits.
-    room.limits = msg.limits ?? null;
     const { rate_per_sec: rate = 0, rate_burst: burst = rate } = msg.limits ?? {};
     if (rate > 0) {
       this.bucket = new Bucket(rate, burst);
@@ -914,64 +1078,51 @@ class SocketConnection extends Connection {
     } else {
       this.window = 64;
     }
-    if (room.lastId === null) room.setLastId(msg.last_id);
-    room.presence = msg.presence ?? [];
-    room.presenceCount = msg.presence_count ?? room.presence.length;
-    this.pinger = setInterval(() => this.ping(), room.opts.pingIntervalMs);
+    this.pinger = setInterval(() => this.ping(), this.sink.opts.pingIntervalMs);
     this.watch();
-    this.handlers.opened();
-    if (this.done) return;
-    room.emit('presence', room.presence);
-    // Everything not yet acknowledged goes again, in order, paced: the hub
-    // answers a repeated cid with the original id.
-    for (const rec of [...room.outbox.values()].sort((a, b) => a.seq - b.seq)) {
-      if (rec.via === 'ws' && !room.tooLarge(rec)) this.queue.push(rec.cid);
+    // The room opens, then hands back what is still unacknowledged (send()).
+    this.sink.frame(msg);
+  }
+
+  /** Publishes from the room, in order, while this socket is ready. */
+  send(wires) {
+    for (const w of wires) {
+      this.outgoing.set(w.cid, w);
+      this.queue.push(w.cid);
     }
     this.pump();
   }
 
-  /** A publish from the room while this socket is ready. */
-  enqueue(rec) {
-    this.queue.push(rec.cid);
-    this.pump();
+  /** The room settled this publish: nothing more to send or wait for. */
+  forget(cid) {
+    this.answered(cid);
+    this.outgoing.delete(cid);
   }
 
-  forget(cid) {
+  answered(cid) {
     const i = this.inflight.indexOf(cid);
     if (i >= 0) this.inflight.splice(i, 1);
   }
 
-  answered(cid) {
-    this.forget(cid);
-  }
-
   onError(msg) {
-    const room = this.room;
     // An error answers the publish its cid names; one without a cid
     // answers no publish.
     const cid = typeof msg.cid === 'string' ? msg.cid : null;
+    const mine = cid !== null && this.outgoing.has(cid);
     if (cid) this.answered(cid);
-    const rec = cid ? room.outbox.get(cid) : null;
-    if (msg.code === 'too_large' && rec) this.toldTooLarge = true;
+    if (msg.code === 'too_large' && mine) this.toldTooLarge = true;
     if (msg.code === 'rate_limited') {
       const wait = Number.isFinite(msg.retry_after_ms) ? msg.retry_after_ms : 1000;
       this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait);
-      if (rec) this.queue.unshift(rec.cid); // the same cid again, first
-      this.pump();
-      return;
+      if (mine) this.queue.unshift(cid); // the same cid again, first
     }
-    if (rec) {
-      room.settle(rec, new HubError(msg.code, msg.message));
-      this.pump();
-      return;
-    }
-    room.report(new HubError(msg.code, msg.message));
+    this.sink.frame(msg);
+    this.pump();
   }
 
   pump() {
     clearTimeout(this.pumpTimer);
     if (!this.ready || this.done) return;
-    const room = this.room;
     while (this.queue.length) {
       const now = Date.now();
       if (now < this.pausedUntil) {
@@ -979,8 +1130,8 @@ class SocketConnection extends Connection {
         return;
       }
       if (this.inflight.length >= this.window) return; // an answer pumps again
-      const rec = room.outbox.get(this.queue[0]);
-      if (!rec || rec.via !== 'ws' || this.inflight.includes(rec.cid)) {
+      const w = this.outgoing.get(this.queue[0]);
+      if (!w || this.inflight.includes(w.cid)) {
         this.queue.shift();
         continue;
       }
@@ -989,9 +1140,9 @@ class SocketConnection extends Connection {
         return;
       }
       this.queue.shift();
-      this.inflight.push(rec.cid);
+      this.inflight.push(w.cid);
       try {
-        this.ws.send(rec.frame);
+        this.ws.send(w.frame);
       } catch (_) {
         return; // sent again after the next welcome
       }
@@ -1007,7 +1158,7 @@ class SocketConnection extends Connection {
 
   /** The watchdog: no frame at all (message, pong, anything) for 3 ping intervals means dead. */
   watch() {
-    const limit = 3 * this.room.opts.pingIntervalMs;
+    const limit = 3 * this.sink.opts.pingIntervalMs;
     const left = this.lastFrameAt + limit - Date.now();
     if (left <= 0) {
       this.fail(new HubError('stalled', 'no frame from the hub for 3 ping intervals'));
@@ -1024,13 +1175,14 @@ class SocketConnection extends Connection {
     clearTimeout(this.aliveTimer);
     this.aliveTimer = setTimeout(() => {
       if (!this.done && this.lastFrameAt < asked) this.fail(new HubError('stalled', 'no answer to a ping'));
-    }, Math.min(5000, 2 * this.room.opts.pingIntervalMs));
+    }, Math.min(5000, 2 * this.sink.opts.pingIntervalMs));
   }
 }
 
+/** Server-Sent Events: messages and resets go up as frames; heartbeats feed its watchdog. */
 class StreamConnection extends Connection {
-  constructor(room, handlers) {
-    super(room, handlers);
+  constructor(sink) {
+    super(sink);
     this.abort = new AbortController();
     this.lastChunkAt = Date.now();
     this.run();
@@ -1045,7 +1197,7 @@ class StreamConnection extends Connection {
 
   /** How long the stream may be silent: explicit, or 3.5 observed heartbeats. */
   silenceLimit() {
-    if (this.room.opts.heartbeatTimeoutMs) return this.room.opts.heartbeatTimeoutMs;
+    if (this.sink.opts.heartbeatTimeoutMs) return this.sink.opts.heartbeatTimeoutMs;
     return this.beat ? Math.max(2000, Math.round(this.beat * 3 + 1000)) : SSE_DEFAULT_TIMEOUT_MS;
   }
 
@@ -1060,20 +1212,20 @@ class StreamConnection extends Connection {
   }
 
   async run() {
-    const room = this.room;
-    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'the event stream did not start')), room.opts.connectTimeoutMs);
+    const sink = this.sink;
+    this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'the event stream did not start')), sink.opts.connectTimeoutMs);
     try {
       // Live only without a cursor: learn where the log stands first, so a
       // reconnect before the first message still resumes without a gap.
-      if (room.lastId === null) {
-        const d = await room.diagnose();
+      if (sink.cursor() === null) {
+        const d = await sink.diagnose();
         if (this.done) return;
         if (d.kind === 'http') return this.fail(d.err);
         if (d.kind === 'network') return this.fail(new HubError('unreachable', 'the hub cannot be reached', { transient: true }));
-        room.setLastId(d.body?.last_id ?? 0);
+        sink.position(d.body?.last_id ?? 0);
       }
-      const headers = { Accept: 'text/event-stream', ...room.authHeader() };
-      const res = await fetch(room.endpoint('/events', { since: room.lastId }, false), {
+      const headers = { Accept: 'text/event-stream', ...sink.authHeader() };
+      const res = await fetch(sink.endpoint('/events', { since: sink.cursor() }, false), {
         headers,
         signal: this.abort.signal,
         cache: 'no-store',
@@ -1106,7 +1258,6 @@ class StreamConnection extends Connection {
   }
 
   onBlock(frame) {
-    const room = this.room;
     if (frame.comment && frame.data === undefined && frame.event === undefined) {
       const now = Date.now();
       if (this.lastBeatAt) {
@@ -1119,7 +1270,7 @@ class StreamConnection extends Connection {
       // The hub sends `retry:` first: the stream is established.
       clearTimeout(this.timeout);
       this.everOpened = true;
-      this.handlers.opened();
+      this.sink.opened();
     }
     // The hub's own signals carry no `id:`; a message named like one does.
     if (frame.event === 'close' && frame.id === undefined) {
@@ -1137,14 +1288,16 @@ class StreamConnection extends Connection {
     } catch (_) {
       return;
     }
-    if (frame.event === 'reset' && frame.id === undefined) room.onReset(parsed);
-    else room.deliver(parsed);
+    // Up in the WebSocket's vocabulary: an SSE event carries no `type`.
+    if (frame.event === 'reset' && frame.id === undefined) this.sink.frame({ ...parsed, type: 'reset' });
+    else this.sink.frame({ ...parsed, type: 'message' });
   }
 }
 
+/** Polling (long or at an interval): each page's reset and messages go up as frames. */
 class PollConnection extends Connection {
-  constructor(room, handlers) {
-    super(room, handlers);
+  constructor(sink) {
+    super(sink);
     this.run();
   }
 
@@ -1177,25 +1330,27 @@ class PollConnection extends Connection {
   }
 
   async run() {
-    const room = this.room;
+    const sink = this.sink;
+    const opts = sink.opts;
     let etag = null;
     for (;;) {
       if (this.done) return;
+      const cursor = sink.cursor();
       const params = { limit: POLL_LIMIT };
-      if (room.lastId === null) params.limit = 1;
-      else params.since = room.lastId;
+      if (cursor === null) params.limit = 1;
+      else params.since = cursor;
       let wait = 0;
-      if (this.everOpened && room.lastId !== null && !room.opts.pollIntervalMs) wait = room.opts.longPollSecs;
+      if (this.everOpened && cursor !== null && !opts.pollIntervalMs) wait = opts.longPollSecs;
       if (wait) params.wait = wait;
-      const headers = { ...room.authHeader() };
+      const headers = { ...sink.authHeader() };
       if (etag) headers['If-None-Match'] = etag;
       const ctl = new AbortController();
       this.request = ctl;
-      this.reqTimer = setTimeout(() => ctl.abort(), wait * 1000 + room.opts.requestTimeoutMs);
+      this.reqTimer = setTimeout(() => ctl.abort(), wait * 1000 + opts.requestTimeoutMs);
       let res;
       let body = null;
       try {
-        res = await fetch(room.endpoint('/messages', params, false), { headers, signal: ctl.signal, cache: 'no-store' });
+        res = await fetch(sink.endpoint('/messages', params, false), { headers, signal: ctl.signal, cache: 'no-store' });
         if (res.status === 200) body = await res.json();
       } catch (e) {
         clearTimeout(this.reqTimer);
@@ -1211,23 +1366,24 @@ class PollConnection extends Connection {
       if (res.status !== 200 && res.status !== 304) return this.fail(await errorFrom(res));
       if (!this.everOpened) {
         this.everOpened = true;
-        this.handlers.opened();
+        this.sink.opened();
         if (this.done) return;
       }
       if (body) {
         etag = res.headers.get('ETag');
-        if (room.lastId === null) {
-          room.setLastId(body.last_id); // live from now on, as the other transports
+        if (sink.cursor() === null) {
+          sink.position(body.last_id); // live from now on, as the other transports
           continue;
         }
-        if (body.reset) room.onReset(body.reset);
+        // Up in the WebSocket's vocabulary: a page is a reset and messages.
+        if (body.reset) sink.frame({ ...body.reset, type: 'reset' });
         const messages = Array.isArray(body.messages) ? body.messages : [];
-        for (const m of messages) room.deliver(m);
+        for (const m of messages) sink.frame({ ...m, type: 'message' });
         // A page bounded by count or bytes: fetch the next one at once.
         const last = messages.length ? messages[messages.length - 1].id : null;
         if (last !== null && typeof body.last_id === 'number' && last < body.last_id) continue;
       }
-      if (room.opts.pollIntervalMs) await this.pause(room.opts.pollIntervalMs);
+      if (opts.pollIntervalMs) await this.pause(opts.pollIntervalMs);
     }
   }
 }
