@@ -466,7 +466,11 @@ describe('the browser client in Chromium: transports, fallback and recovery', ()
       const next = room.once('message');
       await room.publish('one');
       out.next = (await next).data;
+      // The ack comes before the message: wait for the message too, so the
+      // cursor is 2 before the reconnect and the reload below.
+      const second = room.once('message');
       await room.publish('two');
+      await second;
       out.onceCalls = onceCalls;
       out.offCalls = out.offCalls ?? 0;
       const opened = room.once('open');
