@@ -1,13 +1,22 @@
-//! Tokens: HS256 JWTs that grant rooms and capabilities.
+//! Tokens: JWTs that grant rooms and capabilities.
 //!
-//! A token is accepted only if its header says `alg: HS256` (nothing else,
-//! `none` included), its signature verifies against `HUB_SECRET` (a
-//! constant-time compare, done by the `hmac` crate), `exp` is in the future
-//! and `nbf`, when present, is not. Only then are its claims read.
+//! A token is read in three steps. [`Jws::parse`] splits it and reads its
+//! header: `alg` must be HS256, RS256 or ES256 (nothing else, `none`
+//! included) and no `crit` extension is understood. The signature is then
+//! checked with a key of that algorithm only: HS256 against `HUB_SECRET` or
+//! `HUB_SECRET_PREVIOUS` here ([`Jws::verify_hs256`], a constant-time
+//! compare by the `hmac` crate), RS256/ES256 by the runtime's WebCrypto
+//! with a key chosen from the configured JWK set (`core::jwks`, `src/jwks.rs`),
+//! so an HS256 token is never checked against a public key. Only then are
+//! its claims read ([`Jws::claims`]): `exp` must be in the future and `nbf`,
+//! when present, not, both within `TOKEN_LEEWAY_SECS`; `iss` and `aud` are
+//! checked when `TOKEN_ISSUER` / `TOKEN_AUDIENCE` are set.
 //!
 //! Claims: `sub` (the user; becomes `from` on every message they publish),
-//! `exp`, `nbf`, `rooms` (exact names, or prefixes ending in `*`) and
-//! `can` (`subscribe`, `publish`; absent means subscribe only).
+//! `exp`, `nbf`, the grants — rooms (exact names, or prefixes ending in `*`)
+//! and capabilities (`subscribe`, `publish`; absent means subscribe only),
+//! under the names `TOKEN_ROOMS_CLAIM` / `TOKEN_CAN_CLAIM` (default `rooms`
+//! and `can`).
 //!
 //! A `crit` header (critical extensions the verifier must understand) is
 //! refused: the hub understands none. A `sub` with control characters is
@@ -59,9 +68,71 @@ pub struct Claims {
 #[derive(Deserialize)]
 struct Header {
     alg: String,
+    #[serde(default)]
+    kid: Option<String>,
     /// Critical extensions (RFC 7515 §4.1.11): none is understood here.
     #[serde(default)]
     crit: Option<serde_json::Value>,
+}
+
+/// The signature algorithms the hub accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alg {
+    /// HMAC-SHA-256 with a shared secret (`HUB_SECRET`).
+    Hs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, a public key from a JWK set.
+    Rs256,
+    /// ECDSA on P-256 with SHA-256, a public key from a JWK set.
+    Es256,
+}
+
+impl Alg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::Hs256 => "HS256",
+            Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+        }
+    }
+}
+
+/// A token split into its parts, its header read; not yet trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jws<'a> {
+    pub alg: Alg,
+    /// The key id the header names, if any.
+    pub kid: Option<String>,
+    /// What the signature signs: `header.payload`, as sent.
+    pub signing_input: &'a str,
+    pub signature: Vec<u8>,
+    payload_b64: &'a str,
+}
+
+/// The rules claims must meet, from the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRules {
+    /// Slack for `exp` and `nbf`, in seconds (`TOKEN_LEEWAY_SECS`).
+    pub leeway_s: u64,
+    /// `TOKEN_ISSUER`: `iss` must equal it.
+    pub issuer: Option<String>,
+    /// `TOKEN_AUDIENCE`: `aud` must be it or contain it.
+    pub audience: Option<String>,
+    /// The claim holding the room grants (`TOKEN_ROOMS_CLAIM`).
+    pub rooms_claim: String,
+    /// The claim holding the capabilities (`TOKEN_CAN_CLAIM`).
+    pub can_claim: String,
+}
+
+impl Default for ClaimRules {
+    fn default() -> Self {
+        ClaimRules {
+            leeway_s: 30,
+            issuer: None,
+            audience: None,
+            rooms_claim: "rooms".into(),
+            can_claim: "can".into(),
+        }
+    }
 }
 
 /// Who a request is, once checked.
@@ -114,51 +185,151 @@ impl Claims {
     }
 }
 
-/// Verifies a token and returns its claims, or `Unauthorized`.
-pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, HubError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(HubError::Unauthorized("token too long"));
+impl<'a> Jws<'a> {
+    /// Splits a token and reads its header. Refuses oversized and malformed
+    /// tokens, algorithms other than HS256/RS256/ES256 (`none` included,
+    /// and names spelled differently) and any `crit` extension.
+    pub fn parse(token: &'a str) -> Result<Jws<'a>, HubError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(HubError::Unauthorized("token too long"));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(HubError::Unauthorized("malformed token"));
+        };
+        let header: Header = decode_json(header_b64)?;
+        let alg = match header.alg.as_str() {
+            "HS256" => Alg::Hs256,
+            "RS256" => Alg::Rs256,
+            "ES256" => Alg::Es256,
+            _ => {
+                return Err(HubError::Unauthorized(
+                    "only HS256, RS256 and ES256 tokens are accepted",
+                ))
+            }
+        };
+        if header.crit.is_some() {
+            return Err(HubError::Unauthorized("unsupported critical header"));
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(sig_b64)
+            .map_err(|_| HubError::Unauthorized("malformed token"))?;
+        Ok(Jws {
+            alg,
+            kid: header.kid,
+            signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
+            signature,
+            payload_b64,
+        })
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HubError::Unauthorized("malformed token"));
-    };
-    let header: Header = decode_json(header_b64)?;
-    if header.alg != "HS256" {
-        return Err(HubError::Unauthorized("only HS256 tokens are accepted"));
-    }
-    if header.crit.is_some() {
-        return Err(HubError::Unauthorized("unsupported critical header"));
-    }
-    let signature = URL_SAFE_NO_PAD
-        .decode(sig_b64)
-        .map_err(|_| HubError::Unauthorized("malformed token"))?;
-    let mut mac =
-        HmacSha256::new_from_slice(secret).map_err(|_| HubError::Unauthorized("bad signature"))?;
-    mac.update(header_b64.as_bytes());
-    mac.update(b".");
-    mac.update(payload_b64.as_bytes());
-    mac.verify_slice(&signature)
-        .map_err(|_| HubError::Unauthorized("bad signature"))?;
 
-    let claims: Claims = decode_json(payload_b64)?;
-    if claims.sub.is_empty() || claims.sub.len() > 256 {
-        return Err(HubError::Unauthorized("sub must be 1-256 characters"));
+    /// Checks an HS256 signature against each secret (the current one and,
+    /// during a rotation, the previous one).
+    pub fn verify_hs256(&self, secrets: &[&[u8]]) -> Result<(), HubError> {
+        if self.alg != Alg::Hs256 {
+            return Err(HubError::Unauthorized("bad signature"));
+        }
+        let verifies = |secret: &&[u8]| {
+            HmacSha256::new_from_slice(secret).is_ok_and(|mut mac| {
+                mac.update(self.signing_input.as_bytes());
+                mac.verify_slice(&self.signature).is_ok()
+            })
+        };
+        if secrets.iter().any(verifies) {
+            Ok(())
+        } else {
+            Err(HubError::Unauthorized("bad signature"))
+        }
     }
-    if claims.sub.chars().any(char::is_control) {
-        return Err(HubError::Unauthorized(
-            "sub must not contain control characters",
-        ));
+
+    /// Reads and checks the claims of a token whose signature verified.
+    pub fn claims(&self, rules: &ClaimRules, now_s: u64) -> Result<Claims, HubError> {
+        let malformed = || HubError::Unauthorized("malformed token");
+        let payload: serde_json::Map<String, serde_json::Value> = decode_json(self.payload_b64)?;
+        let text = |name: &str| -> Result<Option<String>, HubError> {
+            match payload.get(name) {
+                None => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(malformed()),
+            }
+        };
+        // NumericDate: seconds, possibly with a fraction (RFC 7519 §2).
+        let time = |name: &str| -> Result<Option<u64>, HubError> {
+            match payload.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                    .map(Some)
+                    .ok_or_else(malformed),
+            }
+        };
+        let list = |name: &str| -> Result<Option<Vec<String>>, HubError> {
+            match payload.get(name) {
+                None => Ok(None),
+                Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|_| malformed()),
+            }
+        };
+        let sub = text("sub")?.ok_or_else(malformed)?;
+        let exp = time("exp")?.ok_or_else(malformed)?;
+        let nbf = time("nbf")?;
+        if sub.is_empty() || sub.len() > 256 {
+            return Err(HubError::Unauthorized("sub must be 1-256 characters"));
+        }
+        if sub.chars().any(char::is_control) {
+            return Err(HubError::Unauthorized(
+                "sub must not contain control characters",
+            ));
+        }
+        if now_s >= exp.saturating_add(rules.leeway_s) {
+            return Err(HubError::Unauthorized("token expired"));
+        }
+        if nbf.is_some_and(|nbf| now_s.saturating_add(rules.leeway_s) < nbf) {
+            return Err(HubError::Unauthorized("token not yet valid"));
+        }
+        if let Some(issuer) = &rules.issuer {
+            if text("iss")?.as_ref() != Some(issuer) {
+                return Err(HubError::Unauthorized("wrong issuer"));
+            }
+        }
+        if let Some(audience) = &rules.audience {
+            let matches = match payload.get("aud") {
+                Some(serde_json::Value::String(a)) => a == audience,
+                Some(serde_json::Value::Array(list)) => {
+                    list.iter().any(|a| a.as_str() == Some(audience))
+                }
+                _ => false,
+            };
+            if !matches {
+                return Err(HubError::Unauthorized("wrong audience"));
+            }
+        }
+        Ok(Claims {
+            sub,
+            exp,
+            nbf,
+            rooms: list(&rules.rooms_claim)?.unwrap_or_default(),
+            can: list(&rules.can_claim)?,
+        })
     }
-    if now_s >= claims.exp {
-        return Err(HubError::Unauthorized("token expired"));
+}
+
+/// Verifies an HS256 token with one secret and no leeway: the unit and
+/// property tests' shorthand for the three steps.
+#[cfg(test)]
+pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, HubError> {
+    let jws = Jws::parse(token)?;
+    if jws.alg != Alg::Hs256 {
+        return Err(HubError::Unauthorized("bad signature"));
     }
-    if claims.nbf.is_some_and(|nbf| now_s < nbf) {
-        return Err(HubError::Unauthorized("token not yet valid"));
-    }
-    Ok(claims)
+    jws.verify_hs256(&[secret])?;
+    let rules = ClaimRules {
+        leeway_s: 0,
+        ..ClaimRules::default()
+    };
+    jws.claims(&rules, now_s)
 }
 
 /// Checks that verified claims grant `room` and `needed`; returns the identity.
@@ -315,16 +486,16 @@ mod tests {
                 ),
                 "bad signature",
             ),
-            ("alg none", unsigned_none, "only HS256 tokens are accepted"),
+            ("alg none", unsigned_none, "only HS256, RS256 and ES256 tokens are accepted"),
             (
                 "alg HS512",
                 forge(r#"{"alg":"HS512"}"#, &claims(), SECRET),
-                "only HS256 tokens are accepted",
+                "only HS256, RS256 and ES256 tokens are accepted",
             ),
             (
                 "alg hs256 lowercase",
                 forge(r#"{"alg":"hs256"}"#, &claims(), SECRET),
-                "only HS256 tokens are accepted",
+                "only HS256, RS256 and ES256 tokens are accepted",
             ),
             ("expired", expired, "token expired"),
             ("not yet valid", early, "token not yet valid"),
@@ -351,6 +522,150 @@ mod tests {
             verify(&no_exp, SECRET, NOW),
             Err(HubError::Unauthorized("malformed token"))
         );
+    }
+
+    /// Signs an arbitrary JSON payload with HS256.
+    fn signed(payload: &str, secret: &[u8]) -> String {
+        let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k-1"}"#);
+        let p = URL_SAFE_NO_PAD.encode(payload);
+        let mut mac = HmacSha256::new_from_slice(secret).unwrap();
+        mac.update(format!("{h}.{p}").as_bytes());
+        format!(
+            "{h}.{p}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    fn check(token: &str, rules: &ClaimRules, now: u64) -> Result<Claims, HubError> {
+        let jws = Jws::parse(token)?;
+        jws.verify_hs256(&[SECRET])?;
+        jws.claims(rules, now)
+    }
+
+    #[test]
+    fn the_previous_secret_verifies_during_a_rotation() {
+        let old = mint(&claims(), b"old-secret");
+        let jws = Jws::parse(&old).unwrap();
+        assert_eq!(jws.kid, None);
+        assert_eq!(jws.verify_hs256(&[SECRET, b"old-secret"]), Ok(()));
+        assert_eq!(
+            jws.verify_hs256(&[SECRET]),
+            Err(HubError::Unauthorized("bad signature"))
+        );
+        assert_eq!(
+            jws.verify_hs256(&[]),
+            Err(HubError::Unauthorized("bad signature"))
+        );
+    }
+
+    #[test]
+    fn leeway_applies_to_exp_and_nbf() {
+        let rules = ClaimRules::default();
+        let token = signed(r#"{"sub":"a","exp":1000,"nbf":900}"#, SECRET);
+        assert_eq!(Jws::parse(&token).unwrap().kid.as_deref(), Some("k-1"));
+        assert!(check(&token, &rules, 1029).is_ok(), "29 s after exp");
+        assert_eq!(
+            check(&token, &rules, 1030),
+            Err(HubError::Unauthorized("token expired"))
+        );
+        assert!(check(&token, &rules, 870).is_ok(), "30 s before nbf");
+        assert_eq!(
+            check(&token, &rules, 869),
+            Err(HubError::Unauthorized("token not yet valid"))
+        );
+        // A NumericDate may carry a fraction.
+        let fractional = signed(r#"{"sub":"a","exp":1000.5}"#, SECRET);
+        assert_eq!(check(&fractional, &rules, 0).unwrap().exp, 1000);
+    }
+
+    #[test]
+    fn issuer_and_audience_when_configured() {
+        let rules = ClaimRules {
+            issuer: Some("https://id.example/".into()),
+            audience: Some("hub".into()),
+            ..ClaimRules::default()
+        };
+        let ok = [
+            r#"{"sub":"a","exp":99,"iss":"https://id.example/","aud":"hub"}"#,
+            r#"{"sub":"a","exp":99,"iss":"https://id.example/","aud":["api","hub"]}"#,
+        ];
+        for payload in ok {
+            assert!(check(&signed(payload, SECRET), &rules, 1).is_ok(), "{payload}");
+        }
+        let refused = [
+            (r#"{"sub":"a","exp":99,"aud":"hub"}"#, "wrong issuer"),
+            (
+                r#"{"sub":"a","exp":99,"iss":"https://evil.example/","aud":"hub"}"#,
+                "wrong issuer",
+            ),
+            (
+                r#"{"sub":"a","exp":99,"iss":"https://id.example/"}"#,
+                "wrong audience",
+            ),
+            (
+                r#"{"sub":"a","exp":99,"iss":"https://id.example/","aud":["api"]}"#,
+                "wrong audience",
+            ),
+            (
+                r#"{"sub":"a","exp":99,"iss":"https://id.example/","aud":"hubs"}"#,
+                "wrong audience",
+            ),
+        ];
+        for (payload, why) in refused {
+            assert_eq!(
+                check(&signed(payload, SECRET), &rules, 1),
+                Err(HubError::Unauthorized(why)),
+                "{payload}"
+            );
+        }
+        // Unset, they are not checked.
+        let any = signed(r#"{"sub":"a","exp":99,"iss":"x","aud":"y"}"#, SECRET);
+        assert!(check(&any, &ClaimRules::default(), 1).is_ok());
+    }
+
+    #[test]
+    fn grants_under_configured_claim_names() {
+        let rules = ClaimRules {
+            rooms_claim: "https://hub.example/rooms".into(),
+            can_claim: "https://hub.example/can".into(),
+            ..ClaimRules::default()
+        };
+        let token = signed(
+            r#"{"sub":"a","exp":99,"rooms":["ignored"],"https://hub.example/rooms":["chat:*"],"https://hub.example/can":["publish"]}"#,
+            SECRET,
+        );
+        let c = check(&token, &rules, 1).unwrap();
+        assert_eq!(c.rooms, vec!["chat:*".to_owned()]);
+        assert!(c.grants(Capability::Publish));
+        // A grant claim of the wrong shape is malformed, not empty.
+        let bad = signed(r#"{"sub":"a","exp":99,"rooms":"chat:*"}"#, SECRET);
+        assert_eq!(
+            check(&bad, &ClaimRules::default(), 1),
+            Err(HubError::Unauthorized("malformed token"))
+        );
+    }
+
+    #[test]
+    fn public_key_algorithms_parse_but_never_verify_as_hs256() {
+        for alg in ["RS256", "ES256"] {
+            let header = format!(r#"{{"alg":"{alg}","kid":"k"}}"#);
+            let token = forge(&header, &claims(), SECRET);
+            let jws = Jws::parse(&token).unwrap();
+            assert_eq!(jws.alg.as_str(), alg);
+            // Signed with the secret as an HMAC key: still refused.
+            assert_eq!(
+                jws.verify_hs256(&[SECRET]),
+                Err(HubError::Unauthorized("bad signature"))
+            );
+        }
+        for alg in ["none", "HS512", "RS512", "ES384", "PS256", "EdDSA", "rs256"] {
+            let token = forge(&format!(r#"{{"alg":"{alg}"}}"#), &claims(), SECRET);
+            assert_eq!(
+                Jws::parse(&token).unwrap_err(),
+                HubError::Unauthorized("only HS256, RS256 and ES256 tokens are accepted"),
+                "{alg}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod error;
 pub mod etag;
 pub mod frames;
+pub mod jwks;
 pub mod limits;
 pub mod log;
 pub mod names;

@@ -1,7 +1,8 @@
 //! Property tests of the pure parsers: whatever bytes arrive, they never
 //! panic, and what they accept keeps the invariants the transports rely on.
 
-use super::auth::{mint, token_from, verify, Claims};
+use super::auth::{mint, token_from, verify, Alg, Claims, Jws};
+use super::jwks::JwkSet;
 use super::cursor::Epoch;
 use super::cursor::{parse_seq, sse_cursor, Seq};
 use super::error::HubError;
@@ -20,6 +21,44 @@ const SECRET: &[u8] = b"prop-secret";
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Headers of every algorithm, with any `kid` and any signature bytes:
+    /// the parse never panics, keeps exactly the three algorithms, and a
+    /// public-key token never passes the HS256 check nor picks a key of
+    /// another type from a set.
+    #[test]
+    fn public_key_headers_parse_exactly(
+        alg in prop_oneof![
+            Just("HS256".to_owned()), Just("RS256".to_owned()), Just("ES256".to_owned()),
+            Just("none".to_owned()), Just("RS384".to_owned()), "[A-Za-z0-9]{0,8}",
+        ],
+        kid in proptest::option::of("[ -~]{0,40}"),
+        sig in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let header = serde_json::json!({"alg": alg, "kid": kid}).to_string();
+        let token = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(r#"{"sub":"a","exp":9}"#),
+            URL_SAFE_NO_PAD.encode(&sig),
+        );
+        match Jws::parse(&token) {
+            Ok(jws) => {
+                prop_assert!(matches!(alg.as_str(), "HS256" | "RS256" | "ES256"), "{} parsed", alg);
+                prop_assert_eq!(jws.alg.as_str(), alg.as_str());
+                prop_assert_eq!(jws.kid.as_deref(), kid.as_deref());
+                if jws.alg != Alg::Hs256 {
+                    prop_assert!(jws.verify_hs256(&[SECRET]).is_err());
+                }
+                let set = JwkSet::parse(r#"{"keys":[{"kty":"RSA","kid":"r","n":"n","e":"AQAB"},{"kty":"EC","kid":"e","crv":"P-256","x":"x","y":"y"}]}"#).unwrap();
+                if let Ok(key) = set.choose(jws.alg, jws.kid.as_deref()) {
+                    let want = if jws.alg == Alg::Rs256 { "RSA" } else { "EC" };
+                    prop_assert_eq!(key.kty.as_str(), want);
+                }
+            }
+            Err(e) => prop_assert_eq!(e.code(), "unauthorized"),
+        }
+    }
 
     #[test]
     fn token_verification_never_panics(token in ".{0,600}", now in any::<u64>()) {
