@@ -25,6 +25,11 @@
 //!   stretch.
 //! - Settings are read once, when the object starts (`crate::config`); a
 //!   bad setting answers every request with `bad_config`.
+//! - While a connection opened with a token is live, the room's alarm is
+//!   set to the earliest token deadline ([`RoomObject::arm_expiry`]), so
+//!   expired connections end on time even while the room hibernates; the
+//!   alarm is re-set after every event that may have changed it (and after
+//!   `deleteAll`, which clears it).
 //! - Nothing here panics on input: handlers return errors, which become
 //!   JSON errors, `error` frames or close codes.
 //!
@@ -52,11 +57,11 @@ use log::{Origin, PersistedLog};
 use poll::PollHub;
 use sockets::SocketHub;
 use sse::StreamHub;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use worker::{
     durable_object, js_sys, worker_sys::WebSocketRequestResponsePair, DurableObject, Env, Request,
-    Response, State, WebSocket, WebSocketIncomingMessage,
+    Response, ScheduledTime, State, WebSocket, WebSocketIncomingMessage,
 };
 
 #[durable_object]
@@ -69,6 +74,9 @@ pub struct RoomObject {
     streams: StreamHub,
     polls: PollHub,
     budgets: PublishBudgets,
+    /// The alarm this instance last set (seconds), if any: the alarm is
+    /// only written when the earliest deadline changes.
+    alarm_s: Cell<Option<u64>>,
 }
 
 impl DurableObject for RoomObject {
@@ -88,6 +96,7 @@ impl DurableObject for RoomObject {
             polls: PollHub::default(),
             budgets: PublishBudgets::default(),
             log: RefCell::new(None),
+            alarm_s: Cell::new(None),
             settings,
             state,
         }
@@ -100,7 +109,17 @@ impl DurableObject for RoomObject {
         let resp = self.answer(req).await;
         crate::body::discard(&raw).await;
         self.release_unused_storage().await;
+        self.arm_expiry().await;
         Ok(resp)
+    }
+
+    /// The room's clock for token deadlines: ends what expired, then sets
+    /// the alarm for the next deadline.
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.alarm_s.set(None);
+        transport::end_expired(&self.hubs(), now_ms() / 1000);
+        self.arm_expiry().await;
+        Response::empty()
     }
 
     async fn websocket_message(
@@ -110,6 +129,7 @@ impl DurableObject for RoomObject {
     ) -> worker::Result<()> {
         self.on_socket_message(&ws, message);
         self.release_unused_storage().await;
+        self.arm_expiry().await;
         Ok(())
     }
 
@@ -228,9 +248,30 @@ impl RoomObject {
     async fn release_unused_storage(&self) {
         let unused = matches!(self.log.borrow().as_ref(), Some(l) if !l.is_created());
         if unused {
+            // `deleteAll` clears the alarm too.
+            self.alarm_s.set(None);
             if let Err(e) = self.state.storage().delete_all().await {
                 worker::console_warn!("releasing an unused room's storage: {}", e);
             }
+        }
+    }
+
+    /// Sets the alarm to the earliest token deadline of any live
+    /// connection, unless it is set there already. With no deadline the
+    /// alarm is left to fire once more and find nothing: cheaper than a
+    /// storage write per closed connection.
+    async fn arm_expiry(&self) {
+        let Some(deadline_s) = transport::next_expiry(&self.hubs()) else {
+            return;
+        };
+        if self.alarm_s.get() == Some(deadline_s) {
+            return;
+        }
+        self.alarm_s.set(Some(deadline_s));
+        let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64((deadline_s * 1000) as f64));
+        if let Err(e) = self.state.storage().set_alarm(ScheduledTime::new(at)).await {
+            self.alarm_s.set(None);
+            worker::console_error!("setting the expiry alarm: {}", e);
         }
     }
 

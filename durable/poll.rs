@@ -25,16 +25,26 @@ use crate::core::request::RoomRequest;
 use crate::core::transport::{StoredMessage, Transport, TransportKind};
 use crate::respond::{self, Cors};
 use futures_channel::oneshot;
-use futures_util::future::select;
+use futures_util::future::{select, Either};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 use worker::{Delay, Response};
 
-/// One held long poll: whose it is, and how to wake it.
+/// One held long poll: whose it is, until when its token holds, and how
+/// to wake it.
 struct Waiter {
     key: Option<String>,
-    wake: oneshot::Sender<()>,
+    expires_s: Option<u64>,
+    wake: oneshot::Sender<Wake>,
+}
+
+/// Why a held poll was woken.
+enum Wake {
+    /// A message was delivered: answer with what is new.
+    Message,
+    /// The caller's token expired: answer `401 token_expired`.
+    Expired,
 }
 
 /// The room's held long polls, by waiter id.
@@ -47,15 +57,29 @@ pub struct PollHub {
 impl PollHub {
     /// Holds until the next delivered message or the timeout, whichever is
     /// first. The poll counts as a live connection of `key` meanwhile.
-    async fn wait_for_message(&self, key: Option<String>, timeout: Duration) {
+    /// Refuses with `token_expired` when the caller's token expires first.
+    async fn wait_for_message(
+        &self,
+        request: &RoomRequest,
+        timeout: Duration,
+    ) -> Result<(), HubError> {
         let (wake, woken) = oneshot::channel();
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        self.waiters.borrow_mut().insert(id, Waiter { key, wake });
-        let _ = select(woken, Delay::from(timeout)).await;
+        let waiter = Waiter {
+            key: request.connection_key(),
+            expires_s: request.expires_s,
+            wake,
+        };
+        self.waiters.borrow_mut().insert(id, waiter);
+        let outcome = select(woken, Delay::from(timeout)).await;
         // Fired waiters were taken out by `deliver`; a timed-out one is
         // still there and must not outlive its poll.
         self.waiters.borrow_mut().remove(&id);
+        match outcome {
+            Either::Left((Ok(Wake::Expired), _)) => Err(HubError::TokenExpired),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -79,7 +103,31 @@ impl Transport for PollHub {
     /// Wakes every held poll; each answers with what is new.
     fn deliver(&self, _message: &StoredMessage) {
         for (_, waiter) in self.waiters.borrow_mut().drain() {
-            let _ = waiter.wake.send(());
+            let _ = waiter.wake.send(Wake::Message);
+        }
+    }
+
+    fn next_expiry(&self) -> Option<u64> {
+        self.waiters
+            .borrow()
+            .values()
+            .filter_map(|w| w.expires_s)
+            .min()
+    }
+
+    /// Answers every held poll whose token's deadline passed with `401
+    /// token_expired`.
+    fn end_expired(&self, now_s: u64) {
+        let mut waiters = self.waiters.borrow_mut();
+        let due: Vec<u64> = waiters
+            .iter()
+            .filter(|(_, w)| w.expires_s.is_some_and(|deadline| deadline <= now_s))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(waiter) = waiters.remove(&id) {
+                let _ = waiter.wake.send(Wake::Expired);
+            }
         }
     }
 }
@@ -129,11 +177,8 @@ impl RoomObject {
                 holding = true;
             }
             self.polls
-                .wait_for_message(
-                    request.connection_key(),
-                    Duration::from_millis(deadline_ms - now),
-                )
-                .await;
+                .wait_for_message(request, Duration::from_millis(deadline_ms - now))
+                .await?;
         }
     }
 

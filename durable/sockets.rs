@@ -56,6 +56,8 @@ pub struct SocketIndex {
     pub presence: Presence,
     conns_by_key: HashMap<String, BTreeSet<String>>,
     catching_up: BTreeSet<String>,
+    /// `(token deadline, conn)` of the sockets opened with a token.
+    expiries: BTreeSet<(u64, String)>,
 }
 
 impl SocketIndex {
@@ -64,12 +66,16 @@ impl SocketIndex {
             presence: Presence::new(presence_limit),
             conns_by_key: HashMap::new(),
             catching_up: BTreeSet::new(),
+            expiries: BTreeSet::new(),
         }
     }
 
     fn add(&mut self, meta: &SocketMeta) -> Announce {
         if meta.replay_after.is_some() {
             self.catching_up.insert(meta.conn.clone());
+        }
+        if let Some(deadline) = meta.expires_s {
+            self.expiries.insert((deadline, meta.conn.clone()));
         }
         if let Some(key) = meta.connection_key() {
             self.conns_by_key
@@ -82,6 +88,9 @@ impl SocketIndex {
 
     fn remove(&mut self, meta: &SocketMeta) -> Announce {
         self.catching_up.remove(&meta.conn);
+        if let Some(deadline) = meta.expires_s {
+            self.expiries.remove(&(deadline, meta.conn.clone()));
+        }
         if let Some(key) = meta.connection_key() {
             if let Some(conns) = self.conns_by_key.get_mut(&key) {
                 conns.remove(&meta.conn);
@@ -266,6 +275,36 @@ impl Transport for SocketHub {
         .to_text();
         self.broadcast(&text, None, skip_catching_up);
     }
+
+    fn next_expiry(&self) -> Option<u64> {
+        self.with_index(|s| s.expiries.first().map(|(deadline, _)| *deadline))
+    }
+
+    /// The `error` frame, then `4001 token_expired`, to every socket whose
+    /// token's deadline passed; they leave presence.
+    fn end_expired(&self, now_s: u64) {
+        let due: BTreeSet<String> = self.with_index(|s| {
+            s.expiries
+                .iter()
+                .take_while(|(deadline, _)| *deadline <= now_s)
+                .map(|(_, conn)| conn.clone())
+                .collect()
+        });
+        if due.is_empty() {
+            return;
+        }
+        let err = HubError::TokenExpired;
+        for ws in self.state.get_websockets() {
+            let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() else {
+                continue;
+            };
+            if due.contains(&meta.conn) {
+                self.send(&ws, &ServerMsg::error(&err, None));
+                close(&ws, &err);
+                self.gone(&ws);
+            }
+        }
+    }
 }
 
 /// One bounded stretch of a socket's replay.
@@ -296,6 +335,7 @@ impl RoomObject {
             now_ms(),
         );
         meta.addr = request.addr.clone();
+        meta.expires_s = request.expires_s;
         // The first replay batch is read before the socket is accepted: a
         // storage failure then refuses the upgrade instead of leaving an
         // accepted socket in presence (a ghost member).

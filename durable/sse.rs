@@ -23,7 +23,9 @@ use crate::core::cursor::Cursor;
 use crate::core::error::HubError;
 use crate::core::protocol::ResetInfo;
 use crate::core::request::RoomRequest;
-use crate::core::sse::{encode_event, encode_reset, retry_frame, SseBuffer, HEARTBEAT_FRAME};
+use crate::core::sse::{
+    encode_close, encode_event, encode_reset, retry_frame, SseBuffer, HEARTBEAT_FRAME,
+};
 use crate::core::transport::{StoredMessage, Transport, TransportKind};
 use crate::respond::Cors;
 use futures_util::Stream;
@@ -50,6 +52,9 @@ pub fn stream_buffer_bytes(max_message_bytes: usize) -> usize {
 struct Subscriber {
     /// The caller's connection key, for `MAX_CONNECTIONS_PER_USER`.
     key: Option<String>,
+    /// The token's deadline (seconds): the stream ends with `event: close`
+    /// `token_expired` then.
+    expires_s: Option<u64>,
     buffer: SseBuffer,
     waker: Option<Waker>,
     /// No more frames: the body ends once the buffer is drained.
@@ -100,6 +105,34 @@ impl Transport for StreamHub {
 
     fn deliver(&self, message: &StoredMessage) {
         self.streams.borrow_mut().deliver(message);
+    }
+
+    fn next_expiry(&self) -> Option<u64> {
+        let streams = self.streams.borrow();
+        streams
+            .subscribers
+            .iter()
+            .filter_map(|s| s.borrow().expires_s)
+            .min()
+    }
+
+    /// Queues `event: close` `{"code":"token_expired"}` on every stream
+    /// whose token's deadline passed; each ends once the client read it.
+    fn end_expired(&self, now_s: u64) {
+        let frame = encode_close(HubError::TokenExpired.code());
+        let tick = self.tick();
+        self.streams.borrow_mut().subscribers.retain(|sub| {
+            let mut s = sub.borrow_mut();
+            if s.expires_s.is_none_or(|deadline| deadline > now_s) {
+                return true;
+            }
+            if s.buffer.push(frame.clone(), tick).is_err() {
+                s.buffer.clear();
+            }
+            s.closed = true;
+            s.wake();
+            false
+        });
     }
 }
 
@@ -253,6 +286,7 @@ impl RoomObject {
         let complete = self.replay_into(&mut buffer, cursor, tick)?;
         let sub = Rc::new(RefCell::new(Subscriber {
             key: request.connection_key(),
+            expires_s: request.expires_s,
             buffer,
             waker: None,
             // A replay that did not fit ends the stream after it; the client

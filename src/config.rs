@@ -1,5 +1,6 @@
 //! The hub's configuration from the Worker environment, read once per
-//! isolate: `[vars]` settings and the `HUB_SECRET` secret.
+//! isolate: `[vars]` settings and the `HUB_SECRET` / `HUB_SECRET_PREVIOUS`
+//! secrets.
 //!
 //! Bindings cannot change while an isolate lives (a new deployment starts
 //! new isolates), so parsing them once keeps every request, the `304` path
@@ -15,7 +16,7 @@ use worker::Env;
 
 thread_local! {
     static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
-    static SECRET: RefCell<Option<Option<Rc<str>>>> = const { RefCell::new(None) };
+    static SECRETS: RefCell<Option<Rc<Secrets>>> = const { RefCell::new(None) };
 }
 
 /// The settings from `[vars]`, parsed on first use.
@@ -30,17 +31,39 @@ pub fn settings(env: &Env) -> Result<Rc<Settings>, HubError> {
     Ok(parsed)
 }
 
-/// `HUB_SECRET`, when set and non-empty; an error when it is too short.
-pub fn hub_secret(env: &Env) -> Result<Option<Rc<str>>, HubError> {
-    if let Some(s) = SECRET.with(|c| c.borrow().clone()) {
+/// The HS256 secrets: `HUB_SECRET` (the one to mint with) and, during a
+/// rotation, `HUB_SECRET_PREVIOUS`; both verify.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    pub current: Option<Vec<u8>>,
+    pub previous: Option<Vec<u8>>,
+}
+
+impl Secrets {
+    /// Every secret that verifies, current first.
+    pub fn verifying(&self) -> Vec<&[u8]> {
+        self.current
+            .iter()
+            .chain(self.previous.iter())
+            .map(Vec::as_slice)
+            .collect()
+    }
+}
+
+/// The secrets, when set and non-empty; an error when one is too short.
+pub fn secrets(env: &Env) -> Result<Rc<Secrets>, HubError> {
+    if let Some(s) = SECRETS.with(|c| c.borrow().clone()) {
         return Ok(s);
     }
-    let raw = env
-        .secret("HUB_SECRET")
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    check_secret(&raw)?;
-    let secret: Option<Rc<str>> = (!raw.is_empty()).then(|| Rc::from(raw));
-    SECRET.with(|c| *c.borrow_mut() = Some(secret.clone()));
-    Ok(secret)
+    let read = |name: &str| -> Result<Option<Vec<u8>>, HubError> {
+        let raw = env.secret(name).map(|s| s.to_string()).unwrap_or_default();
+        check_secret(name, &raw)?;
+        Ok((!raw.is_empty()).then(|| raw.into_bytes()))
+    };
+    let secrets = Rc::new(Secrets {
+        current: read("HUB_SECRET")?,
+        previous: read("HUB_SECRET_PREVIOUS")?,
+    });
+    SECRETS.with(|c| *c.borrow_mut() = Some(secrets.clone()));
+    Ok(secrets)
 }

@@ -10,6 +10,8 @@
 //!   needs no room, forwards the rest to the room's Durable Object.
 //! - `config` (wasm32): settings and the secret, read once per isolate.
 //! - `respond` (wasm32): turns core results and errors into responses.
+//! - `jwks` (wasm32): RS256/ES256 keys from `JWKS`/`JWKS_URL`, checked by
+//!   the runtime's WebCrypto.
 //! - `body` (wasm32): the room's request bodies, read within a budget and
 //!   always to their end (`wrangler dev` needs it; see the module).
 //! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object:
@@ -22,6 +24,8 @@ pub mod core;
 mod body;
 #[cfg(target_arch = "wasm32")]
 mod config;
+#[cfg(target_arch = "wasm32")]
+mod jwks;
 #[cfg(target_arch = "wasm32")]
 mod respond;
 #[cfg(target_arch = "wasm32")]

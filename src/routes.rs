@@ -76,7 +76,8 @@ async fn handle(
         return Ok(cors.preflight(endpoint.allow())?.into());
     }
     let action = endpoint.action(method)?;
-    let identity = authenticate(req, &url, env, room.as_str(), action)?;
+    let (identity, expires_s) =
+        authenticate(req, &url, env, settings, room.as_str(), action).await?;
     if action == Action::OpenSocket && !is_websocket_upgrade(req) {
         return Err(HubError::UpgradeRequired);
     }
@@ -106,6 +107,7 @@ async fn handle(
         identity,
         addr,
         origin: origin.map(str::to_owned),
+        expires_s,
     };
     let forwarded = with_description(req, &described)?;
     let namespace = env.durable_object("ROOMS")?;
@@ -139,23 +141,29 @@ fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }
 
-/// Who the request is: anonymous when `HUB_SECRET` is unset, else the
-/// verified user of a token that grants this room and action.
-fn authenticate(
+/// Who the request is, and until when (the token's `exp` plus
+/// `TOKEN_LEEWAY_SECS`): anonymous when no key is configured (`HUB_SECRET`,
+/// `JWKS`, `JWKS_URL`), else the verified user of a token that grants this
+/// room and action.
+async fn authenticate(
     req: &Request,
     url: &worker::Url,
     env: &Env,
+    settings: &Settings,
     room: &str,
     action: Action,
-) -> Result<Identity, HubError> {
-    let Some(secret) = crate::config::hub_secret(env)? else {
+) -> Result<(Identity, Option<u64>), HubError> {
+    let secrets = crate::config::secrets(env)?;
+    let hs256 = secrets.verifying();
+    let closed = !hs256.is_empty() || settings.jwks.is_some() || settings.jwks_url.is_some();
+    if !closed {
         if !OPEN_MODE_ANNOUNCED.with(|a| a.replace(true)) {
             worker::console_warn!(
                 "HUB_SECRET is not set: every room is open to anyone (development mode)"
             );
         }
-        return Ok(Identity::Anonymous);
-    };
+        return Ok((Identity::Anonymous, None));
+    }
     let authorization = header(req, "Authorization");
     let query_token = url
         .query_pairs()
@@ -163,13 +171,21 @@ fn authenticate(
         .map(|(_, v)| v.into_owned());
     let token = auth::token_from(authorization.as_deref(), query_token.as_deref())
         .ok_or(HubError::Unauthorized("a token is required"))?;
+    let jws = auth::Jws::parse(token)?;
+    match jws.alg {
+        // Never checked against a public key, and refused without a secret.
+        auth::Alg::Hs256 => jws.verify_hs256(&hs256)?,
+        auth::Alg::Rs256 | auth::Alg::Es256 => crate::jwks::verify(&jws, settings).await?,
+    }
     let now_s = (worker::js_sys::Date::now() / 1000.0) as u64;
-    let claims = auth::verify(token, secret.as_bytes(), now_s)?;
-    auth::authorize(
+    let claims = jws.claims(&settings.token_rules, now_s)?;
+    let identity = auth::authorize(
         &claims,
         room,
         auth::needed_for_publish(action == Action::Publish),
-    )
+    )?;
+    let deadline = claims.exp.saturating_add(settings.token_rules.leeway_s);
+    Ok((identity, Some(deadline)))
 }
 
 /// Serves an embedded asset to `GET`/`HEAD`; any other method gets 405.

@@ -269,7 +269,9 @@ impl<'a> Jws<'a> {
         let list = |name: &str| -> Result<Option<Vec<String>>, HubError> {
             match payload.get(name) {
                 None => Ok(None),
-                Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|_| malformed()),
+                Some(v) => serde_json::from_value(v.clone())
+                    .map(Some)
+                    .map_err(|_| malformed()),
             }
         };
         let sub = text("sub")?.ok_or_else(malformed)?;
@@ -486,7 +488,11 @@ mod tests {
                 ),
                 "bad signature",
             ),
-            ("alg none", unsigned_none, "only HS256, RS256 and ES256 tokens are accepted"),
+            (
+                "alg none",
+                unsigned_none,
+                "only HS256, RS256 and ES256 tokens are accepted",
+            ),
             (
                 "alg HS512",
                 forge(r#"{"alg":"HS512"}"#, &claims(), SECRET),
@@ -590,7 +596,10 @@ mod tests {
             r#"{"sub":"a","exp":99,"iss":"https://id.example/","aud":["api","hub"]}"#,
         ];
         for payload in ok {
-            assert!(check(&signed(payload, SECRET), &rules, 1).is_ok(), "{payload}");
+            assert!(
+                check(&signed(payload, SECRET), &rules, 1).is_ok(),
+                "{payload}"
+            );
         }
         let refused = [
             (r#"{"sub":"a","exp":99,"aud":"hub"}"#, "wrong issuer"),

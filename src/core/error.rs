@@ -24,6 +24,10 @@ pub const CLOSE_NORMAL: u16 = 1000;
 /// sign of reading; reconnect with `since` to resume.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
+/// WebSocket close code: the connection's token expired; reconnect with a
+/// fresh token and `since`.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
 /// Everything that can go wrong in a request or a frame.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +79,9 @@ pub enum HubError {
     /// Occurs when a WebSocket shows no sign of reading while the room
     /// keeps sending to it (see `durable/fanout.rs`).
     SlowConsumer,
+    /// Occurs when the token a live connection was opened with expires
+    /// (`exp` plus `TOKEN_LEEWAY_SECS`): the connection ends.
+    TokenExpired,
 
     /// Occurs when a `[vars]` setting cannot be parsed. Fails the request
     /// loudly rather than running with a silent default.
@@ -101,7 +108,7 @@ impl HubError {
             | InvalidParam { .. }
             | InvalidJson(_)
             | InvalidBody(_) => 400,
-            Unauthorized(_) => 401,
+            Unauthorized(_) | TokenExpired => 401,
             Forbidden(_) | OriginNotAllowed => 403,
             NotFound => 404,
             MethodNotAllowed { .. } => 405,
@@ -136,6 +143,7 @@ impl HubError {
             RoomFull { .. } => "room_full",
             RateLimited { .. } => "rate_limited",
             SlowConsumer => "slow_consumer",
+            TokenExpired => "token_expired",
             BadConfig(_) => "bad_config",
             Internal(_) => "internal",
         }
@@ -148,6 +156,7 @@ impl HubError {
             TooLarge { .. } => CLOSE_TOO_BIG,
             Internal(_) | BadConfig(_) => CLOSE_INTERNAL,
             SlowConsumer => CLOSE_SLOW_CONSUMER,
+            TokenExpired => CLOSE_TOKEN_EXPIRED,
             _ => CLOSE_POLICY,
         }
     }
@@ -210,6 +219,9 @@ impl fmt::Display for HubError {
             }
             SlowConsumer => {
                 f.write_str("the connection did not keep up; reconnect with since to resume")
+            }
+            TokenExpired => {
+                f.write_str("the token expired; reconnect with a fresh token to resume")
             }
             BadConfig(_) => f.write_str("the hub is misconfigured; see its log"),
             Internal(_) => f.write_str("internal error; see the hub's log"),
@@ -291,6 +303,8 @@ mod tests {
         assert_eq!(HubError::Forbidden("x").close_code(), CLOSE_POLICY);
         assert_eq!(HubError::Internal("x".into()).close_code(), CLOSE_INTERNAL);
         assert_eq!(HubError::SlowConsumer.close_code(), CLOSE_SLOW_CONSUMER);
+        assert_eq!(HubError::TokenExpired.close_code(), CLOSE_TOKEN_EXPIRED);
+        assert_eq!(HubError::TokenExpired.status(), 401);
     }
 
     /// A close reason longer than 123 bytes would make the runtime throw
@@ -323,6 +337,7 @@ mod tests {
                 retry_after_ms: u64::MAX,
             },
             HubError::SlowConsumer,
+            HubError::TokenExpired,
             HubError::BadConfig(long.clone()),
             HubError::Internal(long),
         ];

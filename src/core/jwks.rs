@@ -205,7 +205,10 @@ mod tests {
         .unwrap();
         assert_eq!(set.keys.len(), 2);
         let json = set.keys[0].to_import_json();
-        assert!(!json.contains("secret") && json.contains("\"n\":\"nn\""), "{json}");
+        assert!(
+            !json.contains("secret") && json.contains("\"n\":\"nn\""),
+            "{json}"
+        );
         assert_eq!(JwkSet::parse("[]").unwrap_err().code(), "bad_config");
     }
 }

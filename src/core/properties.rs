@@ -2,11 +2,11 @@
 //! panic, and what they accept keeps the invariants the transports rely on.
 
 use super::auth::{mint, token_from, verify, Alg, Claims, Jws};
-use super::jwks::JwkSet;
 use super::cursor::Epoch;
 use super::cursor::{parse_seq, sse_cursor, Seq};
 use super::error::HubError;
 use super::etag::{etag_for, if_none_match};
+use super::jwks::JwkSet;
 use super::names::{EventName, RoomName};
 use super::protocol::Publish;
 use super::query::PollQuery;

@@ -42,6 +42,10 @@ pub struct RoomRequest {
     pub addr: Option<String>,
     /// The request's `Origin`, for the CORS headers of the answer.
     pub origin: Option<String>,
+    /// When the caller's token stops being valid (`exp` plus
+    /// `TOKEN_LEEWAY_SECS`, in seconds): a live connection opened with it
+    /// ends then. `None` without a token.
+    pub expires_s: Option<u64>,
 }
 
 /// What the request asks of the room, with the parameters it needs.
@@ -177,6 +181,7 @@ mod tests {
                 },
                 addr: None,
                 origin: Some("https://app.example".into()),
+                expires_s: Some(1_800_000_030),
             };
             let header = req.to_header();
             assert!(header.bytes().all(|b| b.is_ascii_graphic()), "{header}");

@@ -52,6 +52,11 @@ pub struct SocketMeta {
     /// so it still sees every id once, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_after: Option<u64>,
+    /// When the token the socket was opened with stops being valid (`exp`
+    /// plus `TOKEN_LEEWAY_SECS`, in seconds): the socket is closed with
+    /// `4001 token_expired` then. `None` without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_s: Option<u64>,
 }
 
 impl SocketMeta {
@@ -73,6 +78,7 @@ impl SocketMeta {
             strikes: TokenBucket::full(ABUSE_STRIKES, now_ms),
             addr: None,
             replay_after: None,
+            expires_s: None,
         }
     }
 

@@ -6,7 +6,9 @@
 //!
 //! Pure: the glue passes a lookup function over the Worker's environment.
 
+use super::auth::ClaimRules;
 use super::error::HubError;
+use super::jwks::JwkSet;
 
 /// The hub's settings. See the README's Settings table for what each does.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,13 @@ pub struct Settings {
     pub presence_max_members: u32,
     /// Origins allowed for WebSocket upgrades and CORS.
     pub allowed_origins: AllowedOrigins,
+    /// How token claims are checked (`TOKEN_LEEWAY_SECS`, `TOKEN_ISSUER`,
+    /// `TOKEN_AUDIENCE`, `TOKEN_ROOMS_CLAIM`, `TOKEN_CAN_CLAIM`).
+    pub token_rules: ClaimRules,
+    /// An identity provider's public keys, inline (`JWKS`).
+    pub jwks: Option<JwkSet>,
+    /// Where to fetch an identity provider's public keys (`JWKS_URL`).
+    pub jwks_url: Option<String>,
 }
 
 /// `ALLOWED_ORIGINS`: `*` or a comma-separated list of exact origins.
@@ -66,6 +75,9 @@ impl Default for Settings {
             long_poll_max_secs: 30,
             presence_max_members: 1000,
             allowed_origins: AllowedOrigins::Any,
+            token_rules: ClaimRules::default(),
+            jwks: None,
+            jwks_url: None,
         }
     }
 }
@@ -83,6 +95,7 @@ const MAX_CONNECTIONS_PER_ROOM_CEILING: u32 = 32_768;
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Past this, one join costs more sends than a room can make in a second.
 const MAX_PRESENCE_MEMBERS: u32 = 100_000;
+const MAX_TOKEN_LEEWAY_SECS: u32 = 3600;
 
 impl Settings {
     /// Reads every setting through `lookup`, which returns a `[vars]` value or `None`.
@@ -144,6 +157,31 @@ impl Settings {
                 None => d.allowed_origins,
                 Some(v) => parse_origins(&v)?,
             },
+            token_rules: ClaimRules {
+                leeway_s: u64::from(number(
+                    &lookup,
+                    "TOKEN_LEEWAY_SECS",
+                    d.token_rules.leeway_s as u32,
+                    0,
+                    MAX_TOKEN_LEEWAY_SECS,
+                )?),
+                issuer: text(&lookup, "TOKEN_ISSUER"),
+                audience: text(&lookup, "TOKEN_AUDIENCE"),
+                rooms_claim: text(&lookup, "TOKEN_ROOMS_CLAIM")
+                    .unwrap_or(d.token_rules.rooms_claim),
+                can_claim: text(&lookup, "TOKEN_CAN_CLAIM").unwrap_or(d.token_rules.can_claim),
+            },
+            jwks: text(&lookup, "JWKS")
+                .map(|v| JwkSet::parse(&v))
+                .transpose()?,
+            jwks_url: match text(&lookup, "JWKS_URL") {
+                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                    return Err(HubError::BadConfig(format!(
+                        "JWKS_URL must be an http(s) URL, got {url:?}"
+                    )))
+                }
+                url => url,
+            },
         }
         .checked()
     }
@@ -160,17 +198,25 @@ impl Settings {
     }
 }
 
-/// Checks `HUB_SECRET`: unset or empty means open rooms; otherwise it must
-/// be at least [`MIN_SECRET_BYTES`] long, or every request fails loudly.
-pub fn check_secret(secret: &str) -> Result<(), HubError> {
+/// Checks a secret (`HUB_SECRET`, `HUB_SECRET_PREVIOUS`, named `name`):
+/// unset or empty means none; otherwise it must be at least
+/// [`MIN_SECRET_BYTES`] long, or every request fails loudly.
+pub fn check_secret(name: &str, secret: &str) -> Result<(), HubError> {
     if !secret.is_empty() && secret.len() < MIN_SECRET_BYTES {
         return Err(HubError::BadConfig(format!(
-            "HUB_SECRET is {} bytes; use at least {MIN_SECRET_BYTES} random bytes \
+            "{name} is {} bytes; use at least {MIN_SECRET_BYTES} random bytes \
              (e.g. `openssl rand -base64 48`)",
             secret.len()
         )));
     }
     Ok(())
+}
+
+/// A text setting: unset and blank are the same (not configured).
+fn text(lookup: &impl Fn(&str) -> Option<String>, key: &str) -> Option<String> {
+    lookup(key)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 fn number(
@@ -267,6 +313,9 @@ mod tests {
             ("ALLOWED_ORIGINS", "https://a.com/"),
             ("ALLOWED_ORIGINS", " , "),
             ("RATE_BURST", "0"),
+            ("TOKEN_LEEWAY_SECS", "3601"),
+            ("JWKS", "{\"keys\": 3}"),
+            ("JWKS_URL", "id.example/jwks.json"),
         ];
         for (k, v) in bad {
             assert!(
@@ -278,12 +327,40 @@ mod tests {
 
     #[test]
     fn short_secrets_fail_loudly() {
-        assert!(check_secret("").is_ok());
-        assert!(check_secret(&"s".repeat(32)).is_ok());
-        match check_secret("topsecret") {
-            Err(HubError::BadConfig(why)) => assert!(!why.contains("topsecret"), "{why}"),
+        assert!(check_secret("HUB_SECRET", "").is_ok());
+        assert!(check_secret("HUB_SECRET", &"s".repeat(32)).is_ok());
+        match check_secret("HUB_SECRET_PREVIOUS", "topsecret") {
+            Err(HubError::BadConfig(why)) => {
+                assert!(!why.contains("topsecret"), "{why}");
+                assert!(why.starts_with("HUB_SECRET_PREVIOUS"), "{why}");
+            }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn token_settings() {
+        let s = with(&[
+            ("TOKEN_LEEWAY_SECS", "0"),
+            ("TOKEN_ISSUER", "https://id.example/"),
+            ("TOKEN_AUDIENCE", " hub "),
+            ("TOKEN_ROOMS_CLAIM", "https://hub.example/rooms"),
+            (
+                "JWKS",
+                r#"{"keys":[{"kty":"EC","crv":"P-256","x":"x","y":"y"}]}"#,
+            ),
+            ("JWKS_URL", "https://id.example/.well-known/jwks.json"),
+        ])
+        .unwrap();
+        assert_eq!(s.token_rules.leeway_s, 0);
+        assert_eq!(s.token_rules.issuer.as_deref(), Some("https://id.example/"));
+        assert_eq!(s.token_rules.audience.as_deref(), Some("hub"));
+        assert_eq!(s.token_rules.rooms_claim, "https://hub.example/rooms");
+        assert_eq!(s.token_rules.can_claim, "can");
+        assert_eq!(s.jwks.map(|j| j.keys.len()), Some(1));
+        assert!(s.jwks_url.is_some());
+        let d = with(&[("TOKEN_ISSUER", "  ")]).unwrap();
+        assert_eq!(d.token_rules, ClaimRules::default(), "blank is unset");
     }
 
     #[test]

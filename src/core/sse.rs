@@ -50,6 +50,15 @@ pub fn encode_reset(reset: ResetInfo) -> String {
     format!("event: reset\ndata: {data}\n\n")
 }
 
+/// The hub's end-of-stream signal: `event: close` with the error code that
+/// ends the stream (e.g. `token_expired`), and no `id:` line. A browser's
+/// `EventSource` reconnects after the body ends; a client that listens
+/// for `close` knows why and what to fix first.
+pub fn encode_close(code: &str) -> String {
+    let data = serde_json::json!({ "code": code }).to_string();
+    format!("event: close\ndata: {data}\n\n")
+}
+
 /// Why a stream must be dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
@@ -121,6 +130,14 @@ impl SseBuffer {
 mod tests {
     use super::*;
     use crate::core::log::ResetReason;
+
+    #[test]
+    fn the_close_signal_names_its_code_and_no_id() {
+        assert_eq!(
+            encode_close("token_expired"),
+            "event: close\ndata: {\"code\":\"token_expired\"}\n\n"
+        );
+    }
 
     #[test]
     fn event_framing() {

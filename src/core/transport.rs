@@ -5,7 +5,8 @@
 //! connections and implements [`Transport`]; the room then does what
 //! concerns every connection as one loop over its hubs: handing a new
 //! message to all ([`deliver_all`]), admitting one more connection
-//! ([`admit`]) and counting them ([`counts`]). The decisions live here,
+//! ([`admit`]), counting them ([`counts`]) and ending those whose token
+//! expired ([`end_expired`], at [`next_expiry`]). The decisions live here,
 //! tested natively with fake hubs.
 //!
 //! Invariants:
@@ -13,6 +14,9 @@
 //!   synchronous stretch: no other message can fall between two hubs.
 //! - A connection counts toward the limits from the moment its hub holds it
 //!   until it is gone, on whichever transport.
+//! - A connection opened with a token carries its deadline (`exp` plus
+//!   `TOKEN_LEEWAY_SECS`, in seconds) and is ended, with `token_expired`,
+//!   once the deadline has passed; one opened without a token never is.
 //!
 //! Pure: no `worker` types.
 
@@ -56,6 +60,24 @@ pub trait Transport {
     /// Hands a newly stored message to every connection that should see it
     /// now (a connection catching up gets it through its replay).
     fn deliver(&self, message: &StoredMessage);
+    /// The earliest token deadline among its connections, in seconds.
+    fn next_expiry(&self) -> Option<u64>;
+    /// Ends, with `token_expired`, every connection whose deadline is at or
+    /// before `now_s`.
+    fn end_expired(&self, now_s: u64);
+}
+
+/// The earliest token deadline of any connection, in seconds: when the
+/// room must next look (its alarm).
+pub fn next_expiry(hubs: &[&dyn Transport]) -> Option<u64> {
+    hubs.iter().filter_map(|h| h.next_expiry()).min()
+}
+
+/// Ends every connection whose token deadline has passed, on every hub.
+pub fn end_expired(hubs: &[&dyn Transport], now_s: u64) {
+    for hub in hubs {
+        hub.end_expired(now_s);
+    }
 }
 
 /// Hands `message` to every hub, in order.
@@ -109,10 +131,12 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    /// A hub with connections of given keys; records what it was handed.
+    /// A hub with connections of given keys (and token deadlines);
+    /// records what it was handed.
     struct Fake {
         kind: TransportKind,
         keys: Vec<&'static str>,
+        deadlines: RefCell<Vec<u64>>,
         got: RefCell<Vec<(TransportKind, u64)>>,
     }
 
@@ -121,6 +145,7 @@ mod tests {
             Fake {
                 kind,
                 keys: keys.to_vec(),
+                deadlines: RefCell::new(Vec::new()),
                 got: RefCell::new(Vec::new()),
             }
         }
@@ -138,6 +163,12 @@ mod tests {
         }
         fn deliver(&self, message: &StoredMessage) {
             self.got.borrow_mut().push((self.kind, message.id.0));
+        }
+        fn next_expiry(&self) -> Option<u64> {
+            self.deadlines.borrow().iter().copied().min()
+        }
+        fn end_expired(&self, now_s: u64) {
+            self.deadlines.borrow_mut().retain(|d| *d > now_s);
         }
     }
 
@@ -193,6 +224,19 @@ mod tests {
             admit(&hubs(&r), Some("u:b"), 6, 10),
             Err(HubError::RoomFull { limit: 6 })
         );
+    }
+
+    #[test]
+    fn expiry_is_the_earliest_deadline_and_ends_only_what_passed() {
+        let r = room();
+        assert_eq!(next_expiry(&hubs(&r)), None, "no token, no alarm");
+        *r[0].deadlines.borrow_mut() = vec![50, 20];
+        *r[1].deadlines.borrow_mut() = vec![30];
+        assert_eq!(next_expiry(&hubs(&r)), Some(20));
+        end_expired(&hubs(&r), 30);
+        assert_eq!(*r[0].deadlines.borrow(), vec![50]);
+        assert!(r[1].deadlines.borrow().is_empty(), "a deadline at now ends");
+        assert_eq!(next_expiry(&hubs(&r)), Some(50));
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! RS256 and ES256 tokens: the identity provider's public keys, and the
+//! signature check by the runtime's WebCrypto (`crypto.subtle`); no
+//! RSA or ECDSA code of our own.
+//!
+//! Keys come from `JWKS` (inline) or `JWKS_URL`. A fetched set is cached
+//! per isolate. A token naming a `kid` the cached set does not hold makes
+//! the set be fetched again, at most once per [`REFETCH_EVERY_MS`] (a
+//! provider rotates keys rarely; a flood of made-up `kid`s must not become a
+//! flood of fetches). Before the first successful fetch, a failed one is
+//! retried after [`RETRY_FAILED_MS`].
+//!
+//! Invariant: a failure to fetch or read keys refuses the token (`401`);
+//! it never lets one through. Which key may verify which token is decided
+//! in `core::jwks`.
+
+use crate::core::auth::{Alg, Jws};
+use crate::core::error::HubError;
+use crate::core::jwks::{Jwk, JwkSet, NoKey};
+use crate::core::settings::Settings;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{js_sys, Fetch, Method, Request, RequestInit};
+
+/// The shortest time between two fetches of `JWKS_URL` once a set is cached.
+const REFETCH_EVERY_MS: f64 = 60_000.0;
+/// The shortest time between two fetches while no set could be fetched yet.
+const RETRY_FAILED_MS: f64 = 5_000.0;
+
+thread_local! {
+    static FETCHED: RefCell<Option<Rc<JwkSet>>> = const { RefCell::new(None) };
+    static LAST_FETCH_MS: Cell<f64> = const { Cell::new(f64::NEG_INFINITY) };
+}
+
+#[wasm_bindgen(inline_js = r#"
+// Imported keys by their JSON and algorithm: importing is the costly part.
+const imported = new Map();
+
+export async function verify_signature(jwk, alg, signature, data) {
+  // Copies first: the views point into WASM memory, which may move while
+  // this function awaits.
+  const sig = signature.slice();
+  const msg = data.slice();
+  const rsa = alg === 'RS256';
+  const cacheKey = alg + jwk;
+  let key = imported.get(cacheKey);
+  if (key === undefined) {
+    key = await crypto.subtle.importKey(
+      'jwk',
+      JSON.parse(jwk),
+      rsa ? { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } : { name: 'ECDSA', namedCurve: 'P-256' },
+      false,
+      ['verify'],
+    );
+    if (imported.size > 64) imported.clear();
+    imported.set(cacheKey, key);
+  }
+  return crypto.subtle.verify(
+    rsa ? { name: 'RSASSA-PKCS1-v1_5' } : { name: 'ECDSA', hash: 'SHA-256' },
+    key,
+    sig,
+    msg,
+  );
+}
+"#)]
+extern "C" {
+    fn verify_signature(jwk: &str, alg: &str, signature: &[u8], data: &[u8]) -> js_sys::Promise;
+}
+
+/// Checks the signature of an RS256 or ES256 token with the configured
+/// public keys.
+pub async fn verify(jws: &Jws<'_>, settings: &Settings) -> Result<(), HubError> {
+    let key = choose_key(jws, settings).await?;
+    let promise = verify_signature(
+        &key.to_import_json(),
+        jws.alg.as_str(),
+        &jws.signature,
+        jws.signing_input.as_bytes(),
+    );
+    // A key WebCrypto cannot import, or a signature of the wrong shape,
+    // rejects: a bad signature either way.
+    match JsFuture::from(promise).await {
+        Ok(v) if v.as_bool() == Some(true) => Ok(()),
+        _ => Err(HubError::Unauthorized("bad signature")),
+    }
+}
+
+/// The key for this token: from `JWKS`, else from the set fetched from
+/// `JWKS_URL` (fetched again for an unknown `kid`, within the limits).
+async fn choose_key(jws: &Jws<'_>, settings: &Settings) -> Result<Jwk, HubError> {
+    let no_key = HubError::Unauthorized("no key verifies this token");
+    if jws.alg == Alg::Hs256 {
+        return Err(no_key);
+    }
+    let kid = jws.kid.as_deref();
+    if let Some(Ok(key)) = settings.jwks.as_ref().map(|set| set.choose(jws.alg, kid)) {
+        return Ok(key.clone());
+    }
+    let Some(url) = settings.jwks_url.as_deref() else {
+        return Err(no_key);
+    };
+    let cached = FETCHED.with(|f| f.borrow().clone());
+    let refetch = match cached.as_deref().map(|set| set.choose(jws.alg, kid)) {
+        Some(Ok(key)) => return Ok(key.clone()),
+        Some(Err(NoKey::NoMatch)) => return Err(no_key),
+        Some(Err(NoKey::UnknownKid)) => REFETCH_EVERY_MS,
+        None => RETRY_FAILED_MS,
+    };
+    let now = js_sys::Date::now();
+    if now - LAST_FETCH_MS.with(Cell::get) < refetch {
+        return Err(match cached {
+            Some(_) => no_key,
+            None => HubError::Unauthorized("the signing keys are not available"),
+        });
+    }
+    LAST_FETCH_MS.with(|t| t.set(now));
+    let set = match fetch_set(url).await {
+        Ok(set) => Rc::new(set),
+        Err(e) => {
+            worker::console_error!("JWKS_URL: {}", e);
+            return Err(HubError::Unauthorized("the signing keys are not available"));
+        }
+    };
+    FETCHED.with(|f| *f.borrow_mut() = Some(set.clone()));
+    set.choose(jws.alg, kid).cloned().map_err(|_| no_key)
+}
+
+async fn fetch_set(url: &str) -> Result<JwkSet, String> {
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get);
+    let req = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
+    let mut resp = Fetch::Request(req)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status_code() != 200 {
+        return Err(format!("status {}", resp.status_code()));
+    }
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    JwkSet::parse(&text).map_err(|e| format!("{e:?}"))
+}
