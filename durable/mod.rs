@@ -43,6 +43,7 @@ mod poll;
 mod sockets;
 mod sse;
 mod store;
+mod tickets;
 
 use crate::core::auth::Identity;
 use crate::core::error::HubError;
@@ -50,6 +51,7 @@ use crate::core::names::RoomName;
 use crate::core::protocol::{Publish, Published, RoomState};
 use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
 use crate::core::settings::Settings;
+use crate::core::tickets::TicketBook;
 use crate::core::transport::{self, StoredMessage, Transport};
 use crate::respond::{self, Cors};
 use budgets::PublishBudgets;
@@ -77,6 +79,8 @@ pub struct RoomObject {
     /// The alarm this instance last set (seconds), if any: the alarm is
     /// only written when the earliest deadline changes.
     alarm_s: Cell<Option<u64>>,
+    /// Outstanding connect tickets for this room.
+    tickets: RefCell<TicketBook>,
 }
 
 impl DurableObject for RoomObject {
@@ -97,6 +101,7 @@ impl DurableObject for RoomObject {
             budgets: PublishBudgets::default(),
             log: RefCell::new(None),
             alarm_s: Cell::new(None),
+            tickets: RefCell::new(TicketBook::default()),
             settings,
             state,
         }
@@ -183,6 +188,10 @@ impl RoomObject {
             Err(e) => return respond::error(&e, &Cors::None),
         };
         let cors = Cors::for_origin(&settings.allowed_origins, request.origin.as_deref());
+        let request = match self.redeem_ticket(request) {
+            Ok(r) => r,
+            Err(e) => return respond::error(&e, &cors),
+        };
         match self.handle(&req, &request, &settings, &cors).await {
             Ok(resp) => resp,
             Err(e) => respond::error(&e, &cors),
@@ -215,6 +224,7 @@ impl RoomObject {
             RoomAction::ReadState => self.on_read_state(request, cors),
             RoomAction::OpenSocket { since } => self.on_open_socket(request, *since),
             RoomAction::OpenEvents { cursor } => self.on_open_events(request, *cursor, cors),
+            RoomAction::IssueTicket => self.on_issue_ticket(request, cors),
         }
     }
 

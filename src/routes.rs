@@ -21,6 +21,7 @@ use crate::core::error::HubError;
 use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
+use crate::core::tickets::looks_like_ticket;
 use crate::respond::{self, Cors};
 use std::cell::Cell;
 use worker::wasm_bindgen::JsCast;
@@ -76,8 +77,17 @@ async fn handle(
         return Ok(cors.preflight(endpoint.allow())?.into());
     }
     let action = endpoint.action(method)?;
-    let (identity, expires_s) =
-        authenticate(req, &url, env, settings, room.as_str(), action).await?;
+    // A ticket stands in for a token on live connections; the room that
+    // issued it knows whose it is (see `core::tickets`).
+    let ticket = match action {
+        Action::OpenSocket | Action::OpenEvents => query_value(&url, "ticket"),
+        _ => None,
+    };
+    let (identity, expires_s) = match &ticket {
+        Some(t) if looks_like_ticket(t) => (Identity::Anonymous, None),
+        Some(_) => return Err(HubError::Unauthorized("malformed ticket")),
+        None => authenticate(req, &url, env, settings, room.as_str(), action).await?,
+    };
     if action == Action::OpenSocket && !is_websocket_upgrade(req) {
         return Err(HubError::UpgradeRequired);
     }
@@ -108,6 +118,7 @@ async fn handle(
         addr,
         origin: origin.map(str::to_owned),
         expires_s,
+        ticket,
     };
     let forwarded = with_description(req, &described)?;
     let namespace = env.durable_object("ROOMS")?;
@@ -134,6 +145,13 @@ fn with_description(req: &Request, described: &RoomRequest) -> Result<Request, H
         .headers_mut()?
         .set(ROOM_REQUEST_HEADER, &described.to_header())?;
     Ok(forwarded)
+}
+
+/// The first value of a query parameter, decoded.
+fn query_value(url: &worker::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// A request header's value, if present and readable.
@@ -165,10 +183,12 @@ async fn authenticate(
         return Ok((Identity::Anonymous, None));
     }
     let authorization = header(req, "Authorization");
-    let query_token = url
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned());
+    // A ticket is issued only for a token in `Authorization`: the point
+    // is to keep it out of URLs.
+    let query_token = match action {
+        Action::IssueTicket => None,
+        _ => query_value(url, "token"),
+    };
     let token = auth::token_from(authorization.as_deref(), query_token.as_deref())
         .ok_or(HubError::Unauthorized("a token is required"))?;
     let jws = auth::Jws::parse(token)?;

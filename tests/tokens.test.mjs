@@ -331,3 +331,60 @@ describe('JWKS_URL that cannot be fetched', () => {
     await assert.rejects(ws.opened);
   });
 });
+
+// ================================================================ connect tickets
+
+describe('connect tickets (POST /rooms/{room}/ticket, ?ticket=)', () => {
+  const hub = suiteHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, TOKEN_LEEWAY_SECS: '0', RATE_PER_SEC: '0' } });
+  const ticketFor = (room, token, init = {}) =>
+    request(hub.url, `/rooms/${room}/ticket`, { method: 'POST', headers: bearer(token), ...init });
+
+  test('a ticket opens one WebSocket or SSE stream, once, in its room only, with exactly its token grants', async () => {
+    const room = roomName('ticket');
+    const reader = jws({ alg: 'HS256' }, claimsFor('reader', { can: ['subscribe'] }), hs256(SECRET));
+    const issued = await ticketFor(room, reader);
+    assert.equal(issued.status, 200, show(issued.body));
+    assert.ok(issued.body.expires_in > 0 && issued.body.expires_in <= 60, show(issued.body));
+    assert.equal(issued.headers.get('cache-control'), 'no-store');
+    const { ticket } = issued.body;
+    assert.ok(!ticket.includes(reader.split('.')[2]), 'the ticket is not the token');
+
+    const { client, welcome } = await WsClient.welcomed(hub.url, room, `?ticket=${ticket}`);
+    assert.equal(welcome.you.user, 'reader', 'the ticket is bound to its user');
+    client.send({ type: 'publish', data: 'no', cid: 'c-1' });
+    const refused = await client.next((f) => f.type === 'error' && f.cid === 'c-1', 'the publish refusal');
+    assert.equal(refused.code, 'forbidden', 'a subscribe-only token makes a subscribe-only ticket');
+
+    const again = await request(hub.url, `/rooms/${room}/events?ticket=${ticket}`);
+    assert.equal(again.status, 401, 'used once, never twice');
+    const other = (await ticketFor(room, reader)).body.ticket;
+    const elsewhere = await request(hub.url, `/rooms/${roomName('other')}/events?ticket=${other}`);
+    assert.equal(elsewhere.status, 401, 'not for another room');
+    const sse = await SseClient.connect(hub.url, `/rooms/${room}/events?ticket=${other}`);
+    assert.equal(sse.status, 200, 'still good in its own room: the foreign try did not use it');
+    for (const bad of ['short', 'x'.repeat(40), 'has%20space-0123456789']) {
+      const res = await request(hub.url, `/rooms/${room}/events?ticket=${bad}`);
+      assert.equal(res.status, 401, bad);
+    }
+  });
+
+  test('a ticket lives no longer than its token; the token only travels in Authorization', async () => {
+    const room = roomName('ticket-life');
+    const exp = nowS() + 3;
+    const short = jws({ alg: 'HS256' }, claimsFor('brief', { exp }), hs256(SECRET));
+    const issued = await ticketFor(room, short);
+    assert.equal(issued.status, 200, show(issued.body));
+    assert.ok(issued.body.expires_in <= 3, `expires_in ${issued.body.expires_in} stays within the token`);
+    await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 - Date.now() + 200)));
+    const late = await request(hub.url, `/rooms/${room}/events?ticket=${issued.body.ticket}`);
+    assert.equal(late.status, 401, 'not after its lifetime');
+
+    const long = jws({ alg: 'HS256' }, claimsFor('patient'), hs256(SECRET));
+    const inUrl = await request(hub.url, `/rooms/${room}/ticket?token=${long}`, { method: 'POST' });
+    assert.equal(inUrl.status, 401, 'a ticket is never issued for a token in the URL');
+    const none = await request(hub.url, `/rooms/${room}/ticket`, { method: 'POST' });
+    assert.equal(none.status, 401);
+    const get = await request(hub.url, `/rooms/${room}/ticket`, { headers: bearer(long) });
+    assert.equal(get.status, 405);
+  });
+});

@@ -21,4 +21,5 @@ pub mod route;
 pub mod session;
 pub mod settings;
 pub mod sse;
+pub mod tickets;
 pub mod transport;

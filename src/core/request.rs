@@ -46,6 +46,10 @@ pub struct RoomRequest {
     /// `TOKEN_LEEWAY_SECS`, in seconds): a live connection opened with it
     /// ends then. `None` without a token.
     pub expires_s: Option<u64>,
+    /// A connect ticket to redeem in place of a token (`?ticket=`): the
+    /// room that issued it knows whose it is; `identity` is then unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
 }
 
 /// What the request asks of the room, with the parameters it needs.
@@ -65,6 +69,8 @@ pub enum RoomAction {
     OpenSocket { since: Option<Seq> },
     /// `GET /rooms/{room}/events`.
     OpenEvents { cursor: Cursor },
+    /// `POST /rooms/{room}/ticket`.
+    IssueTicket,
 }
 
 impl RoomAction {
@@ -108,6 +114,7 @@ impl RoomAction {
             Action::OpenEvents => RoomAction::OpenEvents {
                 cursor: sse_cursor(last(pairs, "since"), header("Last-Event-ID").as_deref())?,
             },
+            Action::IssueTicket => RoomAction::IssueTicket,
         })
     }
 
@@ -182,6 +189,7 @@ mod tests {
                 addr: None,
                 origin: Some("https://app.example".into()),
                 expires_s: Some(1_800_000_030),
+                ticket: None,
             };
             let header = req.to_header();
             assert!(header.bytes().all(|b| b.is_ascii_graphic()), "{header}");

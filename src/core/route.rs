@@ -28,6 +28,8 @@ pub enum Endpoint {
     Socket,
     /// `GET /rooms/{room}/events`.
     Events,
+    /// `POST /rooms/{room}/ticket`.
+    Ticket,
 }
 
 /// The HTTP methods the hub distinguishes.
@@ -60,6 +62,8 @@ pub enum Action {
     Publish,
     OpenSocket,
     OpenEvents,
+    /// A connect ticket for this room, for the token in `Authorization`.
+    IssueTicket,
 }
 
 impl Endpoint {
@@ -67,6 +71,7 @@ impl Endpoint {
     pub fn allow(self) -> &'static str {
         match self {
             Endpoint::Messages => "GET, POST, OPTIONS",
+            Endpoint::Ticket => "POST, OPTIONS",
             _ => "GET, OPTIONS",
         }
     }
@@ -83,6 +88,7 @@ impl Endpoint {
             (Endpoint::Messages, Method::Post) => Ok(Action::Publish),
             (Endpoint::Socket, Method::Get) => Ok(Action::OpenSocket),
             (Endpoint::Events, Method::Get) => Ok(Action::OpenEvents),
+            (Endpoint::Ticket, Method::Post) => Ok(Action::IssueTicket),
             _ => not_allowed,
         }
     }
@@ -100,6 +106,7 @@ pub fn route(path: &str) -> Result<Route, HubError> {
         Some("messages") => Endpoint::Messages,
         Some("ws") => Endpoint::Socket,
         Some("events") => Endpoint::Events,
+        Some("ticket") => Endpoint::Ticket,
         Some(_) => return Err(HubError::NotFound),
     };
     let decoded = percent_decode_str(raw_room)
@@ -129,6 +136,7 @@ mod tests {
             ("/rooms/lobby/messages", "lobby", Messages),
             ("/rooms/chat:1/ws", "chat:1", Socket),
             ("/rooms/chat%3A1/events", "chat:1", Events),
+            ("/rooms/lobby/ticket", "lobby", Ticket),
         ];
         for (path, name, endpoint) in ok {
             assert_eq!(room(path), Ok((name.to_string(), *endpoint)), "{path}");
@@ -161,5 +169,15 @@ mod tests {
             })
         );
         assert!(Endpoint::Socket.action(Method::Other).is_err());
+        assert_eq!(
+            Endpoint::Ticket.action(Method::Post),
+            Ok(Action::IssueTicket)
+        );
+        assert_eq!(
+            Endpoint::Ticket.action(Method::Get),
+            Err(HubError::MethodNotAllowed {
+                allow: "POST, OPTIONS"
+            })
+        );
     }
 }

@@ -1,0 +1,66 @@
+//! Connect tickets in the room: `POST /rooms/{room}/ticket` issues one for
+//! the caller's token; a WebSocket or SSE request with `?ticket=` redeems
+//! it (see `core::tickets` for the rules). The ticket's text comes from
+//! the runtime's cryptographic random source.
+
+use super::{now_ms, RoomObject};
+use crate::core::error::HubError;
+use crate::core::request::RoomRequest;
+use crate::respond::{self, Cors};
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use worker::Response;
+
+#[wasm_bindgen(inline_js = r#"
+export function random_ticket() {
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  let text = btoa(String.fromCharCode(...bytes));
+  return text.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+"#)]
+extern "C" {
+    fn random_ticket() -> String;
+}
+
+/// The `200` body of `POST /rooms/{room}/ticket`.
+#[derive(Serialize)]
+struct Issued {
+    ticket: String,
+    expires_in: u64,
+}
+
+impl RoomObject {
+    /// Issues a ticket for the caller's identity and token deadline.
+    pub(super) fn on_issue_ticket(
+        &self,
+        request: &RoomRequest,
+        cors: &Cors,
+    ) -> Result<Response, HubError> {
+        let ticket = random_ticket();
+        let expires_in = self.tickets.borrow_mut().issue(
+            ticket.clone(),
+            request.identity.clone(),
+            request.expires_s,
+            now_ms(),
+        )?;
+        let resp = respond::json(200, &Issued { ticket, expires_in }, cors)?;
+        // A ticket is a credential: never cached.
+        resp.headers().set("Cache-Control", "no-store")?;
+        Ok(resp)
+    }
+
+    /// The request a `?ticket=` stands for: its identity and deadline
+    /// replace the placeholder the Worker sent. Without a ticket, as is.
+    pub(super) fn redeem_ticket(&self, request: RoomRequest) -> Result<RoomRequest, HubError> {
+        let Some(text) = request.ticket.as_deref() else {
+            return Ok(request);
+        };
+        let ticket = self.tickets.borrow_mut().redeem(text, now_ms())?;
+        Ok(RoomRequest {
+            identity: ticket.identity,
+            expires_s: ticket.expires_s,
+            ticket: None,
+            ..request
+        })
+    }
+}
