@@ -122,6 +122,16 @@ async function openPage(browser, origin, { spyListeners = false } = {}) {
         };
         delete o.tokens;
       }
+      if (typeof o.tokenFrom === 'string') {
+        // A token function served by the test (page.exposeFunction).
+        const from = o.tokenFrom;
+        t.tokenCalls = 0;
+        o.token = () => {
+          t.tokenCalls += 1;
+          return window[from]();
+        };
+        delete o.tokenFrom;
+      }
       const room = client.connect(url, o);
       t.rooms[name] = room;
       t.seen[name] = [];
@@ -723,7 +733,7 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
   const roomUrl = (name) => `${proxy.url}/rooms/${name}`;
 
   before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '1', HEARTBEAT_SECS: '1' } });
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, TOKEN_LEEWAY_SECS: '0', RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '1', HEARTBEAT_SECS: '1' } });
     proxy = await startProxy(Number(new URL(hub.url).port));
     browser = await launch();
   });
@@ -760,7 +770,7 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
     });
   }
 
-  test('a token that expires mid-session: after a drop, a token function refreshes it; a string token is told unauthorized', async () => {
+  test('a token that expires mid-session: the hub ends the socket, a token function refreshes it; a string token is told token_expired', async () => {
     const name = roomName('auth-midway');
     const page = await openPage(browser, proxy.url);
     const short = mint({ exp: nowS() + 2 });
@@ -769,7 +779,7 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
     await new Promise((r) => setTimeout(r, 3100));
     proxy.drop('ws');
     await waitState(page, 's', 'closed');
-    assert.deepEqual((await got(page, 'errors', 's')).map((e) => e.code), ['unauthorized']);
+    assert.deepEqual((await got(page, 'errors', 's')).map((e) => e.code), ['token_expired']);
     await page.waitForFunction(() => window.t.ts.f.some((s) => s.state === 'reconnecting'), null, { timeout: WAIT_MS });
     await waitState(page, 'f', 'open');
     assert.deepEqual(await got(page, 'errors', 'f'), []);
@@ -816,4 +826,57 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
   test("ws: a refused upgrade's 429 is learnt from GET /rooms/{room} and told once", async () => {
     await tooMany('ws');
   });
+});
+
+// ================================================================ tokens over time
+
+describe('the browser client in Chromium: short-lived tokens from a token function', () => {
+  let browser;
+  let hub;
+  let proxy;
+  const roomUrl = (name) => `${proxy.url}/rooms/${name}`;
+
+  before(async () => {
+    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, TOKEN_LEEWAY_SECS: '0', RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } });
+    proxy = await startProxy(Number(new URL(hub.url).port));
+    browser = await launch();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await proxy?.close();
+    await hub?.stop();
+  });
+
+  for (const transport of ['ws', 'sse']) {
+    test(`${transport}: every message arrives once and in order across several token expiries; no token in a URL`, async () => {
+      const name = roomName(`renew-${transport}`);
+      const page = await openPage(browser, proxy.url);
+      const urls = [];
+      page.on('request', (r) => urls.push(r.url()));
+      page.on('websocket', (w) => urls.push(w.url()));
+      let minted = 0;
+      await page.exposeFunction('shortToken', () => {
+        minted += 1;
+        return mint({ sub: 'renewer', exp: nowS() + 3, can: ['subscribe'] });
+      });
+      await page.evaluate(([u, tr]) => window.t.open('r', u, { transport: tr, tokenFrom: 'shortToken' }), [roomUrl(name), transport]);
+      await waitState(page, 'r', 'open');
+      const ids = [];
+      const until = Date.now() + 11_000;
+      while (Date.now() < until) {
+        const res = await publish(hub.url, name, { data: ids.length }, { Authorization: `Bearer ${mint()}` });
+        ids.push(res.body.id);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.deepEqual(await waitForIds(page, 'r', ids.length, 15_000), ids, 'every message once, in order');
+      assert.ok(minted >= 4, `${minted} tokens for ~4 expiries`);
+      const statuses = await got(page, 'statuses', 'r');
+      assert.ok(!statuses.some((st) => st.endsWith(':closed')), `never closed: ${statuses.join(' ')}`);
+      assert.ok(statuses.filter((st) => st.endsWith(':open')).length >= 3, `reconnected after each expiry: ${statuses.join(' ')}`);
+      assert.deepEqual(page.errors, []);
+      assert.ok(!urls.some((u) => u.includes('token=')), `no token in any URL: ${urls.filter((u) => u.includes('token='))}`);
+      await page.close();
+    });
+  }
 });

@@ -513,6 +513,30 @@ class Room {
     return u.toString();
   }
 
+  /**
+   * The WebSocket URL. With a token, the token itself stays out of the URL
+   * (browsers print the URL of a failed WebSocket, and servers log it): it
+   * is traded in `Authorization` for a single-use connect ticket, and the
+   * URL carries that. Rejects with the hub's error (a 401 makes a token
+   * function fetch a new token) or `unreachable`.
+   */
+  async #socketUrl(params) {
+    if (!this.#token) return this.#endpoint('/ws', params, false);
+    const ctl = new AbortController();
+    const t = setTimeout(() => ctl.abort(), this.#opts.connectTimeoutMs);
+    let res;
+    try {
+      res = await fetch(this.#endpoint('/ticket', {}, false), { method: 'POST', headers: this.#authHeader(), cache: 'no-store', signal: ctl.signal });
+    } catch (_) {
+      throw new HubError('unreachable', 'the hub cannot be reached', { transient: true });
+    } finally {
+      clearTimeout(t);
+    }
+    if (res.status !== 200) throw await errorFrom(res);
+    const { ticket } = await res.json();
+    return this.#endpoint('/ws', { ...params, ticket }, false);
+  }
+
   /** GET /rooms/{room} with the page's token: why did a connection fail? */
   async #diagnose() {
     const ctl = new AbortController();
@@ -580,6 +604,8 @@ class Room {
       /** The resume cursor: the id of the last message delivered, or null. */
       cursor: () => this.#lastId,
       endpoint: (path, params, withToken) => this.#endpoint(path, params, withToken),
+      /** The WebSocket URL, with a fresh connect ticket when there is a token. */
+      socketUrl: (params) => this.#socketUrl(params),
       authHeader: () => this.#authHeader(),
       diagnose: () => this.#diagnose(),
       /** Where the hub's log stands: the cursor starts there when it has none (live from now on). */
@@ -981,10 +1007,22 @@ class SocketConnection extends Connection {
     this.lastFrameAt = Date.now();
     this.bytesSincePing = 0;
     this.timeout = setTimeout(() => this.fail(new HubError('timeout', 'no welcome from the hub'), { diagnose: true }), sink.opts.connectTimeoutMs);
+    this.start();
+  }
+
+  async start() {
+    let url;
     try {
-      this.ws = new WebSocket(sink.endpoint('/ws', { since: sink.cursor() }));
+      url = await this.sink.socketUrl({ since: this.sink.cursor() });
     } catch (e) {
-      queueMicrotask(() => this.fail(new HubError('invalid_url', String(e?.message ?? e), { fatal: true })));
+      this.fail(e instanceof HubError ? e : new HubError('unreachable', String(e?.message ?? e), { transient: true }));
+      return;
+    }
+    if (this.done) return;
+    try {
+      this.ws = new WebSocket(url);
+    } catch (e) {
+      this.fail(new HubError('invalid_url', String(e?.message ?? e), { fatal: true }));
       return;
     }
     this.ws.onmessage = (ev) => this.onFrame(ev.data);
@@ -1108,6 +1146,12 @@ class SocketConnection extends Connection {
     // An error answers the publish its cid names; one without a cid
     // answers no publish.
     const cid = typeof msg.cid === 'string' ? msg.cid : null;
+    if (msg.code === 'token_expired' && cid === null) {
+      // The hub closes the socket next (4001); act on it now rather than
+      // wait for the connection to end.
+      this.fail(new HubError('token_expired', msg.message ?? 'the token expired', { status: 401, closeCode: 4001 }));
+      return;
+    }
     const mine = cid !== null && this.outgoing.has(cid);
     if (cid) this.answered(cid);
     if (msg.code === 'too_large' && mine) this.toldTooLarge = true;
