@@ -77,8 +77,12 @@ export interface ConnectOptions {
   /**
    * A hub token, or a function (sync or async) called before each connect
    * for a fresh one. With a function, `unauthorized`/`token_expired` fetch
-   * a new token and reconnect; with a string they close the room with one
-   * `error` event.
+   * a new token and reconnect (resuming from the last id); with a string
+   * they close the room with one `error` event. The hub ends a live
+   * connection when its token expires (`token_expired`). The token never
+   * goes into a URL: SSE and polling send it in `Authorization`, and a
+   * WebSocket connects with a single-use ticket obtained for it
+   * (`POST /rooms/{room}/ticket`).
    */
   token?: string | (() => string | Promise<string>);
   /** Resume after this id; without it (and without `history`), live messages only. */
