@@ -79,6 +79,10 @@ pub struct RoomObject {
     /// The alarm this instance last set (seconds), if any: the alarm is
     /// only written when the earliest deadline changes.
     alarm_s: Cell<Option<u64>>,
+    /// Whether this instance has seen a connection with a token deadline
+    /// (or its alarm fired): only then is the earliest deadline looked
+    /// for, so open rooms pay nothing per request for expiry.
+    pub(super) deadlines_seen: Cell<bool>,
     /// Outstanding connect tickets for this room.
     tickets: RefCell<TicketBook>,
 }
@@ -101,6 +105,7 @@ impl DurableObject for RoomObject {
             budgets: PublishBudgets::default(),
             log: RefCell::new(None),
             alarm_s: Cell::new(None),
+            deadlines_seen: Cell::new(false),
             tickets: RefCell::new(TicketBook::default()),
             settings,
             state,
@@ -122,6 +127,7 @@ impl DurableObject for RoomObject {
     /// the alarm for the next deadline.
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm_s.set(None);
+        self.deadlines_seen.set(true);
         transport::end_expired(&self.hubs(), now_ms() / 1000);
         self.arm_expiry().await;
         Response::empty()
@@ -192,6 +198,9 @@ impl RoomObject {
             Ok(r) => r,
             Err(e) => return respond::error(&e, &cors),
         };
+        if request.expires_s.is_some() && request.action.opens_connection() {
+            self.deadlines_seen.set(true);
+        }
         match self.handle(&req, &request, &settings, &cors).await {
             Ok(resp) => resp,
             Err(e) => respond::error(&e, &cors),
@@ -270,7 +279,10 @@ impl RoomObject {
     /// connection, unless it is set there already. With no deadline the
     /// alarm is left to fire once more and find nothing: cheaper than a
     /// storage write per closed connection.
-    async fn arm_expiry(&self) {
+    pub(super) async fn arm_expiry(&self) {
+        if !self.deadlines_seen.get() {
+            return;
+        }
         let Some(deadline_s) = transport::next_expiry(&self.hubs()) else {
             return;
         };

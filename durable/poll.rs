@@ -39,6 +39,12 @@ struct Waiter {
     wake: oneshot::Sender<Wake>,
 }
 
+/// A registered held poll (see [`PollHub::hold`]).
+struct Held {
+    id: u64,
+    woken: oneshot::Receiver<Wake>,
+}
+
 /// Why a held poll was woken.
 enum Wake {
     /// A message was delivered: answer with what is new.
@@ -55,14 +61,9 @@ pub struct PollHub {
 }
 
 impl PollHub {
-    /// Holds until the next delivered message or the timeout, whichever is
-    /// first. The poll counts as a live connection of `key` meanwhile.
-    /// Refuses with `token_expired` when the caller's token expires first.
-    async fn wait_for_message(
-        &self,
-        request: &RoomRequest,
-        timeout: Duration,
-    ) -> Result<(), HubError> {
+    /// Registers a held poll: from now on it counts as a live connection of
+    /// its caller and is woken by the next delivered message.
+    fn hold(&self, request: &RoomRequest) -> Held {
         let (wake, woken) = oneshot::channel();
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -72,6 +73,14 @@ impl PollHub {
             wake,
         };
         self.waiters.borrow_mut().insert(id, waiter);
+        Held { id, woken }
+    }
+
+    /// Waits until the held poll is woken or the timeout, whichever is
+    /// first. Refuses with `token_expired` when the caller's token expired
+    /// first.
+    async fn wait(&self, held: Held, timeout: Duration) -> Result<(), HubError> {
+        let Held { id, woken } = held;
         let outcome = select(woken, Delay::from(timeout)).await;
         // Fired waiters were taken out by `deliver`; a timed-out one is
         // still there and must not outlive its poll.
@@ -176,8 +185,15 @@ impl RoomObject {
                 self.admit(request)?;
                 holding = true;
             }
+            let held = self.polls.hold(request);
+            if request.expires_s.is_some() {
+                // Its token may expire while it is held: the alarm must be
+                // set now, not when the poll is answered.
+                self.deadlines_seen.set(true);
+                self.arm_expiry().await;
+            }
             self.polls
-                .wait_for_message(request, Duration::from_millis(deadline_ms - now))
+                .wait(held, Duration::from_millis(deadline_ms - now))
                 .await?;
         }
     }

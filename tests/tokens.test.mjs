@@ -111,6 +111,18 @@ describe('live connections end with their token (bare workerd, TOKEN_LEEWAY_SECS
     assert.deepEqual(state.body.presence, ['longer']);
   });
 
+  test('a held poll alone in its room is answered 401 token_expired at its deadline, not at its wait', async () => {
+    const room = roomName('poll-expiry');
+    const exp = nowS() + 1;
+    const token = jws({ alg: 'HS256' }, claimsFor('poller', { exp }), hs256(SECRET));
+    const started = Date.now();
+    const res = await request(hub.url, `/rooms/${room}/messages?since=0&wait=25`, { headers: bearer(token) });
+    assert.equal(res.status, 401, show(res.body));
+    assert.equal(res.body.error, 'token_expired');
+    const deadlineMs = (exp + 2) * 1000;
+    assert.ok(Date.now() >= deadlineMs && Date.now() <= deadlineMs + 5000, `answered ${Date.now() - deadlineMs} ms after the deadline (${Date.now() - started} ms held)`);
+  });
+
   test('a token past exp but within the leeway still connects; past the leeway it is refused', async () => {
     const room = roomName('leeway');
     const within = jws({ alg: 'HS256' }, claimsFor('late', { exp: nowS() - 1 }), hs256(SECRET));
@@ -299,6 +311,8 @@ describe('RS256 keys from JWKS_URL (a loopback key server)', () => {
     assert.equal(fetches.length, 2);
     const { welcome } = await WsClient.welcomed(hub.url, room, `?token=${tokenB()}`);
     assert.equal(welcome.you.user, 'bob');
+    const sse = await SseClient.connect(hub.url, `/rooms/${room}/events?since=${rotated.body.id - 1}`, bearer(tokenB()));
+    assert.equal(JSON.parse((await sse.nextId(rotated.body.id)).data).from, 'bob');
 
     // key-a left the set: refused, and within the minute not refetched.
     const gone = await publishWith(hub.url, room, tokenA());
