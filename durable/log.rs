@@ -45,9 +45,13 @@ pub struct Accepted {
 
 /// Who published, and under which key a retry is recognised.
 pub struct Origin<'a> {
-    /// The verified user, `None` when anonymous.
+    /// The message's `from`: the verified user, the backend's `from`, or
+    /// `None`.
     pub from: Option<&'a str>,
-    /// An `Idempotency-Key` or `cid`, scoped to `from`.
+    /// Whose idempotency keys these are: the user's `sub`, `""` for
+    /// anonymous callers, `core::backend::BACKEND_SCOPE` for the backend.
+    pub scope: &'a str,
+    /// An `Idempotency-Key` or `cid`, within `scope`.
     pub key: Option<&'a str>,
 }
 
@@ -88,7 +92,7 @@ impl PersistedLog {
         max_message_bytes: usize,
         now_ms: u64,
     ) -> Result<Accepted, HubError> {
-        let scope = origin.from.unwrap_or("");
+        let scope = origin.scope;
         if let Some(key) = origin.key {
             if let Some((id, ts_ms)) = self.store.idempotent(scope, key)? {
                 return Ok(Accepted {

@@ -46,6 +46,7 @@ mod store;
 mod tickets;
 
 use crate::core::auth::Identity;
+use crate::core::backend;
 use crate::core::error::HubError;
 use crate::core::names::RoomName;
 use crate::core::protocol::{Publish, Published, RoomState};
@@ -128,7 +129,8 @@ impl DurableObject for RoomObject {
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm_s.set(None);
         self.deadlines_seen.set(true);
-        transport::end_expired(&self.hubs(), now_ms() / 1000);
+        let now_s = now_ms() / 1000;
+        transport::end(&self.hubs(), &transport::Ending::Expired { now_s });
         self.arm_expiry().await;
         Response::empty()
     }
@@ -234,6 +236,8 @@ impl RoomObject {
             RoomAction::OpenSocket { since } => self.on_open_socket(request, *since),
             RoomAction::OpenEvents { cursor } => self.on_open_events(request, *cursor, cors),
             RoomAction::IssueTicket => self.on_issue_ticket(request, cors),
+            RoomAction::Disconnect { user } => self.on_disconnect(user, cors),
+            RoomAction::DeleteRoom => self.on_delete_room().await,
         }
     }
 
@@ -342,10 +346,24 @@ impl RoomObject {
         let body = std::str::from_utf8(&bytes)
             .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?;
         let publish = Publish::from_http_body(body, max)?;
-        self.budgets
-            .take(request.budget_key().as_deref(), settings, now_ms())?;
+        let backend = request.identity == Identity::Backend;
+        let from = backend::author(&request.identity, publish.from.as_deref());
+        if backend {
+            // The app's backend is not held to a user's publish budget.
+            if let Some(from) = from {
+                backend::check_from(from)?;
+            }
+        } else {
+            self.budgets
+                .take(request.budget_key().as_deref(), settings, now_ms())?;
+        }
         let origin = Origin {
-            from: request.identity.user(),
+            from,
+            scope: if backend {
+                backend::BACKEND_SCOPE
+            } else {
+                from.unwrap_or("")
+            },
             key: idempotency_key,
         };
         let accepted = self.with_log(|l| l.accept(&publish, &origin, max, now_ms()))??;
@@ -361,6 +379,34 @@ impl RoomObject {
             resp.headers().set("Idempotent-Replayed", "true")?;
         }
         Ok(resp)
+    }
+
+    /// `POST /rooms/{room}/disconnect`: ends every live connection of
+    /// `user`, on every transport (`4003 disconnected`).
+    fn on_disconnect(&self, user: &str, cors: &Cors) -> Result<Response, HubError> {
+        let key = crate::core::auth::connection_key(&Identity::User {
+            sub: user.to_owned(),
+            can_publish: false,
+        })
+        .unwrap_or_default();
+        let closed = transport::end(&self.hubs(), &transport::Ending::User { key: &key });
+        Ok(respond::json(
+            200,
+            &serde_json::json!({ "closed": closed }),
+            cors,
+        )?)
+    }
+
+    /// `DELETE /rooms/{room}`: ends every live connection (`4004
+    /// room_deleted`), then erases the log, idempotency keys and the alarm.
+    /// The next publish starts a new log under a new epoch, so an old
+    /// cursor gets `reset cursor_ahead` and an old ETag never matches.
+    async fn on_delete_room(&self) -> Result<Response, HubError> {
+        transport::end(&self.hubs(), &transport::Ending::All);
+        *self.log.borrow_mut() = None;
+        self.alarm_s.set(None);
+        self.state.storage().delete_all().await?;
+        Ok(Response::empty()?.with_status(204))
     }
 
     fn on_read_state(&self, request: &RoomRequest, cors: &Cors) -> Result<Response, HubError> {

@@ -22,7 +22,7 @@ use crate::core::etag::if_none_match;
 use crate::core::protocol::poll_body;
 use crate::core::query::PollQuery;
 use crate::core::request::RoomRequest;
-use crate::core::transport::{StoredMessage, Transport, TransportKind};
+use crate::core::transport::{Ending, StoredMessage, Transport, TransportKind};
 use crate::respond::{self, Cors};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
@@ -49,8 +49,9 @@ struct Held {
 enum Wake {
     /// A message was delivered: answer with what is new.
     Message,
-    /// The caller's token expired: answer `401 token_expired`.
-    Expired,
+    /// The poll was ended (its token expired, its user was disconnected,
+    /// the room deleted): answer with this error.
+    Ended(HubError),
 }
 
 /// The room's held long polls, by waiter id.
@@ -86,7 +87,7 @@ impl PollHub {
         // still there and must not outlive its poll.
         self.waiters.borrow_mut().remove(&id);
         match outcome {
-            Either::Left((Ok(Wake::Expired), _)) => Err(HubError::TokenExpired),
+            Either::Left((Ok(Wake::Ended(err)), _)) => Err(err),
             _ => Ok(()),
         }
     }
@@ -124,20 +125,21 @@ impl Transport for PollHub {
             .min()
     }
 
-    /// Answers every held poll whose token's deadline passed with `401
-    /// token_expired`.
-    fn end_expired(&self, now_s: u64) {
+    /// Answers every held poll `which` names with its reason's error
+    /// (`401 token_expired`, `403 disconnected`, `410 room_deleted`).
+    fn end(&self, which: &Ending<'_>) -> usize {
         let mut waiters = self.waiters.borrow_mut();
         let due: Vec<u64> = waiters
             .iter()
-            .filter(|(_, w)| w.expires_s.is_some_and(|deadline| deadline <= now_s))
+            .filter(|(_, w)| which.ends(w.key.as_deref(), w.expires_s))
             .map(|(id, _)| *id)
             .collect();
-        for id in due {
-            if let Some(waiter) = waiters.remove(&id) {
-                let _ = waiter.wake.send(Wake::Expired);
+        for id in &due {
+            if let Some(waiter) = waiters.remove(id) {
+                let _ = waiter.wake.send(Wake::Ended(which.reason()));
             }
         }
+        due.len()
     }
 }
 

@@ -41,7 +41,7 @@ use crate::core::protocol::ResetInfo;
 use crate::core::request::RoomRequest;
 use crate::core::session::{on_binary_frame, on_text_frame, SocketMeta, Step};
 use crate::core::settings::Settings;
-use crate::core::transport::{StoredMessage, Transport, TransportKind};
+use crate::core::transport::{Ending, StoredMessage, Transport, TransportKind};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use wasm_bindgen::{JsCast, JsValue};
@@ -280,30 +280,30 @@ impl Transport for SocketHub {
         self.with_index(|s| s.expiries.first().map(|(deadline, _)| *deadline))
     }
 
-    /// The `error` frame, then `4001 token_expired`, to every socket whose
-    /// token's deadline passed; they leave presence.
-    fn end_expired(&self, now_s: u64) {
-        let due: BTreeSet<String> = self.with_index(|s| {
-            s.expiries
-                .iter()
-                .take_while(|(deadline, _)| *deadline <= now_s)
-                .map(|(_, conn)| conn.clone())
-                .collect()
-        });
-        if due.is_empty() {
-            return;
+    /// The `error` frame, then the close code of `which`'s reason (4001,
+    /// 4003, 4004), to every socket it names; they leave presence.
+    fn end(&self, which: &Ending<'_>) -> usize {
+        if let Ending::Expired { now_s } = which {
+            // The index knows the deadlines: most alarms end nothing here.
+            let due = self.with_index(|s| s.expiries.first().is_some_and(|(d, _)| d <= now_s));
+            if !due {
+                return 0;
+            }
         }
-        let err = HubError::TokenExpired;
+        let err = which.reason();
+        let mut ended = 0;
         for ws in self.state.get_websockets() {
             let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() else {
                 continue;
             };
-            if due.contains(&meta.conn) {
+            if which.ends(meta.connection_key().as_deref(), meta.expires_s) {
                 self.send(&ws, &ServerMsg::error(&err, None));
                 close(&ws, &err);
                 self.gone(&ws);
+                ended += 1;
             }
         }
+        ended
     }
 }
 
@@ -407,6 +407,7 @@ impl RoomObject {
             Step::Publish { publish, cid } => {
                 let origin = Origin {
                     from: meta.user.as_deref(),
+                    scope: meta.user.as_deref().unwrap_or(""),
                     key: cid.as_deref(),
                 };
                 let accepted = self

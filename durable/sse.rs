@@ -26,7 +26,7 @@ use crate::core::request::RoomRequest;
 use crate::core::sse::{
     encode_close, encode_event, encode_reset, retry_frame, SseBuffer, HEARTBEAT_FRAME,
 };
-use crate::core::transport::{StoredMessage, Transport, TransportKind};
+use crate::core::transport::{Ending, StoredMessage, Transport, TransportKind};
 use crate::respond::Cors;
 use futures_util::Stream;
 use std::cell::RefCell;
@@ -116,14 +116,15 @@ impl Transport for StreamHub {
             .min()
     }
 
-    /// Queues `event: close` `{"code":"token_expired"}` on every stream
-    /// whose token's deadline passed; each ends once the client read it.
-    fn end_expired(&self, now_s: u64) {
-        let frame = encode_close(HubError::TokenExpired.code());
+    /// Queues `event: close` `{"code": <why>}` on every stream `which`
+    /// names; each ends once the client read it.
+    fn end(&self, which: &Ending<'_>) -> usize {
+        let frame = encode_close(which.reason().code());
         let tick = self.tick();
+        let mut ended = 0;
         self.streams.borrow_mut().subscribers.retain(|sub| {
             let mut s = sub.borrow_mut();
-            if s.expires_s.is_none_or(|deadline| deadline > now_s) {
+            if !which.ends(s.key.as_deref(), s.expires_s) {
                 return true;
             }
             if s.buffer.push(frame.clone(), tick).is_err() {
@@ -131,8 +132,10 @@ impl Transport for StreamHub {
             }
             s.closed = true;
             s.wake();
+            ended += 1;
             false
         });
+        ended
     }
 }
 

@@ -50,6 +50,29 @@ impl Secrets {
     }
 }
 
+thread_local! {
+    static API_KEYS: RefCell<Option<Rc<Vec<String>>>> = const { RefCell::new(None) };
+}
+
+/// The backend's keys (`HUB_API_KEY`, comma-separated during a rotation);
+/// empty when none is configured.
+pub fn api_keys(env: &Env) -> Result<Rc<Vec<String>>, HubError> {
+    if let Some(k) = API_KEYS.with(|c| c.borrow().clone()) {
+        return Ok(k);
+    }
+    let raw = env
+        .secret("HUB_API_KEY")
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let keys = crate::core::backend::parse_api_keys(&raw);
+    for key in &keys {
+        check_secret("HUB_API_KEY", key)?;
+    }
+    let keys = Rc::new(keys);
+    API_KEYS.with(|c| *c.borrow_mut() = Some(keys.clone()));
+    Ok(keys)
+}
+
 /// The secrets, when set and non-empty; an error when one is too short.
 pub fn secrets(env: &Env) -> Result<Rc<Secrets>, HubError> {
     if let Some(s) = SECRETS.with(|c| c.borrow().clone()) {

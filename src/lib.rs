@@ -10,6 +10,8 @@
 //!   needs no room, forwards the rest to the room's Durable Object.
 //! - `config` (wasm32): settings and the secret, read once per isolate.
 //! - `respond` (wasm32): turns core results and errors into responses.
+//! - `rooms_call` (wasm32): the one way the Worker calls a room.
+//! - `publish_many` (wasm32): `POST /publish`, the backend's fan-out.
 //! - `jwks` (wasm32): RS256/ES256 keys from `JWKS`/`JWKS_URL`, checked by
 //!   the runtime's WebCrypto.
 //! - `body` (wasm32): the room's request bodies, read within a budget and
@@ -27,7 +29,11 @@ mod config;
 #[cfg(target_arch = "wasm32")]
 mod jwks;
 #[cfg(target_arch = "wasm32")]
+mod publish_many;
+#[cfg(target_arch = "wasm32")]
 mod respond;
+#[cfg(target_arch = "wasm32")]
+mod rooms_call;
 #[cfg(target_arch = "wasm32")]
 mod routes;
 

@@ -17,15 +17,14 @@
 //! the runtime drops such a body without complaint (see `crate::body`).
 
 use crate::core::auth::{self, Identity};
+use crate::core::backend;
 use crate::core::error::HubError;
-use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
+use crate::core::request::{RoomAction, RoomRequest};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::core::tickets::looks_like_ticket;
 use crate::respond::{self, Cors};
 use std::cell::Cell;
-use worker::wasm_bindgen::JsCast;
-use worker::wasm_bindgen_futures::JsFuture;
 use worker::{event, web_sys, Context, Env, Request, Response};
 
 thread_local! {
@@ -66,13 +65,16 @@ async fn handle(
     if let Some(asset) = crate::assets::asset(url.path()) {
         return serve_asset(req, asset).map(Into::into);
     }
+    let method = Method::parse(req.method().as_ref());
+    if url.path() == "/publish" {
+        return publish_many(req, &url, env, settings, origin, cors, method).await;
+    }
     let Route { room, endpoint } = route(url.path())?;
     // The `Host` header is the client's to set, so the hub's own origin is
     // not trusted from it: list it in ALLOWED_ORIGINS (or keep `*`).
     if !settings.allowed_origins.allows(origin) {
         return Err(HubError::OriginNotAllowed);
     }
-    let method = Method::parse(req.method().as_ref());
     if method == Method::Options {
         return Ok(cors.preflight(endpoint.allow())?.into());
     }
@@ -83,11 +85,16 @@ async fn handle(
         Action::OpenSocket | Action::OpenEvents => query_value(&url, "ticket"),
         _ => None,
     };
-    let (identity, expires_s) = match &ticket {
-        Some(t) if looks_like_ticket(t) => (Identity::Anonymous, None),
-        Some(_) => return Err(HubError::Unauthorized("malformed ticket")),
-        None => authenticate(req, &url, env, settings, room.as_str(), action).await?,
+    let keys = crate::config::api_keys(env)?;
+    let (identity, expires_s) = match (&ticket, backend_key(req, &url, &keys)?) {
+        (_, Some(identity)) => (identity, None),
+        (Some(t), None) if looks_like_ticket(t) => (Identity::Anonymous, None),
+        (Some(_), None) => return Err(HubError::Unauthorized("malformed ticket")),
+        (None, None) => authenticate(req, &url, env, settings, room.as_str(), action).await?,
     };
+    if action.needs_backend() {
+        backend::require_backend(&identity, !keys.is_empty())?;
+    }
     if action == Action::OpenSocket && !is_websocket_upgrade(req) {
         return Err(HubError::UpgradeRequired);
     }
@@ -100,16 +107,28 @@ async fn handle(
             settings.max_message_bytes,
         )?;
     }
+    // Only a disconnect's body is read here (the room reads a publish's).
+    let body = match action {
+        Action::Disconnect => {
+            let bytes = crate::body::read_within(req.inner(), settings.max_message_bytes).await?;
+            Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?,
+            )
+        }
+        _ => None,
+    };
     let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     let action = RoomAction::describe(
         action,
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         |name| header(req, name),
+        body.as_deref(),
         settings.long_poll_max_secs,
     )?;
     let addr = match identity {
         Identity::Anonymous => header(req, "CF-Connecting-IP"),
-        Identity::User { .. } => None,
+        Identity::User { .. } | Identity::Backend => None,
     };
     let described = RoomRequest {
         room,
@@ -120,31 +139,70 @@ async fn handle(
         expires_s,
         ticket,
     };
-    let forwarded = with_description(req, &described)?;
-    let namespace = env.durable_object("ROOMS")?;
-    let stub = namespace
-        .id_from_name(described.room.as_str())?
-        .get_stub()?;
-    let object: worker::worker_sys::DurableObject = stub.into_rpc();
-    let promise = object
-        .fetch_with_request(forwarded.inner())
-        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
-    let answer = JsFuture::from(promise)
-        .await
-        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
-    answer
-        .dyn_into::<web_sys::Response>()
-        .map_err(|_| HubError::Internal("the room did not answer with a Response".into()))
+    if body.is_some() {
+        // The body was read here: the room gets the description alone.
+        return crate::rooms_call::send(env, url.as_str(), worker::Method::Post, None, &described)
+            .await;
+    }
+    crate::rooms_call::forward(env, req, &described).await
 }
 
-/// A copy of `req` carrying its description in the internal header,
-/// overwriting whatever the client sent under that name.
-fn with_description(req: &Request, described: &RoomRequest) -> Result<Request, HubError> {
-    let mut forwarded = req.clone_mut()?;
-    forwarded
-        .headers_mut()?
-        .set(ROOM_REQUEST_HEADER, &described.to_header())?;
-    Ok(forwarded)
+/// `POST /publish` (the backend's key only).
+async fn publish_many(
+    req: &Request,
+    url: &worker::Url,
+    env: &Env,
+    settings: &Settings,
+    origin: Option<&str>,
+    cors: &Cors,
+    method: Method,
+) -> Result<web_sys::Response, HubError> {
+    const ALLOW: &str = "POST, OPTIONS";
+    if !settings.allowed_origins.allows(origin) {
+        return Err(HubError::OriginNotAllowed);
+    }
+    match method {
+        Method::Options => return Ok(cors.preflight(ALLOW)?.into()),
+        Method::Post => {}
+        _ => return Err(HubError::MethodNotAllowed { allow: ALLOW }),
+    }
+    let keys = crate::config::api_keys(env)?;
+    let identity = match backend_key(req, url, &keys)? {
+        Some(identity) => identity,
+        // Without the key: who else is asking decides 401 or 403.
+        None if header(req, "Authorization").is_some() && !keys.is_empty() => {
+            return Err(HubError::Forbidden("this endpoint needs the backend key"))
+        }
+        None => Identity::Anonymous,
+    };
+    backend::require_backend(&identity, !keys.is_empty())?;
+    crate::core::protocol::check_publish_headers(
+        header(req, "Content-Type").as_deref(),
+        None,
+        settings.max_message_bytes + 16 * 1024,
+    )?;
+    crate::publish_many::handle(req, env, settings.max_message_bytes, origin, cors).await
+}
+
+/// The backend, when `Authorization` carries one of its keys. A key in
+/// `?token=` has leaked into a URL: refused outright.
+fn backend_key(
+    req: &Request,
+    url: &worker::Url,
+    keys: &[String],
+) -> Result<Option<Identity>, HubError> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    if query_value(url, "token").is_some_and(|t| backend::is_api_key(&t, keys)) {
+        return Err(HubError::Unauthorized(
+            "the backend key is never accepted in a URL",
+        ));
+    }
+    let authorization = header(req, "Authorization");
+    Ok(auth::token_from(authorization.as_deref(), None)
+        .filter(|bearer| backend::is_api_key(bearer, keys))
+        .map(|_| Identity::Backend))
 }
 
 /// The first value of a query parameter, decoded.

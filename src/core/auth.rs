@@ -142,19 +142,22 @@ pub enum Identity {
     Anonymous,
     /// A verified user and what they may do in the requested room.
     User { sub: String, can_publish: bool },
+    /// The app's backend (`HUB_API_KEY`): every room, every capability,
+    /// `admin` included; it may set `from` on what it publishes.
+    Backend,
 }
 
 impl Identity {
     pub fn user(&self) -> Option<&str> {
         match self {
-            Identity::Anonymous => None,
+            Identity::Anonymous | Identity::Backend => None,
             Identity::User { sub, .. } => Some(sub),
         }
     }
 
     pub fn can_publish(&self) -> bool {
         match self {
-            Identity::Anonymous => true,
+            Identity::Anonymous | Identity::Backend => true,
             Identity::User { can_publish, .. } => *can_publish,
         }
     }

@@ -27,6 +27,10 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// WebSocket close code: the connection's token expired; reconnect with a
 /// fresh token and `since`.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+/// WebSocket close code: the app's backend disconnected this user.
+pub const CLOSE_DISCONNECTED: u16 = 4003;
+/// WebSocket close code: the app's backend deleted the room.
+pub const CLOSE_ROOM_DELETED: u16 = 4004;
 
 /// Everything that can go wrong in a request or a frame.
 #[non_exhaustive]
@@ -82,6 +86,11 @@ pub enum HubError {
     /// Occurs when the token a live connection was opened with expires
     /// (`exp` plus `TOKEN_LEEWAY_SECS`): the connection ends.
     TokenExpired,
+    /// Occurs when the app's backend ends a user's connections
+    /// (`POST /rooms/{room}/disconnect`).
+    Disconnected,
+    /// Occurs when the app's backend deletes the room (`DELETE /rooms/{room}`).
+    RoomDeleted,
 
     /// Occurs when a `[vars]` setting cannot be parsed. Fails the request
     /// loudly rather than running with a silent default.
@@ -109,7 +118,8 @@ impl HubError {
             | InvalidJson(_)
             | InvalidBody(_) => 400,
             Unauthorized(_) | TokenExpired => 401,
-            Forbidden(_) | OriginNotAllowed => 403,
+            Forbidden(_) | OriginNotAllowed | Disconnected => 403,
+            RoomDeleted => 410,
             NotFound => 404,
             MethodNotAllowed { .. } => 405,
             TooLarge { .. } => 413,
@@ -144,6 +154,8 @@ impl HubError {
             RateLimited { .. } => "rate_limited",
             SlowConsumer => "slow_consumer",
             TokenExpired => "token_expired",
+            Disconnected => "disconnected",
+            RoomDeleted => "room_deleted",
             BadConfig(_) => "bad_config",
             Internal(_) => "internal",
         }
@@ -157,6 +169,8 @@ impl HubError {
             Internal(_) | BadConfig(_) => CLOSE_INTERNAL,
             SlowConsumer => CLOSE_SLOW_CONSUMER,
             TokenExpired => CLOSE_TOKEN_EXPIRED,
+            Disconnected => CLOSE_DISCONNECTED,
+            RoomDeleted => CLOSE_ROOM_DELETED,
             _ => CLOSE_POLICY,
         }
     }
@@ -223,6 +237,8 @@ impl fmt::Display for HubError {
             TokenExpired => {
                 f.write_str("the token expired; reconnect with a fresh token to resume")
             }
+            Disconnected => f.write_str("the app disconnected this user from the room"),
+            RoomDeleted => f.write_str("the room was deleted; it starts again empty"),
             BadConfig(_) => f.write_str("the hub is misconfigured; see its log"),
             Internal(_) => f.write_str("internal error; see the hub's log"),
         }
@@ -305,6 +321,8 @@ mod tests {
         assert_eq!(HubError::SlowConsumer.close_code(), CLOSE_SLOW_CONSUMER);
         assert_eq!(HubError::TokenExpired.close_code(), CLOSE_TOKEN_EXPIRED);
         assert_eq!(HubError::TokenExpired.status(), 401);
+        assert_eq!(HubError::Disconnected.close_code(), CLOSE_DISCONNECTED);
+        assert_eq!(HubError::RoomDeleted.close_code(), CLOSE_ROOM_DELETED);
     }
 
     /// A close reason longer than 123 bytes would make the runtime throw
@@ -338,6 +356,8 @@ mod tests {
             },
             HubError::SlowConsumer,
             HubError::TokenExpired,
+            HubError::Disconnected,
+            HubError::RoomDeleted,
             HubError::BadConfig(long.clone()),
             HubError::Internal(long),
         ];

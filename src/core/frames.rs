@@ -183,6 +183,7 @@ impl ClientMsg {
                     publish: Publish {
                         event: EventName::parse(event.as_deref())?,
                         data,
+                        from: None,
                     },
                     cid,
                 })

@@ -3,6 +3,7 @@
 //! natively; `src/routes.rs` and `durable/` carry its decisions out.
 
 pub mod auth;
+pub mod backend;
 pub mod cursor;
 pub mod error;
 pub mod etag;

@@ -71,15 +71,21 @@ pub enum RoomAction {
     OpenEvents { cursor: Cursor },
     /// `POST /rooms/{room}/ticket`.
     IssueTicket,
+    /// `POST /rooms/{room}/disconnect`: end `user`'s live connections.
+    Disconnect { user: String },
+    /// `DELETE /rooms/{room}`.
+    DeleteRoom,
 }
 
 impl RoomAction {
-    /// Reads what `action` needs from the query (`pairs`, decoded) and the
-    /// headers (`header`). Refuses bad parameters (`400`).
+    /// Reads what `action` needs from the query (`pairs`, decoded), the
+    /// headers (`header`) and, for a disconnect, the body. Refuses bad
+    /// parameters (`400`).
     pub fn describe<'a>(
         action: Action,
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
         header: impl Fn(&str) -> Option<String>,
+        body: Option<&str>,
         long_poll_max_secs: u32,
     ) -> Result<RoomAction, HubError> {
         // A parameter given twice takes its last value.
@@ -115,6 +121,10 @@ impl RoomAction {
                 cursor: sse_cursor(last(pairs, "since"), header("Last-Event-ID").as_deref())?,
             },
             Action::IssueTicket => RoomAction::IssueTicket,
+            Action::Disconnect => RoomAction::Disconnect {
+                user: super::backend::DisconnectBody::parse(body.unwrap_or_default())?.user,
+            },
+            Action::DeleteRoom => RoomAction::DeleteRoom,
         })
     }
 
@@ -220,24 +230,24 @@ mod tests {
         };
         let q = [("since", "3"), ("since", "5"), ("token", "t")];
         assert_eq!(
-            RoomAction::describe(Action::OpenSocket, q, headers, 30),
+            RoomAction::describe(Action::OpenSocket, q, headers, None, 30),
             Ok(RoomAction::OpenSocket {
                 since: Some(Seq(5))
             })
         );
         assert_eq!(
-            RoomAction::describe(Action::OpenEvents, q, headers, 30),
+            RoomAction::describe(Action::OpenEvents, q, headers, None, 30),
             Ok(RoomAction::OpenEvents {
                 cursor: Cursor::After(Seq(9))
             })
         );
         assert_eq!(
-            RoomAction::describe(Action::Publish, [], headers, 30),
+            RoomAction::describe(Action::Publish, [], headers, None, 30),
             Ok(RoomAction::Publish {
                 idempotency_key: Some("k-1".into())
             })
         );
-        match RoomAction::describe(Action::Poll, [], headers, 30) {
+        match RoomAction::describe(Action::Poll, [], headers, None, 30) {
             Ok(RoomAction::Poll {
                 query,
                 if_none_match,
@@ -248,7 +258,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            RoomAction::describe(Action::ReadState, q, no_headers, 30),
+            RoomAction::describe(Action::ReadState, q, no_headers, None, 30),
             Ok(RoomAction::ReadState)
         );
     }
@@ -267,13 +277,13 @@ mod tests {
             (Action::Poll, &[("limit", "0")], "invalid_param"),
         ];
         for (action, pairs, code) in table {
-            let err =
-                RoomAction::describe(*action, pairs.iter().copied(), no_headers, 30).unwrap_err();
+            let err = RoomAction::describe(*action, pairs.iter().copied(), no_headers, None, 30)
+                .unwrap_err();
             assert_eq!(err.code(), *code, "{action:?} {pairs:?}");
         }
         let bad_key = |name: &str| (name == "Idempotency-Key").then(|| "has space".to_owned());
         assert_eq!(
-            RoomAction::describe(Action::Publish, [], bad_key, 30)
+            RoomAction::describe(Action::Publish, [], bad_key, None, 30)
                 .unwrap_err()
                 .code(),
             "invalid_param"

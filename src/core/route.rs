@@ -30,6 +30,8 @@ pub enum Endpoint {
     Events,
     /// `POST /rooms/{room}/ticket`.
     Ticket,
+    /// `POST /rooms/{room}/disconnect` (the backend's key).
+    Disconnect,
 }
 
 /// The HTTP methods the hub distinguishes.
@@ -39,6 +41,7 @@ pub enum Method {
     Head,
     Post,
     Options,
+    Delete,
     Other,
 }
 
@@ -49,6 +52,7 @@ impl Method {
             "HEAD" => Method::Head,
             "POST" => Method::Post,
             "OPTIONS" => Method::Options,
+            "DELETE" => Method::Delete,
             _ => Method::Other,
         }
     }
@@ -64,14 +68,26 @@ pub enum Action {
     OpenEvents,
     /// A connect ticket for this room, for the token in `Authorization`.
     IssueTicket,
+    /// End one user's live connections (the backend's key).
+    Disconnect,
+    /// Erase the room and end every connection (the backend's key).
+    DeleteRoom,
+}
+
+impl Action {
+    /// Whether only the app's backend (`HUB_API_KEY`) may ask for this.
+    pub fn needs_backend(self) -> bool {
+        matches!(self, Action::Disconnect | Action::DeleteRoom)
+    }
 }
 
 impl Endpoint {
     /// The `Allow` header of this endpoint.
     pub fn allow(self) -> &'static str {
         match self {
+            Endpoint::State => "GET, DELETE, OPTIONS",
             Endpoint::Messages => "GET, POST, OPTIONS",
-            Endpoint::Ticket => "POST, OPTIONS",
+            Endpoint::Ticket | Endpoint::Disconnect => "POST, OPTIONS",
             _ => "GET, OPTIONS",
         }
     }
@@ -89,6 +105,8 @@ impl Endpoint {
             (Endpoint::Socket, Method::Get) => Ok(Action::OpenSocket),
             (Endpoint::Events, Method::Get) => Ok(Action::OpenEvents),
             (Endpoint::Ticket, Method::Post) => Ok(Action::IssueTicket),
+            (Endpoint::State, Method::Delete) => Ok(Action::DeleteRoom),
+            (Endpoint::Disconnect, Method::Post) => Ok(Action::Disconnect),
             _ => not_allowed,
         }
     }
@@ -107,6 +125,7 @@ pub fn route(path: &str) -> Result<Route, HubError> {
         Some("ws") => Endpoint::Socket,
         Some("events") => Endpoint::Events,
         Some("ticket") => Endpoint::Ticket,
+        Some("disconnect") => Endpoint::Disconnect,
         Some(_) => return Err(HubError::NotFound),
     };
     let decoded = percent_decode_str(raw_room)
@@ -165,9 +184,19 @@ mod tests {
         assert_eq!(
             Endpoint::State.action(Method::Post),
             Err(HubError::MethodNotAllowed {
-                allow: "GET, OPTIONS"
+                allow: "GET, DELETE, OPTIONS"
             })
         );
+        assert_eq!(
+            Endpoint::State.action(Method::Delete),
+            Ok(Action::DeleteRoom)
+        );
+        assert_eq!(
+            Endpoint::Disconnect.action(Method::Post),
+            Ok(Action::Disconnect)
+        );
+        assert!(Action::Disconnect.needs_backend() && Action::DeleteRoom.needs_backend());
+        assert!(!Action::Publish.needs_backend());
         assert!(Endpoint::Socket.action(Method::Other).is_err());
         assert_eq!(
             Endpoint::Ticket.action(Method::Post),

@@ -6,7 +6,7 @@
 //! concerns every connection as one loop over its hubs: handing a new
 //! message to all ([`deliver_all`]), admitting one more connection
 //! ([`admit`]), counting them ([`counts`]) and ending those whose token
-//! expired ([`end_expired`], at [`next_expiry`]). The decisions live here,
+//! expired or that the backend ends ([`end`]; deadlines at [`next_expiry`]). The decisions live here,
 //! tested natively with fake hubs.
 //!
 //! Invariants:
@@ -62,22 +62,51 @@ pub trait Transport {
     fn deliver(&self, message: &StoredMessage);
     /// The earliest token deadline among its connections, in seconds.
     fn next_expiry(&self) -> Option<u64>;
-    /// Ends, with `token_expired`, every connection whose deadline is at or
-    /// before `now_s`.
-    fn end_expired(&self, now_s: u64);
+    /// Ends the connections `which` names, each told why
+    /// ([`Ending::reason`]); returns how many it ended.
+    fn end(&self, which: &Ending<'_>) -> usize;
+}
+
+/// Which connections to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// Those whose token deadline is at or before `now_s`.
+    Expired { now_s: u64 },
+    /// Those of one connection key (`u:<sub>`): the backend disconnects a user.
+    User { key: &'a str },
+    /// All of them: the backend deletes the room.
+    All,
+}
+
+impl Ending<'_> {
+    /// Whether a connection of `key` with token deadline `expires_s` ends.
+    pub fn ends(&self, key: Option<&str>, expires_s: Option<u64>) -> bool {
+        match self {
+            Ending::Expired { now_s } => expires_s.is_some_and(|d| d <= *now_s),
+            Ending::User { key: user } => key == Some(*user),
+            Ending::All => true,
+        }
+    }
+
+    /// What the ended connections are told.
+    pub fn reason(&self) -> HubError {
+        match self {
+            Ending::Expired { .. } => HubError::TokenExpired,
+            Ending::User { .. } => HubError::Disconnected,
+            Ending::All => HubError::RoomDeleted,
+        }
+    }
+}
+
+/// Ends the connections `which` names, on every hub; returns how many.
+pub fn end(hubs: &[&dyn Transport], which: &Ending<'_>) -> usize {
+    hubs.iter().map(|h| h.end(which)).sum()
 }
 
 /// The earliest token deadline of any connection, in seconds: when the
 /// room must next look (its alarm).
 pub fn next_expiry(hubs: &[&dyn Transport]) -> Option<u64> {
     hubs.iter().filter_map(|h| h.next_expiry()).min()
-}
-
-/// Ends every connection whose token deadline has passed, on every hub.
-pub fn end_expired(hubs: &[&dyn Transport], now_s: u64) {
-    for hub in hubs {
-        hub.end_expired(now_s);
-    }
 }
 
 /// Hands `message` to every hub, in order.
@@ -167,8 +196,11 @@ mod tests {
         fn next_expiry(&self) -> Option<u64> {
             self.deadlines.borrow().iter().copied().min()
         }
-        fn end_expired(&self, now_s: u64) {
-            self.deadlines.borrow_mut().retain(|d| *d > now_s);
+        fn end(&self, which: &Ending<'_>) -> usize {
+            let mut deadlines = self.deadlines.borrow_mut();
+            let before = deadlines.len();
+            deadlines.retain(|d| !which.ends(None, Some(*d)));
+            before - deadlines.len()
         }
     }
 
@@ -233,10 +265,26 @@ mod tests {
         *r[0].deadlines.borrow_mut() = vec![50, 20];
         *r[1].deadlines.borrow_mut() = vec![30];
         assert_eq!(next_expiry(&hubs(&r)), Some(20));
-        end_expired(&hubs(&r), 30);
+        assert_eq!(end(&hubs(&r), &Ending::Expired { now_s: 30 }), 2);
         assert_eq!(*r[0].deadlines.borrow(), vec![50]);
         assert!(r[1].deadlines.borrow().is_empty(), "a deadline at now ends");
         assert_eq!(next_expiry(&hubs(&r)), Some(50));
+    }
+
+    #[test]
+    fn endings_pick_their_connections_and_say_why() {
+        let expired = Ending::Expired { now_s: 10 };
+        assert!(expired.ends(Some("u:a"), Some(10)));
+        assert!(!expired.ends(Some("u:a"), Some(11)));
+        assert!(!expired.ends(Some("u:a"), None), "no token, no expiry");
+        let user = Ending::User { key: "u:a" };
+        assert!(user.ends(Some("u:a"), None));
+        assert!(!user.ends(Some("u:b"), None));
+        assert!(!user.ends(None, None), "anonymous connections are nobody's");
+        assert!(Ending::All.ends(None, None));
+        assert_eq!(expired.reason().close_code(), 4001);
+        assert_eq!(user.reason().close_code(), 4003);
+        assert_eq!(Ending::All.reason().close_code(), 4004);
     }
 
     #[test]
