@@ -80,6 +80,20 @@ export function broadcast_text(state, text, exceptConn, skipCatchingUp, limit, c
   return dropped;
 }
 
+export function send_within(state, ws, text, limit, closeCode, closeReason) {
+  try {
+    if (charge(state, ws, text.length, limit)) {
+      ws.send(text);
+      return true;
+    }
+    unseen.delete(ws);
+    ws.close(closeCode, closeReason);
+  } catch (_) {
+    // A socket that is closing; its close handler cleans up.
+  }
+  return false;
+}
+
 export function send_text(state, ws, text) {
   try {
     charge(state, ws, text.length, 0);
@@ -104,6 +118,15 @@ extern "C" {
         close_reason: &str,
     ) -> js_sys::Array;
     fn send_text(state: &JsValue, ws: &JsValue, text: &str);
+    #[wasm_bindgen(js_name = send_within)]
+    fn send_within_js(
+        state: &JsValue,
+        ws: &JsValue,
+        text: &str,
+        limit: f64,
+        close_code: u16,
+        close_reason: &str,
+    ) -> bool;
     #[wasm_bindgen(js_name = seen)]
     fn seen_js(ws: &JsValue);
 }
@@ -144,6 +167,26 @@ pub fn broadcast(
 /// Sends `text` to one socket, counting it toward that socket's bound.
 pub fn send(state: &worker::State, ws: &WebSocket, text: &str) {
     send_text(state.as_raw().as_ref(), ws.as_ref().as_ref(), text);
+}
+
+/// Sends `text` to one socket unless that takes it over its slow-consumer
+/// bound without a sign of life: then the socket is closed with `4008`
+/// instead, and this returns false.
+pub fn send_within(
+    state: &worker::State,
+    ws: &WebSocket,
+    text: &str,
+    max_message_bytes: usize,
+) -> bool {
+    let err = HubError::SlowConsumer;
+    send_within_js(
+        state.as_raw().as_ref(),
+        ws.as_ref().as_ref(),
+        text,
+        slow_socket_bytes(max_message_bytes) as f64,
+        err.close_code(),
+        err.close_reason(),
+    )
 }
 
 /// A frame arrived from `ws`: it is alive and reading.

@@ -237,7 +237,7 @@ impl RoomObject {
             RoomAction::OpenEvents { cursor } => self.on_open_events(request, *cursor, cors),
             RoomAction::IssueTicket => self.on_issue_ticket(request, cors),
             RoomAction::Disconnect { user } => self.on_disconnect(user, cors),
-            RoomAction::DeleteRoom => self.on_delete_room().await,
+            RoomAction::DeleteRoom => self.on_delete_room(cors).await,
         }
     }
 
@@ -271,8 +271,11 @@ impl RoomObject {
     async fn release_unused_storage(&self) {
         let unused = matches!(self.log.borrow().as_ref(), Some(l) if !l.is_created());
         if unused {
-            // `deleteAll` clears the alarm too.
+            // `deleteAll` clears the alarm too: let the next `arm_expiry`
+            // set it again if a connection still has a deadline (this
+            // instance may have woken without having seen one).
             self.alarm_s.set(None);
+            self.deadlines_seen.set(true);
             if let Err(e) = self.state.storage().delete_all().await {
                 worker::console_warn!("releasing an unused room's storage: {}", e);
             }
@@ -294,7 +297,8 @@ impl RoomObject {
             return;
         }
         self.alarm_s.set(Some(deadline_s));
-        let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64((deadline_s * 1000) as f64));
+        let at_ms = deadline_s.saturating_mul(1000) as f64;
+        let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms));
         if let Err(e) = self.state.storage().set_alarm(ScheduledTime::new(at)).await {
             self.alarm_s.set(None);
             worker::console_error!("setting the expiry alarm: {}", e);
@@ -343,6 +347,8 @@ impl RoomObject {
         // Worker; a body without a length is bounded while it is read.
         let max = settings.max_message_bytes;
         let bytes = crate::body::read_within(req.inner(), max).await?;
+        // The room may have been deleted while the body was read.
+        self.load(&request.room)?;
         let body = std::str::from_utf8(&bytes)
             .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?;
         let publish = Publish::from_http_body(body, max)?;
@@ -383,12 +389,16 @@ impl RoomObject {
 
     /// `POST /rooms/{room}/disconnect`: ends every live connection of
     /// `user`, on every transport (`4003 disconnected`).
+    /// Their outstanding connect tickets are revoked too.
     fn on_disconnect(&self, user: &str, cors: &Cors) -> Result<Response, HubError> {
-        let key = crate::core::auth::connection_key(&Identity::User {
-            sub: user.to_owned(),
-            can_publish: false,
-        })
-        .unwrap_or_default();
+        for can_publish in [false, true] {
+            let identity = Identity::User {
+                sub: user.to_owned(),
+                can_publish,
+            };
+            self.tickets.borrow_mut().revoke(&identity);
+        }
+        let key = format!("u:{user}");
         let closed = transport::end(&self.hubs(), &transport::Ending::User { key: &key });
         Ok(respond::json(
             200,
@@ -401,12 +411,15 @@ impl RoomObject {
     /// room_deleted`), then erases the log, idempotency keys and the alarm.
     /// The next publish starts a new log under a new epoch, so an old
     /// cursor gets `reset cursor_ahead` and an old ETag never matches.
-    async fn on_delete_room(&self) -> Result<Response, HubError> {
+    async fn on_delete_room(&self, cors: &Cors) -> Result<Response, HubError> {
         transport::end(&self.hubs(), &transport::Ending::All);
+        self.tickets.borrow_mut().clear();
         *self.log.borrow_mut() = None;
         self.alarm_s.set(None);
         self.state.storage().delete_all().await?;
-        Ok(Response::empty()?.with_status(204))
+        let resp = Response::empty()?.with_status(204);
+        cors.apply_to(resp.headers())?;
+        Ok(resp)
     }
 
     fn on_read_state(&self, request: &RoomRequest, cors: &Cors) -> Result<Response, HubError> {

@@ -164,6 +164,8 @@ impl RoomObject {
         let deadline_ms = now_ms() + u64::from(query.wait_secs) * 1000;
         let mut holding = false;
         loop {
+            // A held poll may wake in a room deleted meanwhile.
+            self.load(&request.room)?;
             let answer = self.with_log(|l| {
                 let position = &l.position;
                 if validator.is_some_and(|v| if_none_match(v, position.etag())) {

@@ -219,6 +219,16 @@ impl SocketHub {
         fanout::send(&self.state, ws, &msg.to_text());
     }
 
+    /// Sends one frame unless the socket is over its slow-consumer bound:
+    /// then it is closed (`4008`), leaves presence, and this returns false.
+    fn send_bounded(&self, ws: &WebSocket, text: &str) -> bool {
+        if fanout::send_within(&self.state, ws, text, self.max_message_bytes) {
+            return true;
+        }
+        self.gone(ws);
+        false
+    }
+
     /// Sends one frame to every socket but `except_conn`'s (and those
     /// catching up, when told); the sockets dropped as slow consumers leave
     /// presence.
@@ -378,7 +388,18 @@ impl RoomObject {
                 return;
             }
         };
-        fanout::seen(ws);
+        // The alarm ends expired sockets; a frame that comes first (a late
+        // or lost alarm) must not act on an expired token either.
+        if meta
+            .expires_s
+            .is_some_and(|deadline| deadline <= now_ms() / 1000)
+        {
+            let err = HubError::TokenExpired;
+            self.sockets.send(ws, &ServerMsg::error(&err, None));
+            close(ws, &err);
+            self.sockets.gone(ws);
+            return;
+        }
         let step = match &message {
             WebSocketIncomingMessage::String(text) => {
                 on_text_frame(&mut meta, text, &settings, now_ms())
@@ -387,6 +408,13 @@ impl RoomObject {
                 on_binary_frame(&mut meta, bytes.len(), &settings, now_ms())
             }
         };
+        // Any frame is a sign of life, except `more`: asking for the next
+        // batch does not show the last one was read (only a `ping` the
+        // runtime answered does), so replay stays within the slow-consumer
+        // bound however fast a client asks.
+        if !matches!(step, Step::More { .. }) {
+            fanout::seen(ws);
+        }
         // The budgets changed; keep them across hibernation.
         if let Err(e) = ws.serialize_attachment(&meta) {
             worker::console_error!("attachment: {}", e);
@@ -462,12 +490,17 @@ impl RoomObject {
     }
 
     /// Sends a replay batch, ended by `more` when history remains.
+    /// The history frames count toward the socket's slow-consumer bound: a
+    /// socket that asks for batches without reading them is dropped
+    /// (`4008`) like one that stops reading live messages.
     fn send_batch(&self, ws: &WebSocket, batch: &ReplayBatch) {
         if let Some(reset) = batch.reset {
             self.sockets.send(ws, &ServerMsg::reset(reset));
         }
         for frame in &batch.frames {
-            fanout::send(&self.state, ws, frame);
+            if !self.sockets.send_bounded(ws, frame) {
+                return;
+            }
         }
         if let Some(after) = batch.more_after {
             self.sockets.send(ws, &ServerMsg::more(after));
@@ -480,7 +513,14 @@ impl RoomObject {
     fn continue_replay(&self, ws: &WebSocket, meta: &mut SocketMeta, after: Seq) {
         let batch = match self.replay_batch(after) {
             Ok(batch) => batch,
-            Err(e) => return self.sockets.send(ws, &ServerMsg::error(&e, None)),
+            Err(e) => {
+                // Without its next batch the socket would wait forever:
+                // close it (1011) and let the client resume with `since`.
+                self.sockets.send(ws, &ServerMsg::error(&e, None));
+                close(ws, &e);
+                self.sockets.gone(ws);
+                return;
+            }
         };
         meta.replay_after = batch.more_after.map(|s| s.0);
         if let Err(e) = ws.serialize_attachment(&*meta) {

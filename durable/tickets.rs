@@ -4,6 +4,7 @@
 //! the runtime's cryptographic random source.
 
 use super::{now_ms, RoomObject};
+use crate::core::auth::Identity;
 use crate::core::error::HubError;
 use crate::core::request::RoomRequest;
 use crate::respond::{self, Cors};
@@ -36,6 +37,13 @@ impl RoomObject {
         request: &RoomRequest,
         cors: &Cors,
     ) -> Result<Response, HubError> {
+        // A ticket stands for a user's token; the backend's key is not one
+        // to hand to a browser (no deadline, no user to disconnect).
+        if request.identity == Identity::Backend {
+            return Err(HubError::Forbidden(
+                "tickets are issued for user tokens, not the backend key",
+            ));
+        }
         let ticket = random_ticket();
         let expires_in = self.tickets.borrow_mut().issue(
             ticket.clone(),

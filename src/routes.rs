@@ -86,15 +86,16 @@ async fn handle(
         _ => None,
     };
     let keys = crate::config::api_keys(env)?;
-    let (identity, expires_s) = match (&ticket, backend_key(req, &url, &keys)?) {
-        (_, Some(identity)) => (identity, None),
-        (Some(t), None) if looks_like_ticket(t) => (Identity::Anonymous, None),
-        (Some(_), None) => return Err(HubError::Unauthorized("malformed ticket")),
-        (None, None) => authenticate(req, &url, env, settings, room.as_str(), action).await?,
+    let (identity, expires_s) = if action.needs_backend() {
+        (backend_only(req, &url, &keys)?, None)
+    } else {
+        match (&ticket, backend_key(req, &url, &keys)?) {
+            (_, Some(identity)) => (identity, None),
+            (Some(t), None) if looks_like_ticket(t) => (Identity::Anonymous, None),
+            (Some(_), None) => return Err(HubError::Unauthorized("malformed ticket")),
+            (None, None) => authenticate(req, &url, env, settings, room.as_str(), action).await?,
+        }
     };
-    if action.needs_backend() {
-        backend::require_backend(&identity, !keys.is_empty())?;
-    }
     if action == Action::OpenSocket && !is_websocket_upgrade(req) {
         return Err(HubError::UpgradeRequired);
     }
@@ -167,21 +168,24 @@ async fn publish_many(
         _ => return Err(HubError::MethodNotAllowed { allow: ALLOW }),
     }
     let keys = crate::config::api_keys(env)?;
-    let identity = match backend_key(req, url, &keys)? {
-        Some(identity) => identity,
-        // Without the key: who else is asking decides 401 or 403.
-        None if header(req, "Authorization").is_some() && !keys.is_empty() => {
-            return Err(HubError::Forbidden("this endpoint needs the backend key"))
-        }
-        None => Identity::Anonymous,
-    };
-    backend::require_backend(&identity, !keys.is_empty())?;
+    backend_only(req, url, &keys)?;
     crate::core::protocol::check_publish_headers(
         header(req, "Content-Type").as_deref(),
         None,
         settings.max_message_bytes + 16 * 1024,
     )?;
     crate::publish_many::handle(req, env, settings.max_message_bytes, origin, cors).await
+}
+
+/// The caller of a key-only endpoint: the backend, or `403` (no key
+/// configured, or another credential presented) or `401` (none).
+fn backend_only(req: &Request, url: &worker::Url, keys: &[String]) -> Result<Identity, HubError> {
+    let presented_key = backend_key(req, url, keys)?.is_some();
+    let other_credential = header(req, "Authorization").is_some()
+        || query_value(url, "token").is_some()
+        || query_value(url, "ticket").is_some();
+    backend::admit_backend(presented_key, !keys.is_empty(), other_credential)?;
+    Ok(Identity::Backend)
 }
 
 /// The backend, when `Authorization` carries one of its keys. A key in

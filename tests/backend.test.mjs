@@ -90,9 +90,14 @@ describe('the backend key on a hub with HUB_SECRET', () => {
     const bobPoll = request(hub.url, `/rooms/${room}/messages?since=1&wait=20`, { headers: bearer(tokenFor('bob')) });
     await waitFor(async () => (await request(hub.url, `/rooms/${room}`, { headers: bearer(KEY) })).body.connections.poll === 1, 5000, 'the held poll');
 
+    const ticket = (await request(hub.url, `/rooms/${room}/ticket`, { method: 'POST', headers: bearer(tokenFor('bob')) })).body.ticket;
     const res = await request(hub.url, `/rooms/${room}/disconnect`, json({ user: 'bob' }, bearer(KEY)));
     assert.equal(res.status, 200, show(res.body));
     assert.deepEqual(res.body, { closed: 3 });
+    const revoked = await request(hub.url, `/rooms/${room}/events?ticket=${ticket}`);
+    assert.equal(revoked.status, 401, 'a ticket issued before the disconnect is revoked');
+    const backendTicket = await request(hub.url, `/rooms/${room}/ticket`, { method: 'POST', headers: bearer(KEY) });
+    assert.equal(backendTicket.status, 403, 'no ticket for the backend key');
     assert.equal((await bobWs.nextType('error')).code, 'disconnected');
     assert.deepEqual(await closeFrameOf(bobWs), { code: 4003, reason: 'disconnected' });
     const end = await bobSse.next((e) => e.kind === 'event' && e.event === 'close', 'event: close');

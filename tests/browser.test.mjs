@@ -211,6 +211,27 @@ async function storedMessages(hubUrl, room) {
 }
 
 /** Whether the hub has the wire changes (welcome.limits, cid on errors, ...). */
+/**
+ * A hub (Miniflare, with `vars`), the loopback proxy in front of it and
+ * Chromium, for one describe block: started before its first test (handed
+ * to `assign`), stopped after its last.
+ */
+function browserSuite(vars, assign) {
+  const started = {};
+  before(async () => {
+    started.hub = await startHub({ runtime: 'miniflare', vars });
+    started.proxy = await startProxy(Number(new URL(started.hub.url).port));
+    started.browser = await launch();
+    assign(started);
+  });
+  after(async () => {
+    await closeWsClients();
+    await started.browser?.close();
+    await started.proxy?.close();
+    await started.hub?.stop();
+  });
+}
+
 // ================================================================ transports and recovery
 
 describe('the browser client in Chromium: transports, fallback and recovery', () => {
@@ -627,18 +648,8 @@ describe('the browser client in Chromium: publishes under a rate limit (2/s, bur
   let hub;
   let proxy;
   const roomUrl = (name) => `${proxy.url}/rooms/${name}`;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { RATE_PER_SEC: '2', RATE_BURST: '3', MAX_MESSAGE_BYTES: '2048', HEARTBEAT_SECS: '1' } });
-    proxy = await startProxy(Number(new URL(hub.url).port));
-    browser = await launch();
-  });
-
-  after(async () => {
-    await closeWsClients();
-    await browser?.close();
-    await proxy?.close();
-    await hub?.stop();
+  browserSuite({ RATE_PER_SEC: '2', RATE_BURST: '3', MAX_MESSAGE_BYTES: '2048', HEARTBEAT_SECS: '1' }, (started) => {
+    ({ browser, hub, proxy } = started);
   });
 
   async function checkSettled(name, page, outcomes, items) {
@@ -731,18 +742,8 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
   let hub;
   let proxy;
   const roomUrl = (name) => `${proxy.url}/rooms/${name}`;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, TOKEN_LEEWAY_SECS: '0', RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '1', HEARTBEAT_SECS: '1' } });
-    proxy = await startProxy(Number(new URL(hub.url).port));
-    browser = await launch();
-  });
-
-  after(async () => {
-    await closeWsClients();
-    await browser?.close();
-    await proxy?.close();
-    await hub?.stop();
+  browserSuite({ HUB_SECRET: SECRET, TOKEN_LEEWAY_SECS: '0', RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '1', HEARTBEAT_SECS: '1' }, (started) => {
+    ({ browser, hub, proxy } = started);
   });
 
   const expired = () => mint({ exp: nowS() - 60 });
@@ -835,17 +836,8 @@ describe('the browser client in Chromium: short-lived tokens from a token functi
   let hub;
   let proxy;
   const roomUrl = (name) => `${proxy.url}/rooms/${name}`;
-
-  before(async () => {
-    hub = await startHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, TOKEN_LEEWAY_SECS: '0', RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' } });
-    proxy = await startProxy(Number(new URL(hub.url).port));
-    browser = await launch();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await proxy?.close();
-    await hub?.stop();
+  browserSuite({ HUB_SECRET: SECRET, TOKEN_LEEWAY_SECS: '0', RATE_PER_SEC: '0', HEARTBEAT_SECS: '1' }, (started) => {
+    ({ browser, hub, proxy } = started);
   });
 
   for (const transport of ['ws', 'sse']) {

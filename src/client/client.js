@@ -766,6 +766,11 @@ class Room {
       // Catching up or replacing a dead connection: at once, not a failure.
       return this.#retry(0, null);
     }
+    if (code === 'room_deleted') {
+      // The room starts again from id 1: an old cursor would skip the new
+      // room's first messages once it has more than we had seen.
+      this.#setLastId(0);
+    }
     if (code === 'too_many_connections' || code === 'room_full' || code === 'room_deleted') {
       this.#report(err);
       const delay = err.retryAfterMs ?? backoffDelay(this.#attempt++, this.#backoff.baseMs, this.#backoff.capMs);
@@ -1038,6 +1043,7 @@ class SocketConnection extends Connection {
     clearTimeout(this.watchdog);
     clearTimeout(this.aliveTimer);
     clearTimeout(this.pumpTimer);
+    clearTimeout(this.moreTimer);
     if (this.ws) {
       this.ws.onmessage = null;
       this.ws.onclose = null;
@@ -1080,6 +1086,8 @@ class SocketConnection extends Connection {
     } catch (_) {
       return;
     }
+    // A batch is arriving: the `more` that asked for it was not refused.
+    if (msg?.type === 'message') this.moreAsked = false;
     switch (msg?.type) {
       case 'welcome':
         this.onWelcome(msg);
@@ -1096,9 +1104,7 @@ class SocketConnection extends Connection {
         this.sink.frame(msg);
         // The hub replays a long history in batches: this one has been
         // read (frames are handled in order), so ask for the next.
-        try {
-          this.ws.send('{"type":"more"}');
-        } catch (_) {}
+        this.askMore();
         break;
       default:
         this.sink.frame(msg);
@@ -1158,10 +1164,22 @@ class SocketConnection extends Connection {
     if (msg.code === 'rate_limited') {
       const wait = Number.isFinite(msg.retry_after_ms) ? msg.retry_after_ms : 1000;
       this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait);
+      // A refused `more` (no cid) would leave the replay waiting: ask again.
+      if (cid === null && this.moreAsked) {
+        clearTimeout(this.moreTimer);
+        this.moreTimer = setTimeout(() => this.askMore(), wait);
+      }
       if (mine) this.queue.unshift(cid); // the same cid again, first
     }
     this.sink.frame(msg);
     this.pump();
+  }
+
+  askMore() {
+    this.moreAsked = true;
+    try {
+      this.ws.send('{"type":"more"}');
+    } catch (_) {}
   }
 
   pump() {

@@ -143,7 +143,8 @@ pub enum Identity {
     /// A verified user and what they may do in the requested room.
     User { sub: String, can_publish: bool },
     /// The app's backend (`HUB_API_KEY`): every room, every capability,
-    /// `admin` included; it may set `from` on what it publishes.
+    /// the key-only endpoints included; it may set `from` on what it
+    /// publishes.
     Backend,
 }
 

@@ -7,8 +7,9 @@
 //!   `?token=` is refused outright (it has leaked into a URL).
 //! - The key-only requests (`POST /publish`, `POST /rooms/{room}/disconnect`,
 //!   `DELETE /rooms/{room}`) need the key in every mode, open mode included:
-//!   `403` when no key is configured or a user token is presented, `401`
-//!   without credentials. The key alone does not close the hub.
+//!   `403` when no key is configured or another credential is presented,
+//!   `401` without credentials ([`admit_backend`]). The key alone does not
+//!   close the hub.
 //! - Only the backend may set `from` on a publish; a user's `from` is
 //!   ignored (the room decides, see [`author`]).
 //! - A backend publish is idempotent under its own scope, which no user's
@@ -53,19 +54,29 @@ pub fn parse_api_keys(raw: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether a key-only request may go on, for the caller `identity` (after
-/// authentication) when keys are configured or not.
-pub fn require_backend(identity: &Identity, keys_configured: bool) -> Result<(), HubError> {
-    match identity {
-        Identity::Backend => Ok(()),
-        _ if !keys_configured => Err(HubError::Forbidden(
+/// Whether a key-only request may go on: `presented_key` when it carries
+/// one of the configured keys, `other_credential` when it carries
+/// something else (a user token, a ticket, a wrong key). `403` when no key
+/// is configured or another credential is presented, `401` without any.
+pub fn admit_backend(
+    presented_key: bool,
+    keys_configured: bool,
+    other_credential: bool,
+) -> Result<(), HubError> {
+    if !keys_configured {
+        return Err(HubError::Forbidden(
             "no HUB_API_KEY is configured: this endpoint is disabled",
-        )),
-        Identity::User { .. } => Err(HubError::Forbidden("this endpoint needs the backend key")),
-        Identity::Anonymous => Err(HubError::Unauthorized(
-            "this endpoint needs the backend key",
-        )),
+        ));
     }
+    if presented_key {
+        return Ok(());
+    }
+    if other_credential {
+        return Err(HubError::Forbidden("this endpoint needs the backend key"));
+    }
+    Err(HubError::Unauthorized(
+        "this endpoint needs the backend key",
+    ))
 }
 
 /// Who a message is from: the user's `sub`; for the backend, the `from` its
@@ -188,20 +199,17 @@ mod tests {
 
     #[test]
     fn key_only_requests_need_the_key_in_every_mode() {
-        let user = Identity::User {
-            sub: "a".into(),
-            can_publish: true,
-        };
-        assert_eq!(require_backend(&Identity::Backend, true), Ok(()));
-        assert_eq!(require_backend(&user, true).unwrap_err().status(), 403);
+        assert_eq!(admit_backend(true, true, false), Ok(()));
+        let status =
+            |key, configured, other| admit_backend(key, configured, other).unwrap_err().status();
         assert_eq!(
-            require_backend(&Identity::Anonymous, true)
-                .unwrap_err()
-                .status(),
-            401
+            status(false, true, true),
+            403,
+            "a user token or a wrong key"
         );
-        for who in [Identity::Anonymous, user] {
-            assert_eq!(require_backend(&who, false).unwrap_err().status(), 403);
+        assert_eq!(status(false, true, false), 401, "no credentials");
+        for other in [false, true] {
+            assert_eq!(status(false, false, other), 403, "no key configured");
         }
     }
 

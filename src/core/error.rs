@@ -91,6 +91,9 @@ pub enum HubError {
     Disconnected,
     /// Occurs when the app's backend deletes the room (`DELETE /rooms/{room}`).
     RoomDeleted,
+    /// Occurs when something the hub needs from outside is not available
+    /// right now (an identity provider's keys): retry shortly.
+    Unavailable(&'static str),
 
     /// Occurs when a `[vars]` setting cannot be parsed. Fails the request
     /// loudly rather than running with a silent default.
@@ -120,6 +123,7 @@ impl HubError {
             Unauthorized(_) | TokenExpired => 401,
             Forbidden(_) | OriginNotAllowed | Disconnected => 403,
             RoomDeleted => 410,
+            Unavailable(_) => 503,
             NotFound => 404,
             MethodNotAllowed { .. } => 405,
             TooLarge { .. } => 413,
@@ -156,6 +160,7 @@ impl HubError {
             TokenExpired => "token_expired",
             Disconnected => "disconnected",
             RoomDeleted => "room_deleted",
+            Unavailable(_) => "unavailable",
             BadConfig(_) => "bad_config",
             Internal(_) => "internal",
         }
@@ -166,7 +171,7 @@ impl HubError {
         use HubError::*;
         match self {
             TooLarge { .. } => CLOSE_TOO_BIG,
-            Internal(_) | BadConfig(_) => CLOSE_INTERNAL,
+            Internal(_) | BadConfig(_) | Unavailable(_) => CLOSE_INTERNAL,
             SlowConsumer => CLOSE_SLOW_CONSUMER,
             TokenExpired => CLOSE_TOKEN_EXPIRED,
             Disconnected => CLOSE_DISCONNECTED,
@@ -180,6 +185,7 @@ impl HubError {
         match self {
             HubError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
             HubError::TooManyConnections { .. } | HubError::RoomFull { .. } => Some(5000),
+            HubError::Unavailable(_) => Some(5000),
             _ => None,
         }
     }
@@ -239,6 +245,7 @@ impl fmt::Display for HubError {
             }
             Disconnected => f.write_str("the app disconnected this user from the room"),
             RoomDeleted => f.write_str("the room was deleted; it starts again empty"),
+            Unavailable(what) => write!(f, "{what}; retry shortly"),
             BadConfig(_) => f.write_str("the hub is misconfigured; see its log"),
             Internal(_) => f.write_str("internal error; see the hub's log"),
         }
@@ -358,6 +365,7 @@ mod tests {
             HubError::TokenExpired,
             HubError::Disconnected,
             HubError::RoomDeleted,
+            HubError::Unavailable("x"),
             HubError::BadConfig(long.clone()),
             HubError::Internal(long),
         ];

@@ -175,9 +175,9 @@ impl Settings {
                 .map(|v| JwkSet::parse(&v))
                 .transpose()?,
             jwks_url: match text(&lookup, "JWKS_URL") {
-                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                Some(url) if !is_keys_url(&url) => {
                     return Err(HubError::BadConfig(format!(
-                        "JWKS_URL must be an http(s) URL, got {url:?}"
+                        "JWKS_URL must be an https URL (http only on localhost), got {url:?}"
                     )))
                 }
                 url => url,
@@ -210,6 +210,20 @@ pub fn check_secret(name: &str, secret: &str) -> Result<(), HubError> {
         )));
     }
     Ok(())
+}
+
+/// Whether keys may be fetched from `url`: over https, or over http from
+/// this machine only (an on-path attacker who can swap the keys can forge
+/// every token).
+fn is_keys_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    matches!(host, "localhost" | "127.0.0.1") || rest.starts_with("[::1]")
 }
 
 /// A text setting: unset and blank are the same (not configured).
@@ -316,6 +330,8 @@ mod tests {
             ("TOKEN_LEEWAY_SECS", "3601"),
             ("JWKS", "{\"keys\": 3}"),
             ("JWKS_URL", "id.example/jwks.json"),
+            ("JWKS_URL", "http://id.example/jwks.json"),
+            ("JWKS_URL", "http://127.0.0.1.evil.example/jwks.json"),
         ];
         for (k, v) in bad {
             assert!(
@@ -359,6 +375,13 @@ mod tests {
         assert_eq!(s.token_rules.can_claim, "can");
         assert_eq!(s.jwks.map(|j| j.keys.len()), Some(1));
         assert!(s.jwks_url.is_some());
+        for local in [
+            "http://127.0.0.1:8790/jwks.json",
+            "http://localhost/jwks",
+            "http://[::1]:9/k",
+        ] {
+            assert!(with(&[("JWKS_URL", local)]).is_ok(), "{local}");
+        }
         let d = with(&[("TOKEN_ISSUER", "  ")]).unwrap();
         assert_eq!(d.token_rules, ClaimRules::default(), "blank is unset");
     }

@@ -99,6 +99,17 @@ impl TicketBook {
         }
     }
 
+    /// Forgets every outstanding ticket of `identity` (the backend
+    /// disconnected that user: no ticket of theirs may open a connection).
+    pub fn revoke(&mut self, identity: &Identity) {
+        self.tickets.retain(|_, t| &t.identity != identity);
+    }
+
+    /// Forgets every outstanding ticket (the room was deleted).
+    pub fn clear(&mut self) {
+        self.tickets.clear();
+    }
+
     /// Outstanding tickets.
     pub fn len(&self) -> usize {
         self.tickets.len()
@@ -173,6 +184,13 @@ mod tests {
             .unwrap();
         assert_eq!(book.issue("a-y".into(), alice(), None, 61_000), Ok(60));
         assert_eq!(book.len(), 1, "the expired ones were pruned");
+        book.issue("c".into(), Identity::Anonymous, None, 61_000)
+            .unwrap();
+        book.revoke(&alice());
+        assert_eq!(book.len(), 1, "only alice's are revoked");
+        assert!(book.redeem("a-y", 61_001).is_err());
+        book.clear();
+        assert!(book.is_empty());
     }
 
     #[test]
