@@ -29,7 +29,8 @@ pub struct PersistedLog {
     pub name: RoomName,
     /// The log's position: ids, what is kept, the ETag.
     pub position: RoomLog,
-    store: Store,
+    /// The room's storage; the webhook outbox lives beside the log there.
+    pub store: Store,
     /// How many times this room was loaded (see `store::Restored::loads`).
     pub loads: u64,
 }

@@ -44,6 +44,7 @@ mod sockets;
 mod sse;
 mod store;
 mod tickets;
+mod webhooks;
 
 use crate::core::auth::Identity;
 use crate::core::backend;
@@ -77,9 +78,15 @@ pub struct RoomObject {
     streams: StreamHub,
     polls: PollHub,
     budgets: PublishBudgets,
-    /// The alarm this instance last set (seconds), if any: the alarm is
-    /// only written when the earliest deadline changes.
-    alarm_s: Cell<Option<u64>>,
+    /// The alarm this instance last set (ms), if any: the alarm is only
+    /// written when the earliest time changes.
+    alarm_ms: Cell<Option<u64>>,
+    /// Where webhook events go; `None` when webhooks are off.
+    webhooks: Option<webhooks::WebhookTarget>,
+    /// When the next webhook event is due (ms), as far as this instance knows.
+    webhook_due_ms: Cell<Option<u64>>,
+    /// Whether this instance read its outbox's head since it started.
+    webhooks_checked: Cell<bool>,
     /// Whether this instance has seen a connection with a token deadline
     /// (or its alarm fired): only then is the earliest deadline looked
     /// for, so open rooms pay nothing per request for expiry.
@@ -96,16 +103,26 @@ impl DurableObject for RoomObject {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(e) => worker::console_error!("auto-response: {:?}", e),
         }
-        let settings = crate::config::settings(&env);
+        // Webhooks need their secret: a URL without one fails every request.
+        let (settings, webhooks) = match crate::config::settings(&env) {
+            Ok(s) => match webhooks::WebhookTarget::from_env(&env, &s) {
+                Ok(w) => (Ok(s), w),
+                Err(e) => (Err(e), None),
+            },
+            Err(e) => (Err(e), None),
+        };
         // With bad settings every request fails before a hub is used.
         let hub_settings = settings.as_deref().cloned().unwrap_or_default();
         RoomObject {
-            sockets: SocketHub::new(&state, &hub_settings),
+            sockets: SocketHub::new(&state, &hub_settings, webhooks.is_some()),
             streams: StreamHub::default(),
             polls: PollHub::default(),
             budgets: PublishBudgets::default(),
             log: RefCell::new(None),
-            alarm_s: Cell::new(None),
+            alarm_ms: Cell::new(None),
+            webhooks,
+            webhook_due_ms: Cell::new(None),
+            webhooks_checked: Cell::new(false),
             deadlines_seen: Cell::new(false),
             tickets: RefCell::new(TicketBook::default()),
             settings,
@@ -119,19 +136,22 @@ impl DurableObject for RoomObject {
         let raw = Clone::clone(req.inner());
         let resp = self.answer(req).await;
         crate::body::discard(&raw).await;
+        self.note_webhook_events();
         self.release_unused_storage().await;
-        self.arm_expiry().await;
+        self.arm_alarm().await;
         Ok(resp)
     }
 
     /// The room's clock for token deadlines: ends what expired, then sets
     /// the alarm for the next deadline.
     async fn alarm(&self) -> worker::Result<Response> {
-        self.alarm_s.set(None);
+        self.alarm_ms.set(None);
         self.deadlines_seen.set(true);
+        self.deliver_webhooks().await;
         let now_s = now_ms() / 1000;
         transport::end(&self.hubs(), &transport::Ending::Expired { now_s });
-        self.arm_expiry().await;
+        self.note_webhook_events();
+        self.arm_alarm().await;
         Response::empty()
     }
 
@@ -141,8 +161,9 @@ impl DurableObject for RoomObject {
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
         self.on_socket_message(&ws, message);
+        self.note_webhook_events();
         self.release_unused_storage().await;
-        self.arm_expiry().await;
+        self.arm_alarm().await;
         Ok(())
     }
 
@@ -154,6 +175,8 @@ impl DurableObject for RoomObject {
         _was_clean: bool,
     ) -> worker::Result<()> {
         self.on_socket_close(&ws, code, &reason);
+        self.note_webhook_events();
+        self.arm_alarm().await;
         Ok(())
     }
 
@@ -274,7 +297,7 @@ impl RoomObject {
             // `deleteAll` clears the alarm too: let the next `arm_expiry`
             // set it again if a connection still has a deadline (this
             // instance may have woken without having seen one).
-            self.alarm_s.set(None);
+            self.alarm_ms.set(None);
             self.deadlines_seen.set(true);
             if let Err(e) = self.state.storage().delete_all().await {
                 worker::console_warn!("releasing an unused room's storage: {}", e);
@@ -282,26 +305,44 @@ impl RoomObject {
         }
     }
 
-    /// Sets the alarm to the earliest token deadline of any live
-    /// connection, unless it is set there already. With no deadline the
-    /// alarm is left to fire once more and find nothing: cheaper than a
-    /// storage write per closed connection.
-    pub(super) async fn arm_expiry(&self) {
-        if !self.deadlines_seen.get() {
-            return;
+    /// Sets the alarm to the earliest of: the next token deadline of a
+    /// live connection, and the next webhook event due. Written only when
+    /// that time changes. With nothing due the alarm is left to fire once
+    /// more and find nothing: cheaper than a storage write per change.
+    pub(super) async fn arm_alarm(&self) {
+        let expiry_ms = if self.deadlines_seen.get() {
+            transport::next_expiry(&self.hubs()).map(|s| s.saturating_mul(1000))
+        } else {
+            None
+        };
+        if self.webhooks.is_some() && !self.webhooks_checked.get() {
+            // A woken instance learns what its outbox holds once.
+            self.webhooks_checked.set(true);
+            if let Ok(Some(head)) =
+                store::Store::peek(self.state.storage().sql()).and_then(|s| s.webhook_head())
+            {
+                self.webhook_due_ms.set(Some(
+                    self.webhook_due_ms
+                        .get()
+                        .map_or(head.due as u64, |d| d.min(head.due as u64)),
+                ));
+            }
         }
-        let Some(deadline_s) = transport::next_expiry(&self.hubs()) else {
+        let Some(at_ms) = [expiry_ms, self.webhook_due_ms.get()]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             return;
         };
-        if self.alarm_s.get() == Some(deadline_s) {
+        if self.alarm_ms.get() == Some(at_ms) {
             return;
         }
-        self.alarm_s.set(Some(deadline_s));
-        let at_ms = deadline_s.saturating_mul(1000) as f64;
-        let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms));
+        self.alarm_ms.set(Some(at_ms));
+        let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms as f64));
         if let Err(e) = self.state.storage().set_alarm(ScheduledTime::new(at)).await {
-            self.alarm_s.set(None);
-            worker::console_error!("setting the expiry alarm: {}", e);
+            self.alarm_ms.set(None);
+            worker::console_error!("setting the alarm: {}", e);
         }
     }
 
@@ -374,7 +415,7 @@ impl RoomObject {
         };
         let accepted = self.with_log(|l| l.accept(&publish, &origin, max, now_ms()))??;
         if let Some(message) = &accepted.stored {
-            self.deliver(message);
+            self.published(message);
         }
         let published = Published {
             id: accepted.id.0,
@@ -415,7 +456,7 @@ impl RoomObject {
         transport::end(&self.hubs(), &transport::Ending::All);
         self.tickets.borrow_mut().clear();
         *self.log.borrow_mut() = None;
-        self.alarm_s.set(None);
+        self.alarm_ms.set(None);
         self.state.storage().delete_all().await?;
         let resp = Response::empty()?.with_status(204);
         cors.apply_to(resp.headers())?;
@@ -439,6 +480,10 @@ impl RoomObject {
                 loads: l.loads,
                 poll_waiters: connections.poll,
                 connect_refused,
+                webhooks: self
+                    .webhooks
+                    .as_ref()
+                    .and_then(|_| l.store.webhook_counts().ok()),
             })
             .map_err(|e| HubError::Internal(e.to_string()))
         })??;

@@ -194,7 +194,7 @@ impl RoomObject {
                 // Its token may expire while it is held: the alarm must be
                 // set now, not when the poll is answered.
                 self.deadlines_seen.set(true);
-                self.arm_expiry().await;
+                self.arm_alarm().await;
             }
             self.polls
                 .wait(held, Duration::from_millis(deadline_ms - now))

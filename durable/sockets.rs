@@ -42,6 +42,7 @@ use crate::core::request::RoomRequest;
 use crate::core::session::{on_binary_frame, on_text_frame, SocketMeta, Step};
 use crate::core::settings::Settings;
 use crate::core::transport::{Ending, StoredMessage, Transport, TransportKind};
+use crate::core::webhooks::EventType;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use wasm_bindgen::{JsCast, JsValue};
@@ -127,10 +128,22 @@ pub struct SocketHub {
     index: RefCell<Option<SocketIndex>>,
     presence_limit: u32,
     max_message_bytes: usize,
+    /// Members who came or went since the room last looked, with the room
+    /// they are in (for `member.joined` / `member.left` webhooks); only
+    /// kept when webhooks are on.
+    member_changes: RefCell<Vec<MemberChange>>,
+    track_members: bool,
+}
+
+/// A member's first socket opened or last closed, in a room.
+pub struct MemberChange {
+    pub kind: EventType,
+    pub member: String,
+    pub room: String,
 }
 
 impl SocketHub {
-    pub fn new(state: &State, settings: &Settings) -> Self {
+    pub fn new(state: &State, settings: &Settings, track_members: bool) -> Self {
         SocketHub {
             // A second handle on the same runtime object (not a copy).
             state: State::from(
@@ -139,6 +152,8 @@ impl SocketHub {
             index: RefCell::new(None),
             presence_limit: settings.presence_max_members,
             max_message_bytes: settings.max_message_bytes,
+            member_changes: RefCell::new(Vec::new()),
+            track_members,
         }
     }
 
@@ -175,7 +190,14 @@ impl SocketHub {
             close(&pair.server, &HubError::Internal(String::new()));
             return Err(e.into());
         }
-        let announce = self.with_index(|s| s.add(meta));
+        let member = meta.presence_name();
+        let (announce, joined) = self.with_index(|s| {
+            let had = s.presence.has(&member);
+            (s.add(meta), !had)
+        });
+        if joined {
+            self.member_changed(EventType::MemberJoined, member, &meta.room);
+        }
         Ok((pair.client, pair.server, announce))
     }
 
@@ -185,8 +207,31 @@ impl SocketHub {
         let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() else {
             return;
         };
-        let announce = self.with_index(|s| s.remove(&meta));
-        self.announce(announce, &meta.presence_name(), &meta.conn);
+        let member = meta.presence_name();
+        let (announce, left) = self.with_index(|s| {
+            let had = s.presence.has(&member);
+            let announce = s.remove(&meta);
+            (announce, had && !s.presence.has(&member))
+        });
+        if left {
+            self.member_changed(EventType::MemberLeft, member.clone(), &meta.room);
+        }
+        self.announce(announce, &member, &meta.conn);
+    }
+
+    fn member_changed(&self, kind: EventType, member: String, room: &str) {
+        if self.track_members {
+            self.member_changes.borrow_mut().push(MemberChange {
+                kind,
+                member,
+                room: room.to_owned(),
+            });
+        }
+    }
+
+    /// The member changes since the last call.
+    pub fn take_member_changes(&self) -> Vec<MemberChange> {
+        std::mem::take(&mut *self.member_changes.borrow_mut())
     }
 
     /// The socket finished its replay: live messages reach it again.
@@ -451,7 +496,7 @@ impl RoomObject {
                         self.sockets
                             .send(ws, &ServerMsg::ack(cid.as_deref(), accepted.id));
                         if let Some(message) = &accepted.stored {
-                            self.deliver(message);
+                            self.published(message);
                         }
                     }
                     Err(e) => self.sockets.send(ws, &ServerMsg::error(&e, cid.as_deref())),

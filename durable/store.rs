@@ -17,6 +17,7 @@
 use crate::core::cursor::{Epoch, Seq};
 use crate::core::error::HubError;
 use crate::core::transport::StoredMessage;
+use crate::core::webhooks::WebhookCounts;
 use serde::Deserialize;
 use std::cell::Cell;
 use worker::{SqlStorage, SqlStorageValue};
@@ -33,6 +34,12 @@ const SCHEMA: &[&str] = &[
 /// crosses it). SQLite refuses strings of a few MB (`SQLITE_TOOBIG`), and a
 /// page is built as one string.
 pub const POLL_PAGE_BYTES: u64 = 512 * 1024;
+
+/// The webhook outbox (see `core::webhooks`): created on first use, also in
+/// rooms whose storage predates it.
+const OUTBOX_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS hub_webhooks (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+     body TEXT NOT NULL, attempts INTEGER NOT NULL, due INTEGER NOT NULL)";
 
 /// Idempotency keys of dropped messages are deleted every this many ids.
 const IDEMPOTENCY_PRUNE_EVERY: u64 = 64;
@@ -79,6 +86,15 @@ struct WindowRow {
 #[derive(Deserialize)]
 struct JoinedRow {
     joined: Option<String>,
+}
+
+/// The oldest event of the webhook outbox.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutboxEvent {
+    pub seq: i64,
+    pub body: String,
+    pub attempts: i64,
+    pub due: i64,
 }
 
 #[derive(Deserialize)]
@@ -164,9 +180,146 @@ impl Store {
         Ok((store, restored))
     }
 
+    /// A handle on the room's storage for its alarm, which carries no room
+    /// name and must not count as a load of the room.
+    pub fn peek(sql: SqlStorage) -> Result<Store, HubError> {
+        let exists = sql
+            .exec(
+                "SELECT COUNT(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'hub_meta'",
+                None,
+            )
+            .and_then(|c| c.one::<ValueRow>())
+            .map_err(storage_error)?
+            .value
+            > 0;
+        let mut store = Store {
+            sql,
+            created: Cell::new(exists),
+            epoch: Epoch(0),
+            loads: Cell::new(0),
+        };
+        if exists {
+            store.epoch = Epoch(store.meta("epoch")?.unwrap_or(0) as u32);
+        }
+        Ok(store)
+    }
+
     /// Whether the room's storage exists (it was published to).
     pub fn is_created(&self) -> bool {
         self.created.get()
+    }
+
+    /// The room's epoch (part of every webhook id).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Appends a webhook event to the outbox, in the caller's synchronous
+    /// stretch (so in the same transaction as what caused it). Past
+    /// `MAX_OUTBOX_EVENTS` pending, the event is counted as dropped instead.
+    pub fn enqueue_webhook(&self, body: &str, now_ms: u64) -> Result<(), HubError> {
+        self.ensure_created()?;
+        self.exec(OUTBOX_SCHEMA, vec![])?;
+        let pending = self
+            .exec("SELECT COUNT(*) AS value FROM hub_webhooks", vec![])?
+            .one::<ValueRow>()
+            .map_err(storage_error)?
+            .value as u64;
+        if pending >= crate::core::webhooks::MAX_OUTBOX_EVENTS {
+            let dropped = self.meta("webhooks_dropped")?.unwrap_or(0);
+            return self.set_meta("webhooks_dropped", dropped + 1);
+        }
+        self.exec(
+            "INSERT INTO hub_webhooks (body, attempts, due) VALUES (?, 0, ?)",
+            vec![body.into(), int(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// The oldest pending event, if any.
+    pub fn webhook_head(&self) -> Result<Option<OutboxEvent>, HubError> {
+        if !self.created.get() {
+            return Ok(None);
+        }
+        self.exec(OUTBOX_SCHEMA, vec![])?;
+        let rows: Vec<OutboxEvent> = self
+            .exec(
+                "SELECT seq, body, attempts, due FROM hub_webhooks ORDER BY seq LIMIT 1",
+                vec![],
+            )?
+            .to_array()
+            .map_err(storage_error)?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Records what became of an attempt at event `seq`.
+    pub fn webhook_attempted(
+        &self,
+        seq: i64,
+        attempts: u32,
+        after: crate::core::webhooks::AfterAttempt,
+    ) -> Result<(), HubError> {
+        use crate::core::webhooks::AfterAttempt;
+        let (counter, retry_at) = match after {
+            AfterAttempt::Delivered => ("webhooks_delivered", None),
+            AfterAttempt::GiveUp => ("webhooks_failed", None),
+            AfterAttempt::RetryAt(at) => ("", Some(at)),
+        };
+        match retry_at {
+            Some(at) => {
+                self.exec(
+                    "UPDATE hub_webhooks SET attempts = ?, due = ? WHERE seq = ?",
+                    vec![
+                        int(u64::from(attempts)),
+                        int(at),
+                        SqlStorageValue::from(seq),
+                    ],
+                )?;
+            }
+            None => {
+                self.exec(
+                    "DELETE FROM hub_webhooks WHERE seq = ?",
+                    vec![SqlStorageValue::from(seq)],
+                )?;
+                let n = self.meta(counter)?.unwrap_or(0);
+                self.set_meta(counter, n + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The outbox's counters.
+    pub fn webhook_counts(&self) -> Result<WebhookCounts, HubError> {
+        if !self.created.get() {
+            return Ok(WebhookCounts::default());
+        }
+        self.exec(OUTBOX_SCHEMA, vec![])?;
+        let pending = self
+            .exec("SELECT COUNT(*) AS value FROM hub_webhooks", vec![])?
+            .one::<ValueRow>()
+            .map_err(storage_error)?
+            .value as u64;
+        Ok(WebhookCounts {
+            pending,
+            delivered: self.meta("webhooks_delivered")?.unwrap_or(0),
+            failed: self.meta("webhooks_failed")?.unwrap_or(0),
+            dropped: self.meta("webhooks_dropped")?.unwrap_or(0),
+        })
+    }
+
+    /// Whether the room had a live connection when last looked at (for
+    /// `room.occupied` / `room.vacated`, which must fire once per
+    /// transition, across restarts).
+    pub fn was_occupied(&self) -> Result<bool, HubError> {
+        if !self.created.get() {
+            return Ok(false);
+        }
+        Ok(self.meta("occupied")?.unwrap_or(0) == 1)
+    }
+
+    pub fn set_occupied(&self, occupied: bool) -> Result<(), HubError> {
+        self.ensure_created()?;
+        self.set_meta("occupied", u64::from(occupied))
     }
 
     /// Creates the schema and the room's meta on the first write.

@@ -73,6 +73,18 @@ pub fn api_keys(env: &Env) -> Result<Rc<Vec<String>>, HubError> {
     Ok(keys)
 }
 
+/// The webhook signing key from `WEBHOOK_SECRET` (`whsec_…`), if set.
+pub fn webhook_key(env: &Env) -> Result<Option<Vec<u8>>, HubError> {
+    let raw = env
+        .secret("WEBHOOK_SECRET")
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::core::webhooks::signing_key(raw.trim()).map(Some)
+}
+
 /// The secrets, when set and non-empty; an error when one is too short.
 pub fn secrets(env: &Env) -> Result<Rc<Secrets>, HubError> {
     if let Some(s) = SECRETS.with(|c| c.borrow().clone()) {

@@ -39,6 +39,8 @@ const config :Workerd.Config = (
   services = [
     (name = "main", worker = .hub),
     (name = "do-storage", disk = (path = ${capnpString(storageDir)}, writable = true)),
+    # Outbound fetches (webhooks, JWKS_URL) may reach the test's loopback servers.
+    (name = "internet", network = (allow = ["public", "private", "local"])),
   ],
   sockets = [(name = "http", address = ${capnpString(`${address}:${port}`)}, http = (), service = "main")],
 );
@@ -48,6 +50,7 @@ const hub :Workerd.Worker = (
   bindings = [${bindings.join(', ')}],
   durableObjectNamespaces = [(className = ${capnpString(className)}, uniqueKey = ${capnpString(`${className}-${port}`)}, enableSql = true)],
   durableObjectStorage = (localDisk = "do-storage"),
+  globalOutbound = "internet",
 );
 `;
   const path = join(dir, `workerd-${port}.capnp`);

@@ -24,3 +24,4 @@ pub mod settings;
 pub mod sse;
 pub mod tickets;
 pub mod transport;
+pub mod webhooks;

@@ -115,6 +115,11 @@ impl Presence {
         self.conns_by_member.len()
     }
 
+    /// Whether `member` has a connection (whatever the limit).
+    pub fn has(&self, member: &str) -> bool {
+        self.conns_by_member.contains_key(member)
+    }
+
     /// Every member, sorted.
     pub fn members(&self) -> Vec<String> {
         self.conns_by_member.keys().cloned().collect()

@@ -201,6 +201,9 @@ pub struct RoomState<'a> {
     /// `too_many_connections`). A browser cannot read why a WebSocket
     /// upgrade was refused, so the client asks here.
     pub connect_refused: Option<ErrorBody>,
+    /// The webhook outbox's counters, when webhooks are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<super::webhooks::WebhookCounts>,
 }
 
 /// What a publish must pass before its body is read: a JSON `Content-Type`

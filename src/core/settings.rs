@@ -42,6 +42,10 @@ pub struct Settings {
     pub jwks: Option<JwkSet>,
     /// Where to fetch an identity provider's public keys (`JWKS_URL`).
     pub jwks_url: Option<String>,
+    /// Where rooms POST their webhook events (`WEBHOOK_URL`); off when unset.
+    pub webhook_url: Option<String>,
+    /// Attempts per webhook event before it is dropped and counted.
+    pub webhook_max_attempts: u32,
 }
 
 /// `ALLOWED_ORIGINS`: `*` or a comma-separated list of exact origins.
@@ -78,6 +82,8 @@ impl Default for Settings {
             token_rules: ClaimRules::default(),
             jwks: None,
             jwks_url: None,
+            webhook_url: None,
+            webhook_max_attempts: 12,
         }
     }
 }
@@ -182,6 +188,21 @@ impl Settings {
                 }
                 url => url,
             },
+            webhook_url: match text(&lookup, "WEBHOOK_URL") {
+                Some(url) if !is_keys_url(&url) => {
+                    return Err(HubError::BadConfig(format!(
+                        "WEBHOOK_URL must be an https URL (http only on localhost), got {url:?}"
+                    )))
+                }
+                url => url,
+            },
+            webhook_max_attempts: number(
+                &lookup,
+                "WEBHOOK_MAX_ATTEMPTS",
+                d.webhook_max_attempts,
+                1,
+                100,
+            )?,
         }
         .checked()
     }
@@ -212,9 +233,9 @@ pub fn check_secret(name: &str, secret: &str) -> Result<(), HubError> {
     Ok(())
 }
 
-/// Whether keys may be fetched from `url`: over https, or over http from
-/// this machine only (an on-path attacker who can swap the keys can forge
-/// every token).
+/// Whether `url` may be used for keys or webhooks: https, or http to this
+/// machine only (an on-path attacker who can swap the keys can forge every
+/// token, and one who reads webhooks reads every message).
 fn is_keys_url(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
