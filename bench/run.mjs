@@ -7,6 +7,8 @@
 // Each system starts fresh for each scenario (so idle memory has a clean
 // baseline), on loopback, and is stopped after it.
 import { spawn, spawnSync } from 'node:child_process';
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync, appendFileSync, mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir, cpus, totalmem, release } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -34,8 +36,35 @@ const scale = (n) => (quick ? Math.max(10, Math.round(n / 10)) : n);
 // Limits raised so they measure the systems, not our throttles.
 const HUB_BENCH_VARS = { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HISTORY_LIMIT: '1000' };
 
+/**
+ * The hub with webhooks on: every publish also goes into the room's
+ * outbox and is POSTed, signed, to a loopback receiver that answers 204 at
+ * once (what webhooks cost a publish, not what a slow receiver does).
+ */
+async function hubWithWebhooks(port, dir) {
+  const receiver = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(204).end());
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const vars = {
+    ...HUB_BENCH_VARS,
+    WEBHOOK_URL: `http://127.0.0.1:${receiver.address().port}/hooks`,
+    WEBHOOK_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
+  };
+  const hub = await startHub({ runtime: 'workerd', port, stateDir: join(dir, 'do'), vars });
+  return {
+    ...hub,
+    async stop() {
+      await hub.stop();
+      await new Promise((resolve) => receiver.close(resolve));
+    },
+  };
+}
+
 const SYSTEMS = {
   hub: async (port, dir) => startHub({ runtime: 'workerd', port, stateDir: join(dir, 'do'), vars: HUB_BENCH_VARS }),
+  'hub-webhooks': hubWithWebhooks,
   floor: async (port, dir) => floor.start({ port, storageDir: join(dir, 'do') }),
   nchan: async (port, dir) => nchan.start({ port, dir }),
   socketio: async (port) => socketio.start({ port }),
@@ -50,8 +79,8 @@ const SCENARIOS = [
   ['idle-ws-10000', ['hub', 'floor', 'nchan', 'socketio'], ['idle', '--transport', 'ws', '--subs', scale(10000)]],
   ['idle-sse-5000', ['hub', 'floor', 'nchan'], ['idle', '--transport', 'sse', '--subs', scale(5000)]],
   ['poll-500', ['hub', 'floor', 'nchan'], ['poll', '--subs', scale(500), '--secs', 10]],
-  ['publish-0', ['hub', 'floor', 'nchan', 'socketio'], ['publish', '--concurrency', 16, '--subs', 0, '--secs', 10]],
-  ['publish-100', ['hub', 'floor', 'nchan', 'socketio'], ['publish', '--concurrency', 16, '--subs', scale(100), '--secs', 10]],
+  ['publish-0', ['hub', 'hub-webhooks', 'floor', 'nchan', 'socketio'], ['publish', '--concurrency', 16, '--subs', 0, '--secs', 10]],
+  ['publish-100', ['hub', 'hub-webhooks', 'floor', 'nchan', 'socketio'], ['publish', '--concurrency', 16, '--subs', scale(100), '--secs', 10]],
   ['cost304', ['hub', 'floor'], ['cost304', '--concurrency', 16, '--secs', 5]],
 ];
 
@@ -111,8 +140,11 @@ for (const [name, systems, argv] of SCENARIOS) {
     let server;
     try {
       server = await SYSTEMS[system](port, dir);
-      const result = await runLoadgen([...argv, '--system', system, '--url', server.url, '--pid', server.pid, '--label', name]);
-      const row = { name, system, ...result };
+      // The load generator speaks each system's protocol; variants of the
+      // hub speak the hub's.
+      const protocol = system.startsWith('hub') ? 'hub' : system;
+      const result = await runLoadgen([...argv, '--system', protocol, '--url', server.url, '--pid', server.pid, '--label', name]);
+      const row = { name, ...result, system };
       results.push(row);
       appendFileSync(jsonl, `${JSON.stringify(row)}\n`);
       console.log(JSON.stringify(row).slice(0, 400));
