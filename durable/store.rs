@@ -107,6 +107,19 @@ fn int(n: u64) -> SqlStorageValue {
     SqlStorageValue::from(n as i64)
 }
 
+/// Whether the room's storage was ever created (its schema exists).
+fn schema_exists(sql: &SqlStorage) -> Result<bool, HubError> {
+    Ok(sql
+        .exec(
+            "SELECT COUNT(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'hub_meta'",
+            None,
+        )
+        .and_then(|c| c.one::<ValueRow>())
+        .map_err(storage_error)?
+        .value
+        > 0)
+}
+
 fn storage_error(e: worker::Error) -> HubError {
     HubError::Internal(format!("storage: {e}"))
 }
@@ -121,15 +134,7 @@ impl Store {
         sql: SqlStorage,
         new_epoch: impl FnOnce() -> u32,
     ) -> Result<(Store, Restored), HubError> {
-        let exists = sql
-            .exec(
-                "SELECT COUNT(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'hub_meta'",
-                None,
-            )
-            .and_then(|c| c.one::<ValueRow>())
-            .map_err(storage_error)?
-            .value
-            > 0;
+        let exists = schema_exists(&sql)?;
         if !exists {
             let epoch = Epoch(new_epoch());
             let store = Store {
@@ -183,15 +188,7 @@ impl Store {
     /// A handle on the room's storage for its alarm, which carries no room
     /// name and must not count as a load of the room.
     pub fn peek(sql: SqlStorage) -> Result<Store, HubError> {
-        let exists = sql
-            .exec(
-                "SELECT COUNT(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'hub_meta'",
-                None,
-            )
-            .and_then(|c| c.one::<ValueRow>())
-            .map_err(storage_error)?
-            .value
-            > 0;
+        let exists = schema_exists(&sql)?;
         let mut store = Store {
             sql,
             created: Cell::new(exists),
