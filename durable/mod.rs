@@ -25,11 +25,12 @@
 //!   stretch.
 //! - Settings are read once, when the object starts (`crate::config`); a
 //!   bad setting answers every request with `bad_config`.
-//! - While a connection opened with a token is live, the room's alarm is
-//!   set to the earliest token deadline ([`RoomObject::arm_expiry`]), so
-//!   expired connections end on time even while the room hibernates; the
-//!   alarm is re-set after every event that may have changed it (and after
-//!   `deleteAll`, which clears it).
+//! - The room's alarm is set to the earliest of the token deadlines of its
+//!   live connections and the next webhook event due
+//!   ([`RoomObject::arm_alarm`]), so expired connections end on time and
+//!   webhooks go out even while the room hibernates; it is re-set after
+//!   every event that may have changed it (and after `deleteAll`, which
+//!   clears it).
 //! - Nothing here panics on input: handlers return errors, which become
 //!   JSON errors, `error` frames or close codes.
 //!
@@ -142,8 +143,9 @@ impl DurableObject for RoomObject {
         Ok(resp)
     }
 
-    /// The room's clock for token deadlines: ends what expired, then sets
-    /// the alarm for the next deadline.
+    /// The room's clock: delivers the webhook events due, ends the
+    /// connections whose token expired, then sets the alarm for what is
+    /// next.
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm_ms.set(None);
         self.deadlines_seen.set(true);
@@ -294,7 +296,7 @@ impl RoomObject {
     async fn release_unused_storage(&self) {
         let unused = matches!(self.log.borrow().as_ref(), Some(l) if !l.is_created());
         if unused {
-            // `deleteAll` clears the alarm too: let the next `arm_expiry`
+            // `deleteAll` clears the alarm too: let the next `arm_alarm`
             // set it again if a connection still has a deadline (this
             // instance may have woken without having seen one).
             self.alarm_ms.set(None);
@@ -335,7 +337,8 @@ impl RoomObject {
         else {
             return;
         };
-        if self.alarm_ms.get() == Some(at_ms) {
+        // An alarm set for earlier fires first and sets the next one.
+        if self.alarm_ms.get().is_some_and(|set| set <= at_ms) {
             return;
         }
         self.alarm_ms.set(Some(at_ms));
