@@ -65,21 +65,13 @@ export function broadcast_text(state, text, exceptConn, skipCatchingUp, limit, c
       if (meta && exceptConn !== undefined && meta.conn === exceptConn) continue;
       if (meta && skipCatchingUp && meta.replay_after != null) continue;
     }
-    try {
-      if (charge(state, ws, text.length, limit)) {
-        ws.send(text);
-      } else {
-        unseen.delete(ws);
-        ws.close(closeCode, closeReason);
-        dropped.push(ws);
-      }
-    } catch (_) {
-      // A socket that is closing; its close handler cleans up.
-    }
+    if (!send_within(state, ws, text, limit, closeCode, closeReason)) dropped.push(ws);
   }
   return dropped;
 }
 
+// Sends unless the socket is over `limit` without a sign of life: then it
+// is closed and false is returned.
 export function send_within(state, ws, text, limit, closeCode, closeReason) {
   try {
     if (charge(state, ws, text.length, limit)) {
@@ -88,19 +80,16 @@ export function send_within(state, ws, text, limit, closeCode, closeReason) {
     }
     unseen.delete(ws);
     ws.close(closeCode, closeReason);
+    return false;
   } catch (_) {
     // A socket that is closing; its close handler cleans up.
+    return true;
   }
-  return false;
 }
 
 export function send_text(state, ws, text) {
-  try {
-    charge(state, ws, text.length, 0);
-    ws.send(text);
-  } catch (_) {
-    // A socket that is closing; its close handler cleans up.
-  }
+  // A limit of 0 counts the bytes and never closes.
+  send_within(state, ws, text, 0, 0, '');
 }
 
 export function seen(ws) {

@@ -323,11 +323,7 @@ impl RoomObject {
             if let Ok(Some(head)) =
                 store::Store::peek(self.state.storage().sql()).and_then(|s| s.webhook_head())
             {
-                self.webhook_due_ms.set(Some(
-                    self.webhook_due_ms
-                        .get()
-                        .map_or(head.due as u64, |d| d.min(head.due as u64)),
-                ));
+                self.webhook_due(head.due as u64);
             }
         }
         let Some(at_ms) = [expiry_ms, self.webhook_due_ms.get()]
@@ -435,14 +431,12 @@ impl RoomObject {
     /// `user`, on every transport (`4003 disconnected`).
     /// Their outstanding connect tickets are revoked too.
     fn on_disconnect(&self, user: &str, cors: &Cors) -> Result<Response, HubError> {
-        for can_publish in [false, true] {
-            let identity = Identity::User {
-                sub: user.to_owned(),
-                can_publish,
-            };
-            self.tickets.borrow_mut().revoke(&identity);
-        }
-        let key = format!("u:{user}");
+        self.tickets.borrow_mut().revoke_user(user);
+        let identity = Identity::User {
+            sub: user.to_owned(),
+            can_publish: false,
+        };
+        let key = crate::core::auth::connection_key(&identity).unwrap_or_default();
         let closed = transport::end(&self.hubs(), &transport::Ending::User { key: &key });
         Ok(respond::json(
             200,

@@ -70,6 +70,8 @@ pub struct Store {
     created: Cell<bool>,
     epoch: Epoch,
     loads: Cell<u64>,
+    /// Whether this handle made sure the webhook outbox table exists.
+    outbox_ready: Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +144,7 @@ impl Store {
                 created: Cell::new(false),
                 epoch,
                 loads: Cell::new(1),
+                outbox_ready: Cell::new(false),
             };
             let restored = Restored {
                 epoch,
@@ -156,6 +159,7 @@ impl Store {
             created: Cell::new(true),
             epoch: Epoch(0),
             loads: Cell::new(0),
+            outbox_ready: Cell::new(false),
         };
         let loads = store.meta("loads")?.unwrap_or(0) + 1;
         store.set_meta("loads", loads)?;
@@ -194,6 +198,7 @@ impl Store {
             created: Cell::new(exists),
             epoch: Epoch(0),
             loads: Cell::new(0),
+            outbox_ready: Cell::new(false),
         };
         if exists {
             store.epoch = Epoch(store.meta("epoch")?.unwrap_or(0) as u32);
@@ -216,15 +221,8 @@ impl Store {
     /// `MAX_OUTBOX_EVENTS` pending, the event is counted as dropped instead.
     pub fn enqueue_webhook(&self, body: &str, now_ms: u64) -> Result<(), HubError> {
         self.ensure_created()?;
-        self.exec(OUTBOX_SCHEMA, vec![])?;
-        let pending = self
-            .exec("SELECT COUNT(*) AS value FROM hub_webhooks", vec![])?
-            .one::<ValueRow>()
-            .map_err(storage_error)?
-            .value as u64;
-        if pending >= crate::core::webhooks::MAX_OUTBOX_EVENTS {
-            let dropped = self.meta("webhooks_dropped")?.unwrap_or(0);
-            return self.set_meta("webhooks_dropped", dropped + 1);
+        if self.pending_webhooks()? >= crate::core::webhooks::MAX_OUTBOX_EVENTS {
+            return self.bump_meta("webhooks_dropped");
         }
         self.exec(
             "INSERT INTO hub_webhooks (body, attempts, due) VALUES (?, 0, ?)",
@@ -233,12 +231,38 @@ impl Store {
         Ok(())
     }
 
+    /// Creates the outbox table once per handle: it may be missing in a
+    /// room whose storage predates webhooks.
+    fn ensure_outbox(&self) -> Result<(), HubError> {
+        if !self.outbox_ready.get() {
+            self.exec(OUTBOX_SCHEMA, vec![])?;
+            self.outbox_ready.set(true);
+        }
+        Ok(())
+    }
+
+    /// Events waiting in the outbox.
+    fn pending_webhooks(&self) -> Result<u64, HubError> {
+        self.ensure_outbox()?;
+        Ok(self
+            .exec("SELECT COUNT(*) AS value FROM hub_webhooks", vec![])?
+            .one::<ValueRow>()
+            .map_err(storage_error)?
+            .value as u64)
+    }
+
+    /// Adds one to the counter `key`.
+    fn bump_meta(&self, key: &str) -> Result<(), HubError> {
+        let n = self.meta(key)?.unwrap_or(0);
+        self.set_meta(key, n + 1)
+    }
+
     /// The oldest pending event, if any.
     pub fn webhook_head(&self) -> Result<Option<OutboxEvent>, HubError> {
         if !self.created.get() {
             return Ok(None);
         }
-        self.exec(OUTBOX_SCHEMA, vec![])?;
+        self.ensure_outbox()?;
         let rows: Vec<OutboxEvent> = self
             .exec(
                 "SELECT seq, body, attempts, due FROM hub_webhooks ORDER BY seq LIMIT 1",
@@ -278,8 +302,7 @@ impl Store {
                     "DELETE FROM hub_webhooks WHERE seq = ?",
                     vec![SqlStorageValue::from(seq)],
                 )?;
-                let n = self.meta(counter)?.unwrap_or(0);
-                self.set_meta(counter, n + 1)?;
+                self.bump_meta(counter)?;
             }
         }
         Ok(())
@@ -290,14 +313,8 @@ impl Store {
         if !self.created.get() {
             return Ok(WebhookCounts::default());
         }
-        self.exec(OUTBOX_SCHEMA, vec![])?;
-        let pending = self
-            .exec("SELECT COUNT(*) AS value FROM hub_webhooks", vec![])?
-            .one::<ValueRow>()
-            .map_err(storage_error)?
-            .value as u64;
         Ok(WebhookCounts {
-            pending,
+            pending: self.pending_webhooks()?,
             delivered: self.meta("webhooks_delivered")?.unwrap_or(0),
             failed: self.meta("webhooks_failed")?.unwrap_or(0),
             dropped: self.meta("webhooks_dropped")?.unwrap_or(0),

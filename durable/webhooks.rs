@@ -172,7 +172,7 @@ impl RoomObject {
     }
 
     /// An event is due at `at_ms`: the alarm must fire by then.
-    fn webhook_due(&self, at_ms: u64) {
+    pub(super) fn webhook_due(&self, at_ms: u64) {
         let due = self.webhook_due_ms.get().map_or(at_ms, |d| d.min(at_ms));
         self.webhook_due_ms.set(Some(due));
     }
