@@ -25,11 +25,6 @@ const json = (body, headers = {}) => ({
   body: JSON.stringify(body),
 });
 
-/** The close frame a `ws` client received (ws 8 keeps it before the TCP close; see tokens.test.mjs). */
-async function closeFrameOf(client) {
-  await waitFor(() => client.ws._closeFrameReceived, 10_000, 'the close frame');
-  return { code: client.ws._closeCode, reason: client.ws._closeMessage.toString() };
-}
 
 describe('the backend key on a hub with HUB_SECRET', () => {
   const hub = suiteHub({ runtime: 'miniflare', vars: { HUB_SECRET: SECRET, HUB_API_KEY: `${KEY},${OLD_KEY}`, RATE_PER_SEC: '0' } });
@@ -99,14 +94,14 @@ describe('the backend key on a hub with HUB_SECRET', () => {
     const backendTicket = await request(hub.url, `/rooms/${room}/ticket`, { method: 'POST', headers: bearer(KEY) });
     assert.equal(backendTicket.status, 403, 'no ticket for the backend key');
     assert.equal((await bobWs.nextType('error')).code, 'disconnected');
-    assert.deepEqual(await closeFrameOf(bobWs), { code: 4003, reason: 'disconnected' });
+    assert.deepEqual(await bobWs.closeFrame(), { code: 4003, reason: 'disconnected' });
     const end = await bobSse.next((e) => e.kind === 'event' && e.event === 'close', 'event: close');
     assert.deepEqual(JSON.parse(end.data), { code: 'disconnected' });
     const poll = await bobPoll;
     assert.equal(poll.status, 403);
     assert.equal(poll.body.error, 'disconnected');
     assert.equal(aliceWs.closeInfo, null);
-    assert.equal(aliceWs.ws._closeFrameReceived, false, 'alice stays');
+    assert.equal(aliceWs.closeFrameReceived, false, 'alice stays');
     const state = await request(hub.url, `/rooms/${room}`, { headers: bearer(KEY) });
     assert.deepEqual(state.body.presence, ['alice']);
   });
@@ -122,7 +117,7 @@ describe('the backend key on a hub with HUB_SECRET', () => {
 
     const res = await request(hub.url, `/rooms/${room}`, { method: 'DELETE', headers: bearer(KEY) });
     assert.equal(res.status, 204);
-    assert.deepEqual(await closeFrameOf(client), { code: 4004, reason: 'room_deleted' });
+    assert.deepEqual(await client.closeFrame(), { code: 4004, reason: 'room_deleted' });
     const end = await sse.next((e) => e.kind === 'event' && e.event === 'close', 'event: close');
     assert.deepEqual(JSON.parse(end.data), { code: 'room_deleted' });
 

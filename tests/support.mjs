@@ -405,6 +405,22 @@ export class WsClient extends Inbox {
     return withTimeout(this.closed, ms, `close of ${this.url}; ${this.seen()}`);
   }
 
+  /**
+   * Waits for the hub's close frame, within `ms`: { code, reason }. The
+   * `ws` client keeps it (`_closeFrameReceived`, `_closeCode`, ws 8) before
+   * the TCP connection ends, which local workerd may delay for a close the
+   * room starts outside that socket's own event (see the README's limits).
+   */
+  async closeFrame(ms = WAIT_MS) {
+    await waitFor(() => this.ws._closeFrameReceived, ms, `the close frame of ${this.url}`);
+    return { code: this.ws._closeCode, reason: this.ws._closeMessage.toString() };
+  }
+
+  /** Whether the hub's close frame arrived. */
+  get closeFrameReceived() {
+    return this.ws._closeFrameReceived;
+  }
+
   /** Closes from the client side and waits for the close to complete. */
   async close(code = 1000) {
     if (!this.closeInfo) this.ws.close(code);

@@ -13,7 +13,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createHmac, generateKeyPairSync, sign } from 'node:crypto';
-import { suiteHub, roomName, WsClient, SseClient, request, withTimeout, waitFor, show, wsUrl } from './support.mjs';
+import { suiteHub, roomName, WsClient, SseClient, request, withTimeout, show, wsUrl } from './support.mjs';
 
 const b64url = (x) => Buffer.from(x).toString('base64url');
 const nowS = () => Math.floor(Date.now() / 1000);
@@ -54,8 +54,7 @@ async function publishWith(url, room, token, data = 'hi') {
  * deadline. Local workerd ends the TCP connection of a close the room
  * starts outside that socket's own event only once the room is idle (see
  * the README's known limits), so a busy room is checked by the close frame
- * itself (the `ws` client's `_closeFrameReceived`/`_closeCode`, ws 8), an
- * idle one by the connection's end.
+ * itself (WsClient.closeFrame), an idle one by the connection's end.
  */
 async function expiryOf(client, ms, { untilTcpClose = false } = {}) {
   const told = await client.next((f) => f.type === 'error' && f.code === 'token_expired', 'error token_expired', ms);
@@ -64,8 +63,7 @@ async function expiryOf(client, ms, { untilTcpClose = false } = {}) {
     const info = await withTimeout(client.closed, 20_000, `the close of ${client.url}`);
     return { told, at, ...info };
   }
-  await waitFor(() => client.ws._closeFrameReceived, 5000, 'the close frame');
-  return { told, at, code: client.ws._closeCode, reason: client.ws._closeMessage.toString() };
+  return { told, at, ...(await client.closeFrame(5000)) };
 }
 
 const SECRET = 'tokens-secret-0123456789abcdef-0123456789abcdef';
@@ -105,7 +103,7 @@ describe('live connections end with their token (bare workerd, TOKEN_LEEWAY_SECS
     assert.equal(poll.body.error, 'token_expired');
 
     assert.equal(stays.closeInfo, null, 'a connection with a longer token stays open');
-    assert.equal(stays.ws._closeFrameReceived, false);
+    assert.equal(stays.closeFrameReceived, false);
     const state = await request(hub.url, `/rooms/${room}`, { headers: bearer(long) });
     assert.deepEqual(state.body.connections, { ws: 1, sse: 0, poll: 0 }, show(state.body));
     assert.deepEqual(state.body.presence, ['longer']);

@@ -64,6 +64,25 @@ async function startReceiver() {
   return receiver;
 }
 
+/**
+ * A loopback receiver and a hub on bare workerd posting to it (with
+ * `vars`), for one describe block: handed to `assign` once started,
+ * stopped after its last test.
+ */
+function webhookSuite(vars, assign) {
+  const started = {};
+  before(async () => {
+    started.receiver = await startReceiver();
+    started.hub = await startHub({ runtime: 'workerd', vars: { ...vars, WEBHOOK_URL: started.receiver.url, WEBHOOK_SECRET } });
+    assign(started);
+  });
+  after(async () => {
+    await closeWsClients();
+    await started.hub?.stop();
+    await started.receiver?.close();
+  });
+}
+
 const types = (attempts) => attempts.map((a) => a.event.type);
 const post = (url, room, data, headers = {}) =>
   request(url, `/rooms/${room}/messages`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify({ data }) });
@@ -71,14 +90,8 @@ const post = (url, room, data, headers = {}) =>
 describe('webhooks (bare workerd, loopback receiver)', () => {
   let receiver;
   let hub;
-  before(async () => {
-    receiver = await startReceiver();
-    hub = await startHub({ runtime: 'workerd', vars: { WEBHOOK_URL: receiver.url, WEBHOOK_SECRET, WEBHOOK_MAX_ATTEMPTS: '3', RATE_PER_SEC: '0' } });
-  });
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
-    await receiver?.close();
+  webhookSuite({ WEBHOOK_MAX_ATTEMPTS: '3', RATE_PER_SEC: '0' }, (started) => {
+    ({ receiver, hub } = started);
   });
 
   test('events arrive signed, in order: occupied, joined, each message, left, vacated', async () => {
@@ -130,14 +143,8 @@ describe('webhooks (bare workerd, loopback receiver)', () => {
 describe('webhooks: membership and occupancy once per transition (HUB_SECRET)', () => {
   let receiver;
   let hub;
-  before(async () => {
-    receiver = await startReceiver();
-    hub = await startHub({ runtime: 'workerd', vars: { HUB_SECRET: SECRET, WEBHOOK_URL: receiver.url, WEBHOOK_SECRET, RATE_PER_SEC: '0' } });
-  });
-  after(async () => {
-    await closeWsClients();
-    await hub?.stop();
-    await receiver?.close();
+  webhookSuite({ HUB_SECRET: SECRET, RATE_PER_SEC: '0' }, (started) => {
+    ({ receiver, hub } = started);
   });
 
   test('two sockets of one user: one join, one leave; the room is occupied and vacated once', async () => {
