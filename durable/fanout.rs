@@ -56,8 +56,16 @@ function pongTime(state, ws) {
   }
 }
 
+// How many sockets the last broadcast sent to (read right after it).
+let lastSent = 0;
+
+export function last_sent() {
+  return lastSent;
+}
+
 export function broadcast_text(state, text, exceptConn, skipCatchingUp, limit, closeCode, closeReason) {
   const dropped = [];
+  let sent = 0;
   for (const ws of state.getWebSockets()) {
     // Attachments are read only when some socket may be skipped.
     if (exceptConn !== undefined || skipCatchingUp) {
@@ -65,8 +73,10 @@ export function broadcast_text(state, text, exceptConn, skipCatchingUp, limit, c
       if (meta && exceptConn !== undefined && meta.conn === exceptConn) continue;
       if (meta && skipCatchingUp && meta.replay_after != null) continue;
     }
-    if (!send_within(state, ws, text, limit, closeCode, closeReason)) dropped.push(ws);
+    if (send_within(state, ws, text, limit, closeCode, closeReason)) sent++;
+    else dropped.push(ws);
   }
+  lastSent = sent;
   return dropped;
 }
 
@@ -118,6 +128,7 @@ extern "C" {
     ) -> bool;
     #[wasm_bindgen(js_name = seen)]
     fn seen_js(ws: &JsValue);
+    fn last_sent() -> f64;
 }
 
 /// Bytes the room sends one socket without a sign of life before it
@@ -129,17 +140,17 @@ pub fn slow_socket_bytes(max_message_bytes: usize) -> usize {
 /// Sends `text` to every WebSocket of the room except the one whose
 /// connection id is `except_conn` and, with `skip_catching_up`, those whose
 /// attachment says they are catching up (`replay_after`). Returns the
-/// sockets it closed as slow consumers; the caller takes them out of
-/// presence.
+/// sockets it closed as slow consumers (the caller takes them out of
+/// presence) and how many sockets it sent to.
 pub fn broadcast(
     state: &worker::State,
     text: &str,
     except_conn: Option<&str>,
     skip_catching_up: bool,
     max_message_bytes: usize,
-) -> Vec<WebSocket> {
+) -> (Vec<WebSocket>, usize) {
     let err = HubError::SlowConsumer;
-    broadcast_text(
+    let dropped = broadcast_text(
         state.as_raw().as_ref(),
         text,
         except_conn.map(str::to_owned),
@@ -150,7 +161,8 @@ pub fn broadcast(
     )
     .iter()
     .map(|ws| WebSocket::from(web_sys::WebSocket::from(ws)))
-    .collect()
+    .collect();
+    (dropped, last_sent() as usize)
 }
 
 /// Sends `text` to one socket, counting it toward that socket's bound.

@@ -11,13 +11,16 @@
 //! - Nothing is written by a read: storage is created by the first publish
 //!   (see `store`).
 
-use super::store::{NewMessage, Restored, Store, POLL_PAGE_BYTES};
+use super::store::{NewMessage, Restored, RowCounter, Store, POLL_PAGE_BYTES};
 use crate::core::cursor::{Cursor, Seq};
 use crate::core::error::HubError;
 use crate::core::log::RoomLog;
+use crate::core::meter::Counters;
 use crate::core::names::RoomName;
 use crate::core::protocol::{Publish, ResetInfo};
+use crate::core::retention;
 use crate::core::transport::StoredMessage;
+use std::rc::Rc;
 use worker::SqlStorage;
 
 /// What one storage read brings into the isolate when replaying: at most
@@ -33,6 +36,16 @@ pub struct PersistedLog {
     pub store: Store,
     /// How many times this room was loaded (see `store::Restored::loads`).
     pub loads: u64,
+    /// When the oldest kept message was published (ms): when age
+    /// retention next has work. May be older than the truth after count
+    /// retention dropped it (the next trim then finds nothing and learns).
+    oldest_ts: Option<u64>,
+    /// When the last message was published (ms); 0 if never.
+    pub last_publish_ms: u64,
+    /// The last time the room was seen with a live connection (ms).
+    pub last_active_ms: u64,
+    /// When the room's storage was created (ms).
+    pub created_ms: u64,
 }
 
 /// The outcome of a publish.
@@ -58,25 +71,59 @@ pub struct Origin<'a> {
 
 impl PersistedLog {
     /// Opens the room's log from storage (creating nothing).
+    /// Also returns the counters storage saved for the room's meter.
     pub fn open(
         sql: SqlStorage,
+        rows: Rc<RowCounter>,
         name: RoomName,
         history_limit: u32,
         random: fn() -> u32,
-    ) -> Result<Self, HubError> {
-        let (store, restored): (Store, Restored) = Store::open(sql, random)?;
+        now_ms: u64,
+    ) -> Result<(Self, Counters), HubError> {
+        let (store, restored): (Store, Restored) = Store::open(sql, rows, random, now_ms)?;
         let position = RoomLog::restore(
             restored.epoch,
             restored.last_id,
             restored.kept,
             history_limit,
         );
-        Ok(PersistedLog {
+        let log = PersistedLog {
             name,
             position,
             store,
             loads: restored.loads,
-        })
+            oldest_ts: restored.oldest_ts,
+            last_publish_ms: restored.last_publish_ms,
+            last_active_ms: restored.last_active_ms,
+            created_ms: restored.created_ms,
+        };
+        Ok((log, restored.counters))
+    }
+
+    /// When age retention next has work (ms), with a TTL of `ttl_secs`.
+    pub fn history_due(&self, ttl_secs: u32) -> Option<u64> {
+        retention::history_due(self.oldest_ts, ttl_secs)
+    }
+
+    /// Age retention: drops the messages older than `ttl_secs` if any are
+    /// due (a comparison in memory otherwise). Synchronous, so no publish
+    /// or read falls between the delete and the new window.
+    pub fn expire(&mut self, now_ms: u64, ttl_secs: u32) -> Result<(), HubError> {
+        let Some(due) = self.history_due(ttl_secs) else {
+            return Ok(());
+        };
+        let Some(cutoff) = retention::history_cutoff(now_ms, ttl_secs) else {
+            return Ok(());
+        };
+        if now_ms < due {
+            return Ok(());
+        }
+        let (kept, oldest) =
+            self.store
+                .expire(cutoff, self.position.last_id(), self.last_publish_ms)?;
+        self.position.retain_newest(kept);
+        self.oldest_ts = oldest;
+        Ok(())
     }
 
     /// Whether the room ever stored anything.
@@ -106,6 +153,7 @@ impl PersistedLog {
         let id = self.position.next_id();
         let envelope = publish.envelope(id, origin.from, now_ms, max_message_bytes)?;
         let drop_through = self.position.drop_through(id);
+        let first_write = !self.store.is_created();
         let message = StoredMessage {
             id,
             event: publish.event.as_str().to_owned(),
@@ -118,6 +166,13 @@ impl PersistedLog {
             drop_through,
         })?;
         self.position.append();
+        self.last_publish_ms = now_ms;
+        if first_write {
+            self.created_ms = now_ms;
+        }
+        if self.oldest_ts.is_none() {
+            self.oldest_ts = Some(now_ms);
+        }
         Ok(Accepted {
             id,
             ts_ms: now_ms,
@@ -150,23 +205,39 @@ impl PersistedLog {
     }
 
     /// One poll page: up to `limit` envelopes after the cursor joined with
-    /// commas (at most `POLL_PAGE_BYTES`, plus one), with the reset signal
-    /// when the cursor is older than the kept history; without a cursor,
-    /// the newest `limit`.
-    pub fn page(
-        &self,
-        cursor: Cursor,
-        limit: u32,
-    ) -> Result<(String, Option<ResetInfo>), HubError> {
+    /// commas (at most `POLL_PAGE_BYTES`, plus one), how many, and the
+    /// reset signal when the cursor is older than the kept history; without
+    /// a cursor, the newest `limit`.
+    pub fn page(&self, cursor: Cursor, limit: u32) -> Result<Page, HubError> {
         match cursor {
-            Cursor::Latest => Ok((self.store.joined(None, limit, POLL_PAGE_BYTES)?, None)),
+            Cursor::Latest => {
+                let (joined, count) = self.store.joined(None, limit, POLL_PAGE_BYTES)?;
+                Ok(Page {
+                    joined,
+                    count,
+                    reset: None,
+                })
+            }
             Cursor::After(since) => {
                 let resume = self.position.resume(since);
-                let joined =
+                let (joined, count) =
                     self.store
                         .joined(Some(resume.replay_after()), limit, POLL_PAGE_BYTES)?;
-                Ok((joined, ResetInfo::of(resume)))
+                Ok(Page {
+                    joined,
+                    count,
+                    reset: ResetInfo::of(resume),
+                })
             }
         }
     }
+}
+
+/// One poll page of the log.
+pub struct Page {
+    /// The envelopes, joined with commas.
+    pub joined: String,
+    /// How many envelopes `joined` holds.
+    pub count: u64,
+    pub reset: Option<ResetInfo>,
 }

@@ -40,7 +40,9 @@
 mod budgets;
 mod fanout;
 mod log;
+mod meter;
 mod poll;
+mod retention;
 mod sockets;
 mod sse;
 mod store;
@@ -50,6 +52,7 @@ mod webhooks;
 use crate::core::auth::Identity;
 use crate::core::backend;
 use crate::core::error::HubError;
+use crate::core::meter::Meter;
 use crate::core::names::RoomName;
 use crate::core::protocol::{Publish, Published, RoomState};
 use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
@@ -94,6 +97,12 @@ pub struct RoomObject {
     pub(super) deadlines_seen: Cell<bool>,
     /// Outstanding connect tickets for this room.
     tickets: RefCell<TicketBook>,
+    /// What the room did and what it costs (`stats`, `usage`).
+    meter: RefCell<Meter>,
+    /// Storage rows read and written, for the meter.
+    rows: Rc<store::RowCounter>,
+    /// When history expires and when the room is idle.
+    retention: retention::Retention,
 }
 
 impl DurableObject for RoomObject {
@@ -126,6 +135,9 @@ impl DurableObject for RoomObject {
             webhooks_checked: Cell::new(false),
             deadlines_seen: Cell::new(false),
             tickets: RefCell::new(TicketBook::default()),
+            meter: RefCell::new(Meter::default()),
+            rows: Rc::new(store::RowCounter::default()),
+            retention: retention::Retention::default(),
             settings,
             state,
         }
@@ -135,11 +147,11 @@ impl DurableObject for RoomObject {
         // The same JS request (a second handle, not `Request.clone()`), kept
         // to read to its end a body that no handler read (see `crate::body`).
         let raw = Clone::clone(req.inner());
+        self.tick_meter();
+        self.meter.borrow_mut().request();
         let resp = self.answer(req).await;
         crate::body::discard(&raw).await;
-        self.note_webhook_events();
-        self.release_unused_storage().await;
-        self.arm_alarm().await;
+        self.after_event().await;
         Ok(resp)
     }
 
@@ -149,10 +161,15 @@ impl DurableObject for RoomObject {
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm_ms.set(None);
         self.deadlines_seen.set(true);
+        self.tick_meter();
+        self.meter.borrow_mut().alarm();
         self.deliver_webhooks().await;
         let now_s = now_ms() / 1000;
         transport::end(&self.hubs(), &transport::Ending::Expired { now_s });
         self.note_webhook_events();
+        self.save_meter(false);
+        self.retention_alarm().await;
+        self.tick_meter();
         self.arm_alarm().await;
         Response::empty()
     }
@@ -162,10 +179,14 @@ impl DurableObject for RoomObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
+        self.tick_meter();
+        let bytes = match &message {
+            WebSocketIncomingMessage::String(text) => text.len(),
+            WebSocketIncomingMessage::Binary(bytes) => bytes.len(),
+        };
+        self.meter.borrow_mut().ws_message(bytes);
         self.on_socket_message(&ws, message);
-        self.note_webhook_events();
-        self.release_unused_storage().await;
-        self.arm_alarm().await;
+        self.after_event().await;
         Ok(())
     }
 
@@ -176,9 +197,9 @@ impl DurableObject for RoomObject {
         reason: String,
         _was_clean: bool,
     ) -> worker::Result<()> {
+        self.tick_meter();
         self.on_socket_close(&ws, code, &reason);
-        self.note_webhook_events();
-        self.arm_alarm().await;
+        self.after_event().await;
         Ok(())
     }
 
@@ -207,6 +228,19 @@ impl RoomObject {
 
     fn settings(&self) -> Result<Rc<Settings>, HubError> {
         self.settings.clone()
+    }
+
+    /// What follows every event: webhook events and the room's occupancy
+    /// noted, unused storage let go, the counters saved when due, and the
+    /// alarm set for what comes next.
+    async fn after_event(&self) {
+        self.note_webhook_events();
+        let live = self.meter_connections();
+        self.retention_occupancy(live);
+        self.release_unused_storage().await;
+        self.save_meter(false);
+        self.tick_meter();
+        self.arm_alarm().await;
     }
 
     /// The response to a request: the handler's, or its error as JSON.
@@ -267,18 +301,24 @@ impl RoomObject {
     }
 
     /// Loads the room's log from storage once per instance.
+    /// Every later call trims the history that expired meanwhile.
     fn load(&self, name: &RoomName) -> Result<(), HubError> {
         if self.log.borrow().is_some() {
+            self.expire_history();
             return Ok(());
         }
         let settings = self.settings()?;
-        let log = PersistedLog::open(
+        let (log, saved) = PersistedLog::open(
             self.state.storage().sql(),
+            self.rows.clone(),
             name.clone(),
             settings.history_limit,
             random_u32,
+            now_ms(),
         )?;
         *self.log.borrow_mut() = Some(log);
+        self.absorb_saved_counters(&saved);
+        self.retention_loaded();
         Ok(())
     }
 
@@ -321,16 +361,21 @@ impl RoomObject {
             // A woken instance learns what its outbox holds once.
             self.webhooks_checked.set(true);
             if let Ok(Some(head)) =
-                store::Store::peek(self.state.storage().sql()).and_then(|s| s.webhook_head())
+                store::Store::peek(self.state.storage().sql(), self.rows.clone())
+                    .and_then(|s| s.webhook_head())
             {
                 self.webhook_due(head.due as u64);
             }
         }
-        let Some(at_ms) = [expiry_ms, self.webhook_due_ms.get()]
-            .into_iter()
-            .flatten()
-            .min()
-        else {
+        let Some(at_ms) = [
+            expiry_ms,
+            self.webhook_due_ms.get(),
+            self.retention.due(),
+            self.meter_save_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min() else {
             return;
         };
         // An alarm set for earlier fires first and sets the next one.
@@ -369,7 +414,11 @@ impl RoomObject {
     /// Hands a newly stored message to every hub: WebSockets, SSE streams,
     /// then held long polls.
     fn deliver(&self, message: &StoredMessage) {
-        transport::deliver_all(&self.hubs(), message);
+        let handed = transport::deliver_all(&self.hubs(), message);
+        let mut meter = self.meter.borrow_mut();
+        for (kind, h) in handed {
+            meter.delivered(kind, h.count, (h.count * h.bytes) as u64);
+        }
     }
 
     async fn on_publish(
@@ -387,6 +436,7 @@ impl RoomObject {
         // Worker; a body without a length is bounded while it is read.
         let max = settings.max_message_bytes;
         let bytes = crate::body::read_within(req.inner(), max).await?;
+        self.meter.borrow_mut().published(bytes.len());
         // The room may have been deleted while the body was read.
         self.load(&request.room)?;
         let body = std::str::from_utf8(&bytes)
@@ -450,17 +500,16 @@ impl RoomObject {
     /// The next publish starts a new log under a new epoch, so an old
     /// cursor gets `reset cursor_ahead` and an old ETag never matches.
     async fn on_delete_room(&self, cors: &Cors) -> Result<Response, HubError> {
-        transport::end(&self.hubs(), &transport::Ending::All);
-        self.tickets.borrow_mut().clear();
-        *self.log.borrow_mut() = None;
-        self.alarm_ms.set(None);
-        self.state.storage().delete_all().await?;
+        self.erase().await?;
         let resp = Response::empty()?.with_status(204);
         cors.apply_to(resp.headers())?;
         Ok(resp)
     }
 
     fn on_read_state(&self, request: &RoomRequest, cors: &Cors) -> Result<Response, HubError> {
+        // What this reports is what a restart would find.
+        self.save_meter(true);
+        let report = self.meter_report();
         let hubs = self.hubs();
         let connections = transport::counts(&hubs);
         let connect_refused = self.admit(request).err().map(|e| e.body());
@@ -481,6 +530,8 @@ impl RoomObject {
                     .webhooks
                     .as_ref()
                     .and_then(|_| l.store.webhook_counts().ok()),
+                stats: report.as_ref().map(|r| &r.0),
+                usage: report.as_ref().map(|r| &r.1),
             })
             .map_err(|e| HubError::Internal(e.to_string()))
         })??;

@@ -22,7 +22,7 @@ use crate::core::etag::if_none_match;
 use crate::core::protocol::poll_body;
 use crate::core::query::PollQuery;
 use crate::core::request::RoomRequest;
-use crate::core::transport::{Ending, StoredMessage, Transport, TransportKind};
+use crate::core::transport::{Ending, Handed, StoredMessage, Transport, TransportKind};
 use crate::respond::{self, Cors};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
@@ -110,11 +110,13 @@ impl Transport for PollHub {
             .count()
     }
 
-    /// Wakes every held poll; each answers with what is new.
-    fn deliver(&self, _message: &StoredMessage) {
+    /// Wakes every held poll; each answers with what is new (and counts
+    /// what it sends then).
+    fn deliver(&self, _message: &StoredMessage) -> Handed {
         for (_, waiter) in self.waiters.borrow_mut().drain() {
             let _ = waiter.wake.send(Wake::Message);
         }
+        Handed::default()
     }
 
     fn next_expiry(&self) -> Option<u64> {
@@ -205,11 +207,14 @@ impl RoomObject {
     /// The `200` answer: messages after the cursor (with `reset` when it is
     /// older than the kept history), or the newest `limit` without one.
     fn messages(&self, query: &PollQuery, cors: &Cors) -> Result<Response, HubError> {
-        let (body, etag) = self.with_log(|l| -> Result<(String, String), HubError> {
-            let (joined, reset) = l.page(query.cursor, query.limit)?;
-            let body = poll_body(&l.name, &joined, l.position.last_id(), reset);
-            Ok((body, l.position.etag().to_owned()))
+        let (body, etag, count) = self.with_log(|l| -> Result<_, HubError> {
+            let page = l.page(query.cursor, query.limit)?;
+            let body = poll_body(&l.name, &page.joined, l.position.last_id(), page.reset);
+            Ok((body, l.position.etag().to_owned(), page.count))
         })??;
+        self.meter
+            .borrow_mut()
+            .delivered(TransportKind::Poll, count as usize, body.len() as u64);
         let resp = respond::json_text(200, body, cors)?;
         resp.headers().set("ETag", &etag)?;
         Ok(resp)

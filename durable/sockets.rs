@@ -41,7 +41,7 @@ use crate::core::protocol::ResetInfo;
 use crate::core::request::RoomRequest;
 use crate::core::session::{on_binary_frame, on_text_frame, SocketMeta, Step};
 use crate::core::settings::Settings;
-use crate::core::transport::{Ending, StoredMessage, Transport, TransportKind};
+use crate::core::transport::{Ending, Handed, StoredMessage, Transport, TransportKind};
 use crate::core::webhooks::EventType;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -276,9 +276,9 @@ impl SocketHub {
 
     /// Sends one frame to every socket but `except_conn`'s (and those
     /// catching up, when told); the sockets dropped as slow consumers leave
-    /// presence.
-    fn broadcast(&self, text: &str, except_conn: Option<&str>, skip_catching_up: bool) {
-        let dropped = fanout::broadcast(
+    /// presence. Returns how many sockets it sent to.
+    fn broadcast(&self, text: &str, except_conn: Option<&str>, skip_catching_up: bool) -> usize {
+        let (dropped, sent) = fanout::broadcast(
             &self.state,
             text,
             except_conn,
@@ -288,6 +288,7 @@ impl SocketHub {
         for ws in dropped {
             self.gone(&ws);
         }
+        sent
     }
 }
 
@@ -322,13 +323,16 @@ impl Transport for SocketHub {
 
     /// One `message` frame, built once, to every socket not catching up
     /// (those get it through their replay).
-    fn deliver(&self, message: &StoredMessage) {
+    fn deliver(&self, message: &StoredMessage) -> Handed {
         let skip_catching_up = self.with_index(|s| s.anyone_catching_up());
         let text = ServerMsg::Message {
             envelope: &message.envelope,
         }
         .to_text();
-        self.broadcast(&text, None, skip_catching_up);
+        Handed {
+            count: self.broadcast(&text, None, skip_catching_up),
+            bytes: text.len(),
+        }
     }
 
     fn next_expiry(&self) -> Option<u64> {
@@ -542,10 +546,20 @@ impl RoomObject {
         if let Some(reset) = batch.reset {
             self.sockets.send(ws, &ServerMsg::reset(reset));
         }
+        let mut bytes = 0;
+        let mut sent = 0;
         for frame in &batch.frames {
             if !self.sockets.send_bounded(ws, frame) {
-                return;
+                break;
             }
+            bytes += frame.len() as u64;
+            sent += 1;
+        }
+        self.meter
+            .borrow_mut()
+            .delivered(TransportKind::WebSocket, sent, bytes);
+        if sent < batch.frames.len() {
+            return;
         }
         if let Some(after) = batch.more_after {
             self.sockets.send(ws, &ServerMsg::more(after));

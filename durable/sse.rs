@@ -26,7 +26,7 @@ use crate::core::request::RoomRequest;
 use crate::core::sse::{
     encode_close, encode_event, encode_reset, retry_frame, SseBuffer, HEARTBEAT_FRAME,
 };
-use crate::core::transport::{Ending, StoredMessage, Transport, TransportKind};
+use crate::core::transport::{Ending, Handed, StoredMessage, Transport, TransportKind};
 use crate::respond::Cors;
 use futures_util::Stream;
 use std::cell::RefCell;
@@ -103,8 +103,8 @@ impl Transport for StreamHub {
         self.streams.borrow().count_of(key)
     }
 
-    fn deliver(&self, message: &StoredMessage) {
-        self.streams.borrow_mut().deliver(message);
+    fn deliver(&self, message: &StoredMessage) -> Handed {
+        self.streams.borrow_mut().deliver(message)
     }
 
     fn next_expiry(&self) -> Option<u64> {
@@ -162,18 +162,22 @@ impl Streams {
     }
 
     /// Queues a message on every stream; drops the streams it would overflow.
-    fn deliver(&mut self, message: &StoredMessage) {
+    fn deliver(&mut self, message: &StoredMessage) -> Handed {
         if self.subscribers.is_empty() {
-            return;
+            return Handed::default();
         }
         let Some(frame) = encode_event(message.id, &message.event, &message.envelope) else {
             worker::console_error!("message {} cannot be framed for SSE", message.id);
-            return;
+            return Handed::default();
         };
-        self.push_all(&frame);
+        Handed {
+            count: self.push_all(&frame),
+            bytes: frame.len(),
+        }
     }
 
-    fn push_all(&mut self, frame: &str) {
+    /// Queues `frame` on every stream; returns on how many.
+    fn push_all(&mut self, frame: &str) -> usize {
         let tick = self.tick;
         self.subscribers.retain(|sub| {
             let mut s = sub.borrow_mut();
@@ -191,6 +195,7 @@ impl Streams {
                 }
             }
         });
+        self.subscribers.len()
     }
 
     /// One heartbeat: drop stalled streams, queue a comment on the rest.
@@ -206,8 +211,7 @@ impl Streams {
             }
             !s.closed
         });
-        self.push_all(HEARTBEAT_FRAME);
-        !self.subscribers.is_empty()
+        self.push_all(HEARTBEAT_FRAME) > 0
     }
 }
 
@@ -321,16 +325,30 @@ impl RoomObject {
         let Cursor::After(since) = cursor else {
             return Ok(true);
         };
-        self.with_log(|l| {
+        let (mut count, mut bytes) = (0, 0);
+        let complete = self.with_log(|l| {
             let resume = l.position.resume(since);
             if let Some(reset) = ResetInfo::of(resume) {
                 let _ = buffer.push(encode_reset(reset), tick);
             }
             l.replay(resume.replay_after(), |message| {
                 // Stored envelopes always frame; `None` would be a corrupt row.
-                encode_event(message.id, &message.event, &message.envelope)
-                    .is_none_or(|frame| buffer.push(frame, tick).is_ok())
+                let Some(frame) = encode_event(message.id, &message.event, &message.envelope)
+                else {
+                    return true;
+                };
+                let len = frame.len() as u64;
+                let fits = buffer.push(frame, tick).is_ok();
+                if fits {
+                    count += 1;
+                    bytes += len;
+                }
+                fits
             })
-        })?
+        })??;
+        self.meter
+            .borrow_mut()
+            .delivered(TransportKind::Sse, count, bytes);
+        Ok(complete)
     }
 }

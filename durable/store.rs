@@ -1,11 +1,17 @@
-//! The room's SQLite storage: messages, the log position, idempotency keys.
+//! The room's SQLite storage: messages, the log position, idempotency keys,
+//! the room's saved counters and the webhook outbox.
 //!
 //! Invariants:
 //! - `hub_messages` holds the contiguous ids `first_kept ..= last_id`, each
-//!   row the envelope exactly as it was sent.
-//! - The last id ever assigned is the largest id in `hub_messages`:
+//!   row the envelope exactly as it was sent and the time it was published.
+//! - The last id ever assigned is the largest id in `hub_messages`: count
 //!   retention keeps at least one message, so ids continue after a restart
-//!   and are never reused, without a second write per publish.
+//!   and are never reused, without a second write per publish. Age
+//!   retention may empty the table; it then writes the last id (and the
+//!   last publish time) to `hub_meta` first.
+//! - Every statement goes through [`Store::run`], [`Store::rows`] or
+//!   [`Store::one`], which count the rows it read and wrote for the
+//!   room's usage meter.
 //! - `hub_meta.epoch` is drawn once, when the room's storage is created.
 //! - Storage is created by the first publish, never by a read: a room that
 //!   was never published to writes nothing, and the room lets go of the
@@ -16,19 +22,29 @@
 
 use crate::core::cursor::{Epoch, Seq};
 use crate::core::error::HubError;
+use crate::core::meter::Counters;
 use crate::core::transport::StoredMessage;
 use crate::core::webhooks::WebhookCounts;
 use serde::Deserialize;
 use std::cell::Cell;
-use worker::{SqlStorage, SqlStorageValue};
+use std::collections::HashMap;
+use std::rc::Rc;
+use worker::{SqlCursor, SqlStorage, SqlStorageValue};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS hub_messages (id INTEGER PRIMARY KEY, event TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS hub_messages (id INTEGER PRIMARY KEY, event TEXT NOT NULL, \
+     body TEXT NOT NULL, ts INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS hub_messages_by_ts ON hub_messages (ts)",
     "CREATE TABLE IF NOT EXISTS hub_idempotency (scope TEXT NOT NULL, key TEXT NOT NULL, \
      id INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS hub_idempotency_by_id ON hub_idempotency (id)",
+    "CREATE TABLE IF NOT EXISTS hub_stats (id INTEGER PRIMARY KEY CHECK (id = 1), counters TEXT NOT NULL)",
 ];
+
+/// The schema's version, in `hub_meta.schema`. Version 1 (before it was
+/// recorded) had no `ts` column and no `hub_stats`.
+const SCHEMA_VERSION: u64 = 2;
 
 /// The bytes of envelopes one poll page holds (plus the one message that
 /// crosses it). SQLite refuses strings of a few MB (`SQLITE_TOOBIG`), and a
@@ -62,6 +78,37 @@ pub struct Restored {
     /// How many times the room was loaded, this time included: once per
     /// start or wake of its Durable Object.
     pub loads: u64,
+    /// When the oldest kept message was published (ms), if any is kept.
+    pub oldest_ts: Option<u64>,
+    /// When the last message was published (ms); 0 if never.
+    pub last_publish_ms: u64,
+    /// The last time the room was seen with a live connection (ms).
+    pub last_active_ms: u64,
+    /// When the room's storage was created (ms).
+    pub created_ms: u64,
+    /// The saved counters (see `core::meter`).
+    pub counters: Counters,
+}
+
+/// Storage rows read and written through every handle of one room, for
+/// its usage meter.
+#[derive(Default)]
+pub struct RowCounter {
+    read: Cell<u64>,
+    written: Cell<u64>,
+}
+
+impl RowCounter {
+    /// Rows read and written since the last call.
+    pub fn take(&self) -> (u64, u64) {
+        (self.read.take(), self.written.take())
+    }
+
+    fn count(&self, cursor: &SqlCursor) {
+        self.read.set(self.read.get() + cursor.rows_read() as u64);
+        self.written
+            .set(self.written.get() + cursor.rows_written() as u64);
+    }
 }
 
 pub struct Store {
@@ -72,6 +119,7 @@ pub struct Store {
     loads: Cell<u64>,
     /// Whether this handle made sure the webhook outbox table exists.
     outbox_ready: Cell<bool>,
+    rows: Rc<RowCounter>,
 }
 
 #[derive(Deserialize)]
@@ -80,14 +128,28 @@ struct ValueRow {
 }
 
 #[derive(Deserialize)]
+struct MetaRow {
+    key: String,
+    value: i64,
+}
+
+#[derive(Deserialize)]
 struct WindowRow {
     n: i64,
     last: i64,
+    oldest: Option<i64>,
+    newest: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct CountersRow {
+    counters: String,
 }
 
 #[derive(Deserialize)]
 struct JoinedRow {
     joined: Option<String>,
+    n: i64,
 }
 
 /// The oldest event of the webhook outbox.
@@ -110,16 +172,16 @@ fn int(n: u64) -> SqlStorageValue {
 }
 
 /// Whether the room's storage was ever created (its schema exists).
-fn schema_exists(sql: &SqlStorage) -> Result<bool, HubError> {
-    Ok(sql
+fn schema_exists(sql: &SqlStorage, rows: &RowCounter) -> Result<bool, HubError> {
+    let cursor = sql
         .exec(
             "SELECT COUNT(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'hub_meta'",
             None,
         )
-        .and_then(|c| c.one::<ValueRow>())
-        .map_err(storage_error)?
-        .value
-        > 0)
+        .map_err(storage_error)?;
+    let row: ValueRow = cursor.one().map_err(storage_error)?;
+    rows.count(&cursor);
+    Ok(row.value > 0)
 }
 
 fn storage_error(e: worker::Error) -> HubError {
@@ -134,37 +196,43 @@ impl Store {
     /// caller (a request path, or a socket's attachment after a wake).
     pub fn open(
         sql: SqlStorage,
+        rows: Rc<RowCounter>,
         new_epoch: impl FnOnce() -> u32,
+        now_ms: u64,
     ) -> Result<(Store, Restored), HubError> {
-        let exists = schema_exists(&sql)?;
+        let exists = schema_exists(&sql, &rows)?;
+        let mut store = Store {
+            sql,
+            created: Cell::new(exists),
+            epoch: Epoch(0),
+            loads: Cell::new(1),
+            outbox_ready: Cell::new(false),
+            rows,
+        };
         if !exists {
-            let epoch = Epoch(new_epoch());
-            let store = Store {
-                sql,
-                created: Cell::new(false),
-                epoch,
-                loads: Cell::new(1),
-                outbox_ready: Cell::new(false),
-            };
+            store.epoch = Epoch(new_epoch());
             let restored = Restored {
-                epoch,
+                epoch: store.epoch,
                 last_id: Seq(0),
                 kept: 0,
                 loads: 1,
+                oldest_ts: None,
+                last_publish_ms: 0,
+                last_active_ms: 0,
+                created_ms: now_ms,
+                counters: Counters::default(),
             };
             return Ok((store, restored));
         }
-        let mut store = Store {
-            sql,
-            created: Cell::new(true),
-            epoch: Epoch(0),
-            loads: Cell::new(0),
-            outbox_ready: Cell::new(false),
-        };
-        let loads = store.meta("loads")?.unwrap_or(0) + 1;
+        let meta = store.all_meta()?;
+        let meta_of = |key: &str| meta.get(key).copied();
+        if meta_of("schema").unwrap_or(1) < SCHEMA_VERSION {
+            store.migrate(now_ms)?;
+        }
+        let loads = meta_of("loads").unwrap_or(0) + 1;
         store.set_meta("loads", loads)?;
         store.loads.set(loads);
-        store.epoch = match store.meta("epoch")? {
+        store.epoch = match meta_of("epoch") {
             Some(e) => Epoch(e as u32),
             None => {
                 let e = Epoch(new_epoch());
@@ -172,33 +240,65 @@ impl Store {
                 e
             }
         };
-        let window = store
-            .sql
-            .exec(
-                "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last FROM hub_messages",
-                None,
-            )
-            .and_then(|c| c.one::<WindowRow>())
-            .map_err(storage_error)?;
+        let window: WindowRow = store.one(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last, MIN(ts) AS oldest, \
+             MAX(ts) AS newest FROM hub_messages",
+            vec![],
+        )?;
+        // Age retention may have emptied the history: the last id and
+        // publish time were kept in meta then.
+        let last_id = (window.last as u64).max(meta_of("last_id").unwrap_or(0));
+        let newest = window.newest.map_or(0, |t| t as u64);
+        let counters: Vec<CountersRow> =
+            store.rows("SELECT counters FROM hub_stats WHERE id = 1", vec![])?;
         let restored = Restored {
             epoch: store.epoch,
-            last_id: Seq(window.last as u64),
+            last_id: Seq(last_id),
             kept: window.n as u64,
             loads,
+            oldest_ts: window.oldest.map(|t| t as u64),
+            last_publish_ms: newest.max(meta_of("last_publish_ms").unwrap_or(0)),
+            last_active_ms: meta_of("active_ms").unwrap_or(0),
+            created_ms: meta_of("created_ms").unwrap_or(0),
+            counters: counters
+                .first()
+                .and_then(|r| serde_json::from_str(&r.counters).ok())
+                .unwrap_or_default(),
         };
         Ok((store, restored))
     }
 
+    /// Brings storage created by an older version to [`SCHEMA_VERSION`]:
+    /// messages stored before they carried a time count as published now,
+    /// so age retention starts counting from the upgrade.
+    fn migrate(&self, now_ms: u64) -> Result<(), HubError> {
+        // One synchronous stretch is one transaction: a version-1 room
+        // never has the column, and a half-done migration is never stored.
+        self.run(
+            "ALTER TABLE hub_messages ADD COLUMN ts INTEGER NOT NULL DEFAULT 0",
+            vec![],
+        )?;
+        self.run("UPDATE hub_messages SET ts = ?", vec![int(now_ms)])?;
+        for stmt in SCHEMA {
+            self.run(stmt, vec![])?;
+        }
+        if self.meta("created_ms")?.is_none() {
+            self.set_meta("created_ms", now_ms)?;
+        }
+        self.set_meta("schema", SCHEMA_VERSION)
+    }
+
     /// A handle on the room's storage for its alarm, which carries no room
     /// name and must not count as a load of the room.
-    pub fn peek(sql: SqlStorage) -> Result<Store, HubError> {
-        let exists = schema_exists(&sql)?;
+    pub fn peek(sql: SqlStorage, rows: Rc<RowCounter>) -> Result<Store, HubError> {
+        let exists = schema_exists(&sql, &rows)?;
         let mut store = Store {
             sql,
             created: Cell::new(exists),
             epoch: Epoch(0),
             loads: Cell::new(0),
             outbox_ready: Cell::new(false),
+            rows,
         };
         if exists {
             store.epoch = Epoch(store.meta("epoch")?.unwrap_or(0) as u32);
@@ -220,11 +320,11 @@ impl Store {
     /// stretch (so in the same transaction as what caused it). Past
     /// `MAX_OUTBOX_EVENTS` pending, the event is counted as dropped instead.
     pub fn enqueue_webhook(&self, body: &str, now_ms: u64) -> Result<(), HubError> {
-        self.ensure_created()?;
+        self.ensure_created(now_ms)?;
         if self.pending_webhooks()? >= crate::core::webhooks::MAX_OUTBOX_EVENTS {
             return self.bump_meta("webhooks_dropped");
         }
-        self.exec(
+        self.run(
             "INSERT INTO hub_webhooks (body, attempts, due) VALUES (?, 0, ?)",
             vec![body.into(), int(now_ms)],
         )?;
@@ -235,7 +335,7 @@ impl Store {
     /// room whose storage predates webhooks.
     fn ensure_outbox(&self) -> Result<(), HubError> {
         if !self.outbox_ready.get() {
-            self.exec(OUTBOX_SCHEMA, vec![])?;
+            self.run(OUTBOX_SCHEMA, vec![])?;
             self.outbox_ready.set(true);
         }
         Ok(())
@@ -245,9 +345,7 @@ impl Store {
     fn pending_webhooks(&self) -> Result<u64, HubError> {
         self.ensure_outbox()?;
         Ok(self
-            .exec("SELECT COUNT(*) AS value FROM hub_webhooks", vec![])?
-            .one::<ValueRow>()
-            .map_err(storage_error)?
+            .one::<ValueRow>("SELECT COUNT(*) AS value FROM hub_webhooks", vec![])?
             .value as u64)
     }
 
@@ -263,13 +361,10 @@ impl Store {
             return Ok(None);
         }
         self.ensure_outbox()?;
-        let rows: Vec<OutboxEvent> = self
-            .exec(
-                "SELECT seq, body, attempts, due FROM hub_webhooks ORDER BY seq LIMIT 1",
-                vec![],
-            )?
-            .to_array()
-            .map_err(storage_error)?;
+        let rows: Vec<OutboxEvent> = self.rows(
+            "SELECT seq, body, attempts, due FROM hub_webhooks ORDER BY seq LIMIT 1",
+            vec![],
+        )?;
         Ok(rows.into_iter().next())
     }
 
@@ -288,7 +383,7 @@ impl Store {
         };
         match retry_at {
             Some(at) => {
-                self.exec(
+                self.run(
                     "UPDATE hub_webhooks SET attempts = ?, due = ? WHERE seq = ?",
                     vec![
                         int(u64::from(attempts)),
@@ -298,7 +393,7 @@ impl Store {
                 )?;
             }
             None => {
-                self.exec(
+                self.run(
                     "DELETE FROM hub_webhooks WHERE seq = ?",
                     vec![SqlStorageValue::from(seq)],
                 )?;
@@ -331,43 +426,81 @@ impl Store {
         Ok(self.meta("occupied")?.unwrap_or(0) == 1)
     }
 
-    pub fn set_occupied(&self, occupied: bool) -> Result<(), HubError> {
-        self.ensure_created()?;
+    pub fn set_occupied(&self, occupied: bool, now_ms: u64) -> Result<(), HubError> {
+        self.ensure_created(now_ms)?;
         self.set_meta("occupied", u64::from(occupied))
     }
 
     /// Creates the schema and the room's meta on the first write.
-    fn ensure_created(&self) -> Result<(), HubError> {
+    fn ensure_created(&self, now_ms: u64) -> Result<(), HubError> {
         if self.created.get() {
             return Ok(());
         }
         for stmt in SCHEMA {
-            self.exec(stmt, vec![])?;
+            self.run(stmt, vec![])?;
         }
+        self.set_meta("schema", SCHEMA_VERSION)?;
         self.set_meta("epoch", u64::from(self.epoch.0))?;
         self.set_meta("loads", self.loads.get())?;
+        self.set_meta("created_ms", now_ms)?;
         self.created.set(true);
         Ok(())
     }
 
-    fn exec(
+    /// Runs a statement that returns no rows.
+    fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<(), HubError> {
+        let cursor = self
+            .sql
+            .exec(query, Some(bindings))
+            .map_err(storage_error)?;
+        self.rows.count(&cursor);
+        Ok(())
+    }
+
+    /// Runs a query and reads every row it returns.
+    fn rows<T: serde::de::DeserializeOwned>(
         &self,
         query: &str,
         bindings: Vec<SqlStorageValue>,
-    ) -> Result<worker::SqlCursor, HubError> {
-        self.sql.exec(query, Some(bindings)).map_err(storage_error)
+    ) -> Result<Vec<T>, HubError> {
+        let cursor = self
+            .sql
+            .exec(query, Some(bindings))
+            .map_err(storage_error)?;
+        let rows = cursor.to_array().map_err(storage_error)?;
+        self.rows.count(&cursor);
+        Ok(rows)
+    }
+
+    /// Runs a query that returns exactly one row.
+    fn one<T: serde::de::DeserializeOwned>(
+        &self,
+        query: &str,
+        bindings: Vec<SqlStorageValue>,
+    ) -> Result<T, HubError> {
+        let cursor = self
+            .sql
+            .exec(query, Some(bindings))
+            .map_err(storage_error)?;
+        let row = cursor.one().map_err(storage_error)?;
+        self.rows.count(&cursor);
+        Ok(row)
+    }
+
+    /// Every meta value, read once when the room loads.
+    fn all_meta(&self) -> Result<HashMap<String, u64>, HubError> {
+        let rows: Vec<MetaRow> = self.rows("SELECT key, value FROM hub_meta", vec![])?;
+        Ok(rows.into_iter().map(|r| (r.key, r.value as u64)).collect())
     }
 
     fn meta(&self, key: &str) -> Result<Option<u64>, HubError> {
-        let rows: Vec<ValueRow> = self
-            .exec("SELECT value FROM hub_meta WHERE key = ?", vec![key.into()])?
-            .to_array()
-            .map_err(storage_error)?;
+        let rows: Vec<ValueRow> =
+            self.rows("SELECT value FROM hub_meta WHERE key = ?", vec![key.into()])?;
         Ok(rows.first().map(|r| r.value as u64))
     }
 
     fn set_meta(&self, key: &str, value: u64) -> Result<(), HubError> {
-        self.exec(
+        self.run(
             "INSERT INTO hub_meta (key, value) VALUES (?, ?) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             vec![key.into(), int(value)],
@@ -378,17 +511,18 @@ impl Store {
     /// Stores one accepted message, its idempotency key and the retention
     /// trim, all before the caller answers.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<(), HubError> {
-        self.ensure_created()?;
-        self.exec(
-            "INSERT INTO hub_messages (id, event, body) VALUES (?, ?, ?)",
+        self.ensure_created(msg.ts_ms)?;
+        self.run(
+            "INSERT INTO hub_messages (id, event, body, ts) VALUES (?, ?, ?, ?)",
             vec![
                 int(msg.message.id.0),
                 msg.message.event.as_str().into(),
                 msg.message.envelope.as_str().into(),
+                int(msg.ts_ms),
             ],
         )?;
         if let Some((scope, key)) = msg.idempotency {
-            self.exec(
+            self.run(
                 "INSERT INTO hub_idempotency (scope, key, id, ts) VALUES (?, ?, ?, ?)",
                 vec![
                     scope.into(),
@@ -399,7 +533,7 @@ impl Store {
             )?;
         }
         if let Some(through) = msg.drop_through {
-            self.exec(
+            self.run(
                 "DELETE FROM hub_messages WHERE id <= ?",
                 vec![int(through.0)],
             )?;
@@ -407,7 +541,7 @@ impl Store {
             // from history, so is the key. Pruned in batches: a key lives
             // at most IDEMPOTENCY_PRUNE_EVERY messages longer than its message.
             if msg.message.id.0 % IDEMPOTENCY_PRUNE_EVERY == 0 {
-                self.exec(
+                self.run(
                     "DELETE FROM hub_idempotency WHERE id <= ?",
                     vec![int(through.0)],
                 )?;
@@ -421,13 +555,10 @@ impl Store {
         if !self.created.get() {
             return Ok(None);
         }
-        let rows: Vec<IdemRow> = self
-            .exec(
-                "SELECT id, ts FROM hub_idempotency WHERE scope = ? AND key = ?",
-                vec![scope.into(), key.into()],
-            )?
-            .to_array()
-            .map_err(storage_error)?;
+        let rows: Vec<IdemRow> = self.rows(
+            "SELECT id, ts FROM hub_idempotency WHERE scope = ? AND key = ?",
+            vec![scope.into(), key.into()],
+        )?;
         Ok(rows.first().map(|r| (Seq(r.id as u64), r.ts as u64)))
     }
 
@@ -472,13 +603,13 @@ impl Store {
         after: Option<Seq>,
         limit: u32,
         max_bytes: u64,
-    ) -> Result<String, HubError> {
+    ) -> Result<(String, u64), HubError> {
         if !self.created.get() {
-            return Ok(String::new());
+            return Ok((String::new(), 0));
         }
         let (query, bindings) = match after {
             Some(after) => (
-                "SELECT group_concat(body, ',' ORDER BY id) AS joined FROM \
+                "SELECT group_concat(body, ',' ORDER BY id) AS joined, COUNT(*) AS n FROM \
                  (SELECT id, body, SUM(len) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - len AS before FROM \
                   (SELECT id, body, length(CAST(body AS BLOB)) AS len FROM hub_messages \
                    WHERE id > ? ORDER BY id LIMIT ?)) \
@@ -486,7 +617,7 @@ impl Store {
                 vec![int(after.0), int(u64::from(limit)), int(max_bytes)],
             ),
             None => (
-                "SELECT group_concat(body, ',' ORDER BY id) AS joined FROM \
+                "SELECT group_concat(body, ',' ORDER BY id) AS joined, COUNT(*) AS n FROM \
                  (SELECT id, body, SUM(len) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) - len AS before FROM \
                   (SELECT id, body, length(CAST(body AS BLOB)) AS len FROM hub_messages \
                    ORDER BY id DESC LIMIT ?)) \
@@ -494,8 +625,107 @@ impl Store {
                 vec![int(u64::from(limit)), int(max_bytes)],
             ),
         };
-        let row: JoinedRow = self.exec(query, bindings)?.one().map_err(storage_error)?;
-        Ok(row.joined.unwrap_or_default())
+        let row: JoinedRow = self.one(query, bindings)?;
+        Ok((row.joined.unwrap_or_default(), row.n as u64))
+    }
+
+    /// Age retention: deletes the messages published at or before
+    /// `cutoff_ms` (and the idempotency keys of deleted ids). When that
+    /// empties the history, the last id and publish time go to meta, so ids
+    /// continue and idleness is measured after a restart. Returns how many
+    /// messages are kept and when the oldest of them was published.
+    pub fn expire(
+        &self,
+        cutoff_ms: u64,
+        last_id: Seq,
+        last_publish_ms: u64,
+    ) -> Result<(u64, Option<u64>), HubError> {
+        if !self.created.get() {
+            return Ok((0, None));
+        }
+        self.run(
+            "DELETE FROM hub_messages WHERE ts <= ?",
+            vec![int(cutoff_ms)],
+        )?;
+        let window: WindowRow = self.one(
+            "SELECT COUNT(*) AS n, COALESCE(MIN(id), 0) AS last, MIN(ts) AS oldest, \
+             MAX(ts) AS newest FROM hub_messages",
+            vec![],
+        )?;
+        // `last` holds the smallest kept id here: keys below it are stale.
+        let first_kept = if window.n > 0 {
+            window.last as u64
+        } else {
+            last_id.0 + 1
+        };
+        self.run(
+            "DELETE FROM hub_idempotency WHERE id < ?",
+            vec![int(first_kept)],
+        )?;
+        if window.n == 0 {
+            self.set_meta("last_id", last_id.0)?;
+            self.set_meta("last_publish_ms", last_publish_ms)?;
+        }
+        Ok((window.n as u64, window.oldest.map(|t| t as u64)))
+    }
+
+    /// The last id and publish time, for the alarm of a room whose log is
+    /// not loaded (it has no name to load it by).
+    pub fn last_publish(&self) -> Result<(Seq, u64), HubError> {
+        if !self.created.get() {
+            return Ok((Seq(0), 0));
+        }
+        let window: WindowRow = self.one(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last, MIN(ts) AS oldest, \
+             MAX(ts) AS newest FROM hub_messages",
+            vec![],
+        )?;
+        let last_id = (window.last as u64).max(self.meta("last_id")?.unwrap_or(0));
+        let newest = window.newest.map_or(0, |t| t as u64);
+        let last_publish = newest.max(self.meta("last_publish_ms")?.unwrap_or(0));
+        Ok((Seq(last_id), last_publish))
+    }
+
+    /// The last time the room was seen with a live connection.
+    pub fn last_active(&self) -> Result<u64, HubError> {
+        if !self.created.get() {
+            return Ok(0);
+        }
+        Ok(self.meta("active_ms")?.unwrap_or(0))
+    }
+
+    /// Records that the room had a live connection at `now_ms` (written
+    /// when the last one leaves, and by the idle check): idleness counts
+    /// from here. Nothing is written for a room without storage.
+    pub fn set_last_active(&self, now_ms: u64) -> Result<(), HubError> {
+        if !self.created.get() {
+            return Ok(());
+        }
+        self.set_meta("active_ms", now_ms)
+    }
+
+    /// Saves the room's counters (one row). Nothing is written for a room
+    /// without storage: its counters live in memory until it has some.
+    pub fn save_counters(&self, counters: &Counters) -> Result<bool, HubError> {
+        if !self.created.get() {
+            return Ok(false);
+        }
+        let json =
+            serde_json::to_string(counters).map_err(|e| HubError::Internal(e.to_string()))?;
+        self.run(
+            "INSERT INTO hub_stats (id, counters) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET counters = excluded.counters",
+            vec![json.into()],
+        )?;
+        Ok(true)
+    }
+
+    /// The room's database size in bytes; 0 for a room without storage.
+    pub fn stored_bytes(&self) -> u64 {
+        if !self.created.get() {
+            return 0;
+        }
+        self.sql.database_size() as u64
     }
 
     fn messages(
@@ -503,8 +733,6 @@ impl Store {
         query: &str,
         bindings: Vec<SqlStorageValue>,
     ) -> Result<Vec<StoredMessage>, HubError> {
-        self.exec(query, bindings)?
-            .to_array()
-            .map_err(storage_error)
+        self.rows(query, bindings)
     }
 }

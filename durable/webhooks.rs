@@ -61,6 +61,7 @@ impl RoomObject {
     /// A message was stored: its webhook event joins the outbox in the
     /// same synchronous stretch, then every transport gets the message.
     pub(super) fn published(&self, message: &StoredMessage) {
+        self.retention_published(now_ms());
         if self.webhooks.is_some() {
             let enqueued = self.with_log(|l| {
                 let body = event_body(
@@ -114,7 +115,7 @@ impl RoomObject {
                     .enqueue_webhook(&event_body(*kind, &room, now, data), now)?;
             }
             if transition.is_some() {
-                l.store.set_occupied(live > 0)?;
+                l.store.set_occupied(live > 0, now)?;
             }
             Ok(!events.is_empty())
         });
@@ -133,7 +134,7 @@ impl RoomObject {
             return;
         };
         self.webhook_due_ms.set(None);
-        let store = match Store::peek(self.state.storage().sql()) {
+        let store = match Store::peek(self.state.storage().sql(), self.rows.clone()) {
             Ok(store) => store,
             Err(e) => {
                 worker::console_error!("webhook outbox: {}", e);

@@ -113,6 +113,12 @@ impl RoomLog {
         self.etag = etag_for(self.epoch, self.last_id);
     }
 
+    /// Age retention (`HISTORY_TTL_SECS`) left the newest `kept` messages:
+    /// the older ones are gone, and a resume from before them gets `reset`.
+    pub fn retain_newest(&mut self, kept: u64) {
+        self.kept = kept.min(self.kept);
+    }
+
     /// How a client standing after `since` resumes.
     pub fn resume(&self, since: Seq) -> Resume {
         if since > self.last_id {
@@ -228,6 +234,30 @@ mod tests {
         l.append();
         assert_ne!(l.etag(), before);
         assert_eq!(l.etag(), "\"00000007-5\"");
+    }
+
+    #[test]
+    fn expired_messages_reset_a_resume_from_before_them() {
+        // Ids 1..=10 kept; age retention leaves the newest 3 (8..=10).
+        let mut l = log(10, 10, 100);
+        l.retain_newest(3);
+        assert_eq!(l.first_kept(), Seq(8));
+        assert_eq!(l.resume(Seq(7)), Resume::Replay { after: Seq(7) });
+        assert!(matches!(
+            l.resume(Seq(6)),
+            Resume::Reset {
+                reason: ResetReason::HistoryExceeded,
+                first_id: Seq(8)
+            }
+        ));
+        // Everything expired: ids go on, a resume from the last id is fine.
+        l.retain_newest(0);
+        assert_eq!(l.first_kept(), Seq(11));
+        assert_eq!(l.resume(Seq(10)), Resume::Replay { after: Seq(10) });
+        assert_eq!(l.next_id(), Seq(11));
+        // It never grows the kept window back.
+        l.retain_newest(5);
+        assert_eq!(l.first_kept(), Seq(11));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod frames;
 pub mod jwks;
 pub mod limits;
 pub mod log;
+pub mod meter;
 pub mod names;
 pub mod presence;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod properties;
 pub mod protocol;
 pub mod query;
 pub mod request;
+pub mod retention;
 pub mod route;
 pub mod session;
 pub mod settings;

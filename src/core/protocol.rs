@@ -204,6 +204,10 @@ pub struct RoomState<'a> {
     /// The webhook outbox's counters, when webhooks are on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<super::webhooks::WebhookCounts>,
+    /// What the room did since its storage was created (`core::meter`).
+    pub stats: Option<&'a super::meter::Stats>,
+    /// What the platform bills the room for, since the same time.
+    pub usage: Option<&'a super::meter::Usage>,
 }
 
 /// What a publish must pass before its body is read: a JSON `Content-Type`

@@ -46,6 +46,11 @@ pub struct Settings {
     pub webhook_url: Option<String>,
     /// Attempts per webhook event before it is dropped and counted.
     pub webhook_max_attempts: u32,
+    /// Messages older than this many seconds leave the history; 0 = off.
+    pub history_ttl_secs: u32,
+    /// A room with no live connection and no publish for this many seconds
+    /// erases its storage; 0 = off.
+    pub room_idle_ttl_secs: u32,
 }
 
 /// `ALLOWED_ORIGINS`: `*` or a comma-separated list of exact origins.
@@ -84,6 +89,8 @@ impl Default for Settings {
             jwks_url: None,
             webhook_url: None,
             webhook_max_attempts: 12,
+            history_ttl_secs: 0,
+            room_idle_ttl_secs: 0,
         }
     }
 }
@@ -102,6 +109,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// Past this, one join costs more sends than a room can make in a second.
 const MAX_PRESENCE_MEMBERS: u32 = 100_000;
 const MAX_TOKEN_LEEWAY_SECS: u32 = 3600;
+/// Ten years: longer is the same as off, and a typo should not overflow.
+const MAX_TTL_SECS: u32 = 10 * 366 * 24 * 3600;
 
 impl Settings {
     /// Reads every setting through `lookup`, which returns a `[vars]` value or `None`.
@@ -202,6 +211,20 @@ impl Settings {
                 d.webhook_max_attempts,
                 1,
                 100,
+            )?,
+            history_ttl_secs: number(
+                &lookup,
+                "HISTORY_TTL_SECS",
+                d.history_ttl_secs,
+                0,
+                MAX_TTL_SECS,
+            )?,
+            room_idle_ttl_secs: number(
+                &lookup,
+                "ROOM_IDLE_TTL_SECS",
+                d.room_idle_ttl_secs,
+                0,
+                MAX_TTL_SECS,
             )?,
         }
         .checked()
@@ -331,14 +354,19 @@ mod tests {
             ("HISTORY_LIMIT", "10"),
             ("RATE_PER_SEC", "0"),
             ("PRESENCE_MAX_MEMBERS", "0"),
+            ("HISTORY_TTL_SECS", "3600"),
+            ("ROOM_IDLE_TTL_SECS", "86400"),
         ])
         .unwrap();
         assert_eq!((s.history_limit, s.rate_per_sec), (10, 0));
+        assert_eq!((s.history_ttl_secs, s.room_idle_ttl_secs), (3600, 86400));
         assert_eq!(s.presence_max_members, 0);
         let bad: &[(&str, &str)] = &[
             ("HISTORY_LIMIT", "0"),
             ("HISTORY_LIMIT", "ten"),
             ("HISTORY_LIMIT", "-1"),
+            ("HISTORY_TTL_SECS", "1d"),
+            ("ROOM_IDLE_TTL_SECS", "999999999999"),
             ("MAX_MESSAGE_BYTES", "2000000"),
             ("HEARTBEAT_SECS", "0"),
             ("LONG_POLL_MAX_SECS", "1.5"),

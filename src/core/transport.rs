@@ -58,13 +58,22 @@ pub trait Transport {
     /// Open connections of one connection key (`u:<sub>`).
     fn connections_of(&self, key: &str) -> usize;
     /// Hands a newly stored message to every connection that should see it
-    /// now (a connection catching up gets it through its replay).
-    fn deliver(&self, message: &StoredMessage);
+    /// now (a connection catching up gets it through its replay); says
+    /// how many got it (held long polls are counted when they answer).
+    fn deliver(&self, message: &StoredMessage) -> Handed;
     /// The earliest token deadline among its connections, in seconds.
     fn next_expiry(&self) -> Option<u64>;
     /// Ends the connections `which` names, each told why
     /// ([`Ending::reason`]); returns how many it ended.
     fn end(&self, which: &Ending<'_>) -> usize;
+}
+
+/// What a hub did with one message: how many connections it went to and
+/// the bytes of each copy (the frame or event as the transport sends it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handed {
+    pub count: usize,
+    pub bytes: usize,
 }
 
 /// Which connections to end.
@@ -109,11 +118,14 @@ pub fn next_expiry(hubs: &[&dyn Transport]) -> Option<u64> {
     hubs.iter().filter_map(|h| h.next_expiry()).min()
 }
 
-/// Hands `message` to every hub, in order.
-pub fn deliver_all(hubs: &[&dyn Transport], message: &StoredMessage) {
-    for hub in hubs {
-        hub.deliver(message);
-    }
+/// Hands `message` to every hub, in order; says what each did with it.
+pub fn deliver_all(
+    hubs: &[&dyn Transport],
+    message: &StoredMessage,
+) -> Vec<(TransportKind, Handed)> {
+    hubs.iter()
+        .map(|h| (h.kind(), h.deliver(message)))
+        .collect()
 }
 
 /// Live connections by transport.
@@ -190,8 +202,12 @@ mod tests {
         fn connections_of(&self, key: &str) -> usize {
             self.keys.iter().filter(|k| **k == key).count()
         }
-        fn deliver(&self, message: &StoredMessage) {
+        fn deliver(&self, message: &StoredMessage) -> Handed {
             self.got.borrow_mut().push((self.kind, message.id.0));
+            Handed {
+                count: self.keys.len(),
+                bytes: message.envelope.len(),
+            }
         }
         fn next_expiry(&self) -> Option<u64> {
             self.deadlines.borrow().iter().copied().min()
@@ -296,7 +312,9 @@ mod tests {
                 event: "message".into(),
                 envelope: "{}".into(),
             };
-            deliver_all(&hubs(&r), &m);
+            let handed = deliver_all(&hubs(&r), &m);
+            let counts: Vec<usize> = handed.iter().map(|(_, h)| h.count).collect();
+            assert_eq!(counts, vec![3, 1, 2]);
         }
         for hub in &r {
             let got: Vec<u64> = hub.got.borrow().iter().map(|(_, id)| *id).collect();

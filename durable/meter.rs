@@ -1,0 +1,104 @@
+//! The room's meter in the Durable Object: when it counts, when it saves,
+//! and what `GET /rooms/{room}` reports (`stats`, `usage`). The counting
+//! rules are `core::meter`'s.
+//!
+//! Invariants:
+//! - Every event (request, WebSocket message or close, alarm) ticks the
+//!   meter when it begins and when it ends, so awake time and stream time
+//!   are accrued with the connections held in between.
+//! - Counters are saved only into storage that exists (a room that was
+//!   never published to writes nothing), at most every
+//!   `core::meter::SAVE_EVERY_MS` while clients change them (after the
+//!   event that made a save due, or by the alarm), and when the room's
+//!   state is read, so what `GET` reports is what a restart finds.
+
+use super::{now_ms, RoomObject};
+use crate::core::meter::{Counters, Stats, Usage};
+use crate::core::transport;
+
+impl RoomObject {
+    /// Connections that keep the room awake: SSE streams and held long
+    /// polls (hibernated WebSockets do not).
+    fn held_awake(&self) -> usize {
+        use crate::core::transport::Transport;
+        self.streams.connections() + self.polls.connections()
+    }
+
+    /// Accrues awake time and the storage rows counted so far.
+    pub(super) fn tick_meter(&self) {
+        let held = self.held_awake();
+        let (read, written) = self.rows.take();
+        let mut meter = self.meter.borrow_mut();
+        meter.tick(now_ms(), held);
+        meter.rows(read, written);
+    }
+
+    /// The room's live connections, for its peak.
+    pub(super) fn meter_connections(&self) -> usize {
+        let c = transport::counts(&self.hubs());
+        let live = (c.ws + c.sse + c.poll) as usize;
+        self.meter.borrow_mut().connections(live);
+        live
+    }
+
+    /// Adds what storage saved to what this instance counted before it
+    /// loaded the room (its first request counts before the load).
+    pub(super) fn absorb_saved_counters(&self, saved: &Counters) {
+        self.meter.borrow_mut().absorb(saved);
+    }
+
+    /// When the counters must be saved, if the room has storage to save
+    /// them in.
+    pub(super) fn meter_save_due(&self) -> Option<u64> {
+        let created = matches!(self.log.borrow().as_ref(), Some(l) if l.is_created());
+        if !created {
+            return None;
+        }
+        self.meter.borrow().save_due()
+    }
+
+    /// Saves the counters if a save is due (or now, with `force`).
+    pub(super) fn save_meter(&self, force: bool) {
+        let now = now_ms();
+        let due = self.meter_save_due();
+        if !force && due.is_none_or(|d| d > now) {
+            return;
+        }
+        self.tick_meter();
+        let counters = self.meter.borrow().counters().clone();
+        match self.with_log(|l| l.store.save_counters(&counters)) {
+            Ok(Ok(true)) => self.meter.borrow_mut().saved(now),
+            Ok(Ok(false)) | Err(_) => {}
+            Ok(Err(e)) => worker::console_error!("saving the room's counters: {}", e),
+        }
+    }
+
+    /// `stats` and `usage` as `GET /rooms/{room}` reports them.
+    pub(super) fn meter_report(&self) -> Option<(Stats, Usage)> {
+        let meter = self.meter.borrow();
+        let c = meter.counters();
+        let log = self.log.borrow();
+        let l = log.as_ref()?;
+        let stats = Stats {
+            published: l.position.last_id().0,
+            delivered: c.delivered,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            peak_connections: c.peak_connections,
+            loads: l.loads,
+            since: l.created_ms,
+        };
+        let usage = Usage {
+            requests: c.requests,
+            ws_messages_in: c.ws_messages_in,
+            alarms: c.alarms,
+            awake_ms: c.awake_ms,
+            stream_ms: c.stream_ms,
+            rows_read: c.rows_read,
+            rows_written: c.rows_written,
+            stored_bytes: l.store.stored_bytes(),
+            since: l.created_ms,
+        };
+        Some((stats, usage))
+    }
+}

@@ -1,0 +1,323 @@
+//! A room's counters: what it did (`stats`) and what the platform bills
+//! for it (`usage`), as `GET /rooms/{room}` reports them (docs/PROTOCOL.md,
+//! "Retention, stats and usage").
+//!
+//! Invariants:
+//! - Counters only grow, from the moment the room's storage was created
+//!   (its epoch); erasing the room (`DELETE`, idleness) starts them again.
+//! - Saving costs no write per message: the counters are saved as one row
+//!   at most every [`SAVE_EVERY_MS`] while something changed them (and
+//!   whenever the room's state is read), so a crash loses at most that
+//!   long of counting. `published` needs no saving at all: every publish
+//!   gets the next id, so it is the log's last id.
+//! - Only what a client or the backend did marks the counters changed;
+//!   the room's own bookkeeping (its alarm, the save itself) is counted but
+//!   never asks for another save, so an idle room stays idle.
+//! - Awake time follows the platform's rule: an object stays in memory
+//!   (billed) while it handles events or holds a connection that cannot
+//!   hibernate (an SSE stream or a held long poll), and for
+//!   [`IDLE_GRACE_MS`] after its last event; hibernated WebSockets cost
+//!   nothing.
+//!
+//! Pure: times are passed in; the glue counts storage rows and bytes.
+
+use super::transport::TransportKind;
+use serde::{Deserialize, Serialize};
+
+/// How long an object stays awake after its last event before the
+/// platform hibernates or evicts it.
+pub const IDLE_GRACE_MS: u64 = 10_000;
+
+/// Counters are saved at most this often while they change.
+pub const SAVE_EVERY_MS: u64 = 10_000;
+
+/// Messages delivered, per transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub ws: u64,
+    pub sse: u64,
+    pub poll: u64,
+}
+
+/// The counters a room saves (everything else it reports is read from the
+/// log or storage).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    pub delivered: Delivered,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub peak_connections: u64,
+    pub requests: u64,
+    pub ws_messages_in: u64,
+    pub alarms: u64,
+    pub awake_ms: u64,
+    pub stream_ms: u64,
+    pub rows_read: u64,
+    pub rows_written: u64,
+}
+
+/// `stats` in `GET /rooms/{room}`: what the room did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub published: u64,
+    pub delivered: Delivered,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub peak_connections: u64,
+    pub loads: u64,
+    /// When the room's storage was created (its epoch began), in ms.
+    pub since: u64,
+}
+
+/// `usage` in `GET /rooms/{room}`: what the platform bills the room for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Requests that reached the room (through the Worker).
+    pub requests: u64,
+    /// WebSocket messages the room received (the runtime's own `pong` to a
+    /// `ping` wakes nothing and is not counted).
+    pub ws_messages_in: u64,
+    /// Alarm invocations (billed as requests).
+    pub alarms: u64,
+    /// Time the room was in memory, not hibernated, in ms.
+    pub awake_ms: u64,
+    /// Connection-milliseconds of SSE streams and held long polls: what
+    /// kept the room awake. `stream_ms / awake_ms` is how many on average.
+    pub stream_ms: u64,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// The room's SQLite database, in bytes, now.
+    pub stored_bytes: u64,
+    pub since: u64,
+}
+
+/// The room's live counters.
+#[derive(Debug, Clone, Default)]
+pub struct Meter {
+    counters: Counters,
+    /// When awake time was last accrued.
+    last_tick_ms: Option<u64>,
+    /// Connections that held the room awake at the last tick.
+    held: u64,
+    /// Whether a client changed the counters since they were saved.
+    changed: bool,
+    saved_ms: u64,
+}
+
+impl Meter {
+    /// Counters as storage kept them.
+    pub fn restore(counters: Counters, now_ms: u64) -> Self {
+        Meter {
+            counters,
+            saved_ms: now_ms,
+            ..Meter::default()
+        }
+    }
+
+    /// Adds counters storage saved to those counted since this instance
+    /// started (before it loaded the room).
+    pub fn absorb(&mut self, saved: &Counters) {
+        let c = &mut self.counters;
+        c.delivered.ws += saved.delivered.ws;
+        c.delivered.sse += saved.delivered.sse;
+        c.delivered.poll += saved.delivered.poll;
+        c.bytes_in += saved.bytes_in;
+        c.bytes_out += saved.bytes_out;
+        c.peak_connections = c.peak_connections.max(saved.peak_connections);
+        c.requests += saved.requests;
+        c.ws_messages_in += saved.ws_messages_in;
+        c.alarms += saved.alarms;
+        c.awake_ms += saved.awake_ms;
+        c.stream_ms += saved.stream_ms;
+        c.rows_read += saved.rows_read;
+        c.rows_written += saved.rows_written;
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Accrues awake time up to `now_ms`; `held` connections (SSE streams,
+    /// held long polls) keep the room awake from now until the next tick.
+    pub fn tick(&mut self, now_ms: u64, held: usize) {
+        if let Some(last) = self.last_tick_ms {
+            let dt = now_ms.saturating_sub(last);
+            let awake = if self.held > 0 {
+                dt
+            } else {
+                dt.min(IDLE_GRACE_MS)
+            };
+            self.counters.awake_ms += awake;
+            self.counters.stream_ms += self.held * dt;
+        }
+        self.last_tick_ms = Some(now_ms);
+        self.held = held as u64;
+    }
+
+    /// A request reached the room.
+    pub fn request(&mut self) {
+        self.counters.requests += 1;
+        self.changed = true;
+    }
+
+    /// A WebSocket message arrived.
+    pub fn ws_message(&mut self, bytes: usize) {
+        self.counters.ws_messages_in += 1;
+        self.counters.bytes_in += bytes as u64;
+        self.changed = true;
+    }
+
+    /// A message was published over HTTP with a body of `bytes`.
+    pub fn published(&mut self, bytes: usize) {
+        self.counters.bytes_in += bytes as u64;
+        self.changed = true;
+    }
+
+    /// The alarm fired (the room's own clock: not a change to save).
+    pub fn alarm(&mut self) {
+        self.counters.alarms += 1;
+    }
+
+    /// `count` messages of `bytes` in all went out over `kind`.
+    pub fn delivered(&mut self, kind: TransportKind, count: usize, bytes: u64) {
+        if count == 0 {
+            return;
+        }
+        let d = &mut self.counters.delivered;
+        match kind {
+            TransportKind::WebSocket => d.ws += count as u64,
+            TransportKind::Sse => d.sse += count as u64,
+            TransportKind::Poll => d.poll += count as u64,
+        }
+        self.counters.bytes_out += bytes;
+        self.changed = true;
+    }
+
+    /// The room holds `live` connections now.
+    pub fn connections(&mut self, live: usize) {
+        if live as u64 > self.counters.peak_connections {
+            self.counters.peak_connections = live as u64;
+            self.changed = true;
+        }
+    }
+
+    /// Storage rows read and written since the last call.
+    pub fn rows(&mut self, read: u64, written: u64) {
+        self.counters.rows_read += read;
+        self.counters.rows_written += written;
+    }
+
+    /// When the counters must next be saved: `None` while nothing changed.
+    pub fn save_due(&self) -> Option<u64> {
+        self.changed.then_some(self.saved_ms + SAVE_EVERY_MS)
+    }
+
+    /// The counters were saved at `now_ms`.
+    pub fn saved(&mut self, now_ms: u64) {
+        self.changed = false;
+        self.saved_ms = now_ms;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn awake_time_is_events_plus_the_grace_or_a_held_stream() {
+        let mut m = Meter::default();
+        m.tick(0, 0);
+        // Next event 3 s later: awake all along (within the grace).
+        m.tick(3_000, 0);
+        assert_eq!(m.counters().awake_ms, 3_000);
+        // An hour later: only the grace after the last event was awake.
+        m.tick(3_603_000, 1);
+        assert_eq!(m.counters().awake_ms, 3_000 + IDLE_GRACE_MS);
+        // One stream held it for a minute: awake all that time.
+        m.tick(3_663_000, 0);
+        assert_eq!(m.counters().awake_ms, 3_000 + IDLE_GRACE_MS + 60_000);
+        assert_eq!(m.counters().stream_ms, 60_000);
+    }
+
+    #[test]
+    fn counts_what_clients_did_per_transport() {
+        let mut m = Meter::default();
+        m.request();
+        m.published(100);
+        m.delivered(TransportKind::WebSocket, 3, 300);
+        m.delivered(TransportKind::Sse, 2, 200);
+        m.delivered(TransportKind::Poll, 1, 100);
+        m.delivered(TransportKind::Poll, 0, 0);
+        m.ws_message(40);
+        let c = m.counters();
+        assert_eq!(
+            c.delivered,
+            Delivered {
+                ws: 3,
+                sse: 2,
+                poll: 1
+            }
+        );
+        assert_eq!((c.bytes_in, c.bytes_out), (140, 600));
+        assert_eq!((c.requests, c.ws_messages_in), (1, 1));
+    }
+
+    #[test]
+    fn saved_counters_add_to_what_this_instance_counted_before_loading() {
+        let mut m = Meter::default();
+        m.request();
+        m.connections(2);
+        let saved = Counters {
+            requests: 10,
+            peak_connections: 7,
+            delivered: Delivered {
+                ws: 1,
+                sse: 2,
+                poll: 3,
+            },
+            ..Counters::default()
+        };
+        m.absorb(&saved);
+        let c = m.counters();
+        assert_eq!((c.requests, c.peak_connections), (11, 7));
+        assert_eq!((c.delivered.ws, c.delivered.poll), (1, 3));
+    }
+
+    #[test]
+    fn peak_connections_only_grows() {
+        let mut m = Meter::default();
+        m.connections(5);
+        m.connections(2);
+        assert_eq!(m.counters().peak_connections, 5);
+    }
+
+    #[test]
+    fn saving_is_due_only_after_a_client_changed_something() {
+        let mut m = Meter::restore(Counters::default(), 1_000);
+        assert_eq!(m.save_due(), None);
+        // The room's own alarm and storage reads ask for no save.
+        m.alarm();
+        m.rows(3, 1);
+        m.tick(2_000, 0);
+        assert_eq!(m.save_due(), None);
+        m.request();
+        assert_eq!(m.save_due(), Some(1_000 + SAVE_EVERY_MS));
+        m.saved(5_000);
+        assert_eq!(m.save_due(), None);
+        assert_eq!(m.counters().requests, 1);
+    }
+
+    #[test]
+    fn saved_counters_round_trip_and_tolerate_missing_fields() {
+        let mut m = Meter::default();
+        m.request();
+        m.delivered(TransportKind::Sse, 4, 40);
+        let json = serde_json::to_string(m.counters()).unwrap();
+        let back: Counters = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, m.counters());
+        // A row saved before a counter existed reads it as zero.
+        let old: Counters = serde_json::from_str(r#"{"requests":7}"#).unwrap();
+        assert_eq!((old.requests, old.alarms), (7, 0));
+    }
+}
