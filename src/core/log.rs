@@ -1,8 +1,8 @@
 //! Room log: the position and window of one room's ordered history.
 //!
 //! Each accepted message gets the next [`Seq`]; the last `HISTORY_LIMIT`
-//! are kept, so the kept ids are always the contiguous range
-//! `first_kept ..= last_id`. A resume from a cursor older than that window,
+//! are kept (fewer once `HISTORY_TTL_SECS` expired the oldest), so the
+//! kept ids are always the contiguous range `first_kept ..= last_id`. A resume from a cursor older than that window,
 //! or from a cursor ahead of the log (the room's storage was lost and began
 //! a new [`Epoch`]), yields [`Resume::Reset`]: we never skip silently
 //! (cf. centrifuge's `StreamPosition.Epoch`).
