@@ -13,7 +13,7 @@
 //!   state is read, so what `GET` reports is what a restart finds.
 
 use super::{now_ms, RoomObject};
-use crate::core::meter::{Counters, Stats, Usage};
+use crate::core::meter::{Counters, FromStorage, Stats, Usage};
 use crate::core::transport;
 
 impl RoomObject {
@@ -73,32 +73,17 @@ impl RoomObject {
         }
     }
 
-    /// `stats` and `usage` as `GET /rooms/{room}` reports them.
+    /// `stats` and `usage` as `GET /rooms/{room}` reports them; `None`
+    /// before the room is loaded.
     pub(super) fn meter_report(&self) -> Option<(Stats, Usage)> {
-        let meter = self.meter.borrow();
-        let c = meter.counters();
         let log = self.log.borrow();
         let l = log.as_ref()?;
-        let stats = Stats {
+        let storage = FromStorage {
             published: l.position.last_id().0,
-            delivered: c.delivered,
-            bytes_in: c.bytes_in,
-            bytes_out: c.bytes_out,
-            peak_connections: c.peak_connections,
             loads: l.loads,
             since: l.created_ms,
-        };
-        let usage = Usage {
-            requests: c.requests,
-            ws_messages_in: c.ws_messages_in,
-            alarms: c.alarms,
-            awake_ms: c.awake_ms,
-            stream_ms: c.stream_ms,
-            rows_read: c.rows_read,
-            rows_written: c.rows_written,
             stored_bytes: l.store.stored_bytes(),
-            since: l.created_ms,
         };
-        Some((stats, usage))
+        Some(self.meter.borrow().counters().report(storage))
     }
 }

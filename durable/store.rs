@@ -136,6 +136,7 @@ struct MetaRow {
 #[derive(Deserialize)]
 struct WindowRow {
     n: i64,
+    first: i64,
     last: i64,
     oldest: Option<i64>,
     newest: Option<i64>,
@@ -240,11 +241,7 @@ impl Store {
                 e
             }
         };
-        let window: WindowRow = store.one(
-            "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last, MIN(ts) AS oldest, \
-             MAX(ts) AS newest FROM hub_messages",
-            vec![],
-        )?;
+        let window = store.window()?;
         // Age retention may have emptied the history: the last id and
         // publish time were kept in meta then.
         let last_id = (window.last as u64).max(meta_of("last_id").unwrap_or(0));
@@ -447,14 +444,26 @@ impl Store {
         Ok(())
     }
 
-    /// Runs a statement that returns no rows.
-    fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<(), HubError> {
+    /// Runs a statement, reads what it returns with `read`, and counts
+    /// the rows it read and wrote.
+    fn query<T>(
+        &self,
+        query: &str,
+        bindings: Vec<SqlStorageValue>,
+        read: impl FnOnce(&SqlCursor) -> worker::Result<T>,
+    ) -> Result<T, HubError> {
         let cursor = self
             .sql
             .exec(query, Some(bindings))
             .map_err(storage_error)?;
+        let result = read(&cursor).map_err(storage_error)?;
         self.rows.count(&cursor);
-        Ok(())
+        Ok(result)
+    }
+
+    /// Runs a statement that returns no rows.
+    fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<(), HubError> {
+        self.query(query, bindings, |_| Ok(()))
     }
 
     /// Runs a query and reads every row it returns.
@@ -463,13 +472,7 @@ impl Store {
         query: &str,
         bindings: Vec<SqlStorageValue>,
     ) -> Result<Vec<T>, HubError> {
-        let cursor = self
-            .sql
-            .exec(query, Some(bindings))
-            .map_err(storage_error)?;
-        let rows = cursor.to_array().map_err(storage_error)?;
-        self.rows.count(&cursor);
-        Ok(rows)
+        self.query(query, bindings, SqlCursor::to_array)
     }
 
     /// Runs a query that returns exactly one row.
@@ -478,13 +481,17 @@ impl Store {
         query: &str,
         bindings: Vec<SqlStorageValue>,
     ) -> Result<T, HubError> {
-        let cursor = self
-            .sql
-            .exec(query, Some(bindings))
-            .map_err(storage_error)?;
-        let row = cursor.one().map_err(storage_error)?;
-        self.rows.count(&cursor);
-        Ok(row)
+        self.query(query, bindings, SqlCursor::one)
+    }
+
+    /// What `hub_messages` holds: how many, the id range and the publish
+    /// times.
+    fn window(&self) -> Result<WindowRow, HubError> {
+        self.one(
+            "SELECT COUNT(*) AS n, COALESCE(MIN(id), 0) AS first, COALESCE(MAX(id), 0) AS last, \
+             MIN(ts) AS oldest, MAX(ts) AS newest FROM hub_messages",
+            vec![],
+        )
     }
 
     /// Every meta value, read once when the room loads.
@@ -647,14 +654,10 @@ impl Store {
             "DELETE FROM hub_messages WHERE ts <= ?",
             vec![int(cutoff_ms)],
         )?;
-        let window: WindowRow = self.one(
-            "SELECT COUNT(*) AS n, COALESCE(MIN(id), 0) AS last, MIN(ts) AS oldest, \
-             MAX(ts) AS newest FROM hub_messages",
-            vec![],
-        )?;
-        // `last` holds the smallest kept id here: keys below it are stale.
+        let window = self.window()?;
+        // Keys of ids below the first kept one protect nothing any more.
         let first_kept = if window.n > 0 {
-            window.last as u64
+            window.first as u64
         } else {
             last_id.0 + 1
         };
@@ -675,11 +678,7 @@ impl Store {
         if !self.created.get() {
             return Ok((Seq(0), 0));
         }
-        let window: WindowRow = self.one(
-            "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last, MIN(ts) AS oldest, \
-             MAX(ts) AS newest FROM hub_messages",
-            vec![],
-        )?;
+        let window = self.window()?;
         let last_id = (window.last as u64).max(self.meta("last_id")?.unwrap_or(0));
         let newest = window.newest.map_or(0, |t| t as u64);
         let last_publish = newest.max(self.meta("last_publish_ms")?.unwrap_or(0));

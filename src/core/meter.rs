@@ -92,6 +92,44 @@ pub struct Usage {
     pub since: u64,
 }
 
+/// What the log and storage add to the counters in a report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FromStorage {
+    /// The log's last id: every publish took the next one.
+    pub published: u64,
+    pub loads: u64,
+    /// When the room's storage was created, in ms.
+    pub since: u64,
+    pub stored_bytes: u64,
+}
+
+impl Counters {
+    /// `stats` and `usage` as `GET /rooms/{room}` reports them.
+    pub fn report(&self, storage: FromStorage) -> (Stats, Usage) {
+        let stats = Stats {
+            published: storage.published,
+            delivered: self.delivered,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            peak_connections: self.peak_connections,
+            loads: storage.loads,
+            since: storage.since,
+        };
+        let usage = Usage {
+            requests: self.requests,
+            ws_messages_in: self.ws_messages_in,
+            alarms: self.alarms,
+            awake_ms: self.awake_ms,
+            stream_ms: self.stream_ms,
+            rows_read: self.rows_read,
+            rows_written: self.rows_written,
+            stored_bytes: storage.stored_bytes,
+            since: storage.since,
+        };
+        (stats, usage)
+    }
+}
+
 /// The room's live counters.
 #[derive(Debug, Clone, Default)]
 pub struct Meter {
@@ -282,6 +320,26 @@ mod tests {
         let c = m.counters();
         assert_eq!((c.requests, c.peak_connections), (11, 7));
         assert_eq!((c.delivered.ws, c.delivered.poll), (1, 3));
+    }
+
+    #[test]
+    fn a_report_joins_the_counters_with_what_storage_knows() {
+        let mut m = Meter::default();
+        m.request();
+        m.delivered(TransportKind::WebSocket, 2, 20);
+        let storage = FromStorage {
+            published: 9,
+            loads: 3,
+            since: 1_000,
+            stored_bytes: 4096,
+        };
+        let (stats, usage) = m.counters().report(storage);
+        assert_eq!((stats.published, stats.loads, stats.since), (9, 3, 1_000));
+        assert_eq!((stats.delivered.ws, stats.bytes_out), (2, 20));
+        assert_eq!(
+            (usage.requests, usage.stored_bytes, usage.since),
+            (1, 4096, 1_000)
+        );
     }
 
     #[test]
