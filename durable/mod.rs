@@ -25,17 +25,20 @@
 //!   stretch.
 //! - Settings are read once, when the object starts (`crate::config`); a
 //!   bad setting answers every request with `bad_config`.
-//! - The room's alarm is set to the earliest of the token deadlines of its
-//!   live connections and the next webhook event due
-//!   ([`RoomObject::arm_alarm`]), so expired connections end on time and
-//!   webhooks go out even while the room hibernates; it is re-set after
-//!   every event that may have changed it (and after `deleteAll`, which
-//!   clears it).
+//! - The room's alarm is set to the earliest of: the token deadlines of its
+//!   live connections, the next webhook event due, retention's next work
+//!   (history expiring, the idle check) and the meter's next save
+//!   ([`RoomObject::arm_alarm`]), so all of these happen on time even
+//!   while the room hibernates; it is re-set after every event that may
+//!   have changed it (and after `deleteAll`, which clears it).
+//! - Every event ticks the meter when it begins and, in
+//!   [`RoomObject::after_event`], when it ends.
 //! - Nothing here panics on input: handlers return errors, which become
 //!   JSON errors, `error` frames or close codes.
 //!
 //! Other modules: `store` (SQLite), `budgets` (publish budgets per user),
-//! `fanout` (WebSocket sends in one boundary crossing).
+//! `fanout` (WebSocket sends in one boundary crossing), `retention`
+//! (history by age, idle rooms), `meter` (stats and usage).
 
 mod budgets;
 mod fanout;
