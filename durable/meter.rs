@@ -3,9 +3,9 @@
 //! rules are `core::meter`'s.
 //!
 //! Invariants:
-//! - Every event (request, WebSocket message or close, alarm) ticks the
+//! - Every event (request, WebSocket message or close, alarm) tells the
 //!   meter when it begins and when it ends, so awake time and stream time
-//!   are accrued with the connections held in between.
+//!   are accrued with the events in flight and the connections held.
 //! - Counters are saved only into storage that exists (a room that was
 //!   never published to writes nothing), at most every
 //!   `core::meter::SAVE_EVERY_MS` while clients change them (after the
@@ -31,6 +31,19 @@ impl RoomObject {
         let mut meter = self.meter.borrow_mut();
         meter.tick(now_ms(), held);
         meter.rows(read, written);
+    }
+
+    /// An event began: the room is billed for duration until it ends.
+    pub(super) fn event_began(&self) {
+        let held = self.held_awake();
+        self.meter.borrow_mut().event_began(now_ms(), held);
+    }
+
+    /// The event ended.
+    pub(super) fn event_ended(&self) {
+        self.tick_meter();
+        let held = self.held_awake();
+        self.meter.borrow_mut().event_ended(now_ms(), held);
     }
 
     /// The room's live connections, for its peak.

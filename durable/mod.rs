@@ -31,7 +31,7 @@
 //!   ([`RoomObject::arm_alarm`]), so all of these happen on time even
 //!   while the room hibernates; it is re-set after every event that may
 //!   have changed it (and after `deleteAll`, which clears it).
-//! - Every event ticks the meter when it begins and, in
+//! - Every event tells the meter when it begins and, in
 //!   [`RoomObject::after_event`], when it ends.
 //! - Nothing here panics on input: handlers return errors, which become
 //!   JSON errors, `error` frames or close codes.
@@ -150,7 +150,7 @@ impl DurableObject for RoomObject {
         // The same JS request (a second handle, not `Request.clone()`), kept
         // to read to its end a body that no handler read (see `crate::body`).
         let raw = Clone::clone(req.inner());
-        self.tick_meter();
+        self.event_began();
         self.meter.borrow_mut().request();
         let resp = self.answer(req).await;
         crate::body::discard(&raw).await;
@@ -164,7 +164,7 @@ impl DurableObject for RoomObject {
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm_ms.set(None);
         self.deadlines_seen.set(true);
-        self.tick_meter();
+        self.event_began();
         self.meter.borrow_mut().alarm();
         self.deliver_webhooks().await;
         let now_s = now_ms() / 1000;
@@ -172,8 +172,8 @@ impl DurableObject for RoomObject {
         self.note_webhook_events();
         self.save_meter(false);
         self.retention_alarm().await;
-        self.tick_meter();
         self.arm_alarm().await;
+        self.event_ended();
         Response::empty()
     }
 
@@ -182,7 +182,7 @@ impl DurableObject for RoomObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
-        self.tick_meter();
+        self.event_began();
         let bytes = match &message {
             WebSocketIncomingMessage::String(text) => text.len(),
             WebSocketIncomingMessage::Binary(bytes) => bytes.len(),
@@ -200,7 +200,7 @@ impl DurableObject for RoomObject {
         reason: String,
         _was_clean: bool,
     ) -> worker::Result<()> {
-        self.tick_meter();
+        self.event_began();
         self.on_socket_close(&ws, code, &reason);
         self.after_event().await;
         Ok(())
@@ -242,8 +242,8 @@ impl RoomObject {
         self.retention_occupancy(live);
         self.release_unused_storage().await;
         self.save_meter(false);
-        self.tick_meter();
         self.arm_alarm().await;
+        self.event_ended();
     }
 
     /// The response to a request: the handler's, or its error as JSON.

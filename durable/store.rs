@@ -35,7 +35,6 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS hub_messages (id INTEGER PRIMARY KEY, event TEXT NOT NULL, \
      body TEXT NOT NULL, ts INTEGER NOT NULL DEFAULT 0)",
-    "CREATE INDEX IF NOT EXISTS hub_messages_by_ts ON hub_messages (ts)",
     "CREATE TABLE IF NOT EXISTS hub_idempotency (scope TEXT NOT NULL, key TEXT NOT NULL, \
      id INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS hub_idempotency_by_id ON hub_idempotency (id)",
@@ -489,7 +488,8 @@ impl Store {
     fn window(&self) -> Result<WindowRow, HubError> {
         self.one(
             "SELECT COUNT(*) AS n, COALESCE(MIN(id), 0) AS first, COALESCE(MAX(id), 0) AS last, \
-             MIN(ts) AS oldest, MAX(ts) AS newest FROM hub_messages",
+             (SELECT ts FROM hub_messages ORDER BY id LIMIT 1) AS oldest, \
+             (SELECT ts FROM hub_messages ORDER BY id DESC LIMIT 1) AS newest FROM hub_messages",
             vec![],
         )
     }
@@ -637,7 +637,8 @@ impl Store {
     }
 
     /// Age retention: deletes the messages published at or before
-    /// `cutoff_ms` (and the idempotency keys of deleted ids). When that
+    /// `cutoff_ms` (and the idempotency keys of deleted ids). Should the
+    /// clock step back, a message is kept until every older id expired. When that
     /// empties the history, the last id and publish time go to meta, so ids
     /// continue and idleness is measured after a restart. Returns how many
     /// messages are kept and when the oldest of them was published.

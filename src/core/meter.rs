@@ -13,23 +13,21 @@
 //! - Only what a client or the backend did marks the counters changed;
 //!   the room's own bookkeeping (its alarm, the save itself) is counted but
 //!   never asks for another save, so an idle room stays idle.
-//! - Awake time follows the platform's rule: an object stays in memory
-//!   (billed) while it handles events or holds a connection that cannot
-//!   hibernate (an SSE stream or a held long poll), and for
-//!   [`IDLE_GRACE_MS`] after its last event; hibernated WebSockets cost
-//!   nothing.
+//! - Awake time follows the platform's billing rule: an object is billed
+//!   for duration while it handles an event or is kept from hibernating by
+//!   a connection that cannot hibernate (an SSE stream, a held long poll);
+//!   an idle object that could hibernate is not billed, even before it
+//!   does, and hibernated WebSockets cost nothing.
 //!
 //! Pure: times are passed in; the glue counts storage rows and bytes.
 
 use super::transport::TransportKind;
 use serde::{Deserialize, Serialize};
 
-/// How long an object stays awake after its last event before the
-/// platform hibernates or evicts it.
-pub const IDLE_GRACE_MS: u64 = 10_000;
-
-/// Counters are saved at most this often while they change.
-pub const SAVE_EVERY_MS: u64 = 10_000;
+/// Counters are saved at most this often while they change: in a busy
+/// room each save is one row written and, when no event follows, one
+/// alarm (a billed request).
+pub const SAVE_EVERY_MS: u64 = 60_000;
 
 /// Messages delivered, per transport.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +78,8 @@ pub struct Usage {
     pub ws_messages_in: u64,
     /// Alarm invocations (billed as requests).
     pub alarms: u64,
-    /// Time the room was in memory, not hibernated, in ms.
+    /// Time the room was billed for duration, in ms: handling events, or
+    /// kept from hibernating by SSE streams and held long polls.
     pub awake_ms: u64,
     /// Connection-milliseconds of SSE streams and held long polls: what
     /// kept the room awake. `stream_ms / awake_ms` is how many on average.
@@ -138,6 +137,8 @@ pub struct Meter {
     last_tick_ms: Option<u64>,
     /// Connections that held the room awake at the last tick.
     held: u64,
+    /// Events being handled (requests interleave at awaits).
+    in_flight: u64,
     /// Whether a client changed the counters since they were saved.
     changed: bool,
     saved_ms: u64,
@@ -181,16 +182,25 @@ impl Meter {
     pub fn tick(&mut self, now_ms: u64, held: usize) {
         if let Some(last) = self.last_tick_ms {
             let dt = now_ms.saturating_sub(last);
-            let awake = if self.held > 0 {
-                dt
-            } else {
-                dt.min(IDLE_GRACE_MS)
-            };
-            self.counters.awake_ms += awake;
+            if self.in_flight > 0 || self.held > 0 {
+                self.counters.awake_ms += dt;
+            }
             self.counters.stream_ms += self.held * dt;
         }
         self.last_tick_ms = Some(now_ms);
         self.held = held as u64;
+    }
+
+    /// An event (request, WebSocket message or close, alarm) began.
+    pub fn event_began(&mut self, now_ms: u64, held: usize) {
+        self.tick(now_ms, held);
+        self.in_flight += 1;
+    }
+
+    /// An event ended.
+    pub fn event_ended(&mut self, now_ms: u64, held: usize) {
+        self.tick(now_ms, held);
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     /// A request reached the room.
@@ -263,19 +273,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn awake_time_is_events_plus_the_grace_or_a_held_stream() {
+    fn awake_time_is_events_in_flight_or_a_held_stream() {
         let mut m = Meter::default();
-        m.tick(0, 0);
-        // Next event 3 s later: awake all along (within the grace).
-        m.tick(3_000, 0);
-        assert_eq!(m.counters().awake_ms, 3_000);
-        // An hour later: only the grace after the last event was awake.
-        m.tick(3_603_000, 1);
-        assert_eq!(m.counters().awake_ms, 3_000 + IDLE_GRACE_MS);
-        // One stream held it for a minute: awake all that time.
-        m.tick(3_663_000, 0);
-        assert_eq!(m.counters().awake_ms, 3_000 + IDLE_GRACE_MS + 60_000);
-        assert_eq!(m.counters().stream_ms, 60_000);
+        // A request handled in 5 ms.
+        m.event_began(0, 0);
+        m.event_ended(5, 0);
+        assert_eq!(m.counters().awake_ms, 5);
+        // Idle for an hour: eligible for hibernation, not billed.
+        m.event_began(3_600_005, 0);
+        assert_eq!(m.counters().awake_ms, 5);
+        // That request opened an SSE stream, held for a minute.
+        m.event_ended(3_600_010, 1);
+        m.event_began(3_660_010, 1);
+        m.event_ended(3_660_012, 0);
+        assert_eq!(m.counters().awake_ms, 5 + 5 + 60_000 + 2);
+        assert_eq!(m.counters().stream_ms, 60_002);
+        // Two events interleaving (a long poll held while a publish comes).
+        m.event_began(4_000_000, 0);
+        m.event_began(4_000_100, 1);
+        m.event_ended(4_000_110, 1);
+        m.event_ended(4_000_200, 0);
+        assert_eq!(m.counters().awake_ms, 5 + 5 + 60_000 + 2 + 200);
     }
 
     #[test]
@@ -357,7 +375,8 @@ mod tests {
         // The room's own alarm and storage reads ask for no save.
         m.alarm();
         m.rows(3, 1);
-        m.tick(2_000, 0);
+        m.event_began(2_000, 0);
+        m.event_ended(2_100, 0);
         assert_eq!(m.save_due(), None);
         m.request();
         assert_eq!(m.save_due(), Some(1_000 + SAVE_EVERY_MS));
