@@ -72,33 +72,6 @@ function perRoomSecond(run) {
   };
 }
 
-/**
- * The same rates if idle time during which the room could hibernate were
- * free: a room holding SSE streams or long polls cannot hibernate, so it
- * keeps its awake time; any other room is billed for its handlers' time
- * only, approximated by workerd's CPU time.
- */
-function idleFree(rates, run) {
-  const held = run.meter.streamMs > 0;
-  return { ...rates, awakeSeconds: held ? rates.awakeSeconds : rates.workerCpuMs / 1000 };
-}
-
-/** How long an object stays in memory after its last event before it may hibernate. */
-const GRACE_SECS = 10;
-
-/**
- * The same rates if every event (request, WebSocket message, alarm) were
- * billed with the full 10 s grace after it, overlaps merged by capping at
- * the whole time: the rule the meter itself follows. A bound on the
- * meter, which loses the time since its last tick when the runtime evicts
- * a hibernating room (see the report).
- */
-function withGrace(rates, run) {
-  if (run.meter.streamMs > 0) return rates;
-  const events = rates.doRequests + rates.alarms + rates.wsMessagesIn;
-  return { ...rates, awakeSeconds: Math.max(rates.awakeSeconds, Math.min(1, events * GRACE_SECS)) };
-}
-
 function machine() {
   const mem = `${Math.round(totalmem() / 2 ** 30)} GiB`;
   return `${cpus().length} × ${cpus()[0]?.model?.trim() ?? 'cpu'}, ${mem}, Linux ${release()}`;
@@ -116,8 +89,6 @@ function priced(row) {
       users,
       rooms,
       bill: monthlyBill(monthOfRooms(rates, row.run.storedBytes, rooms)),
-      low: monthlyBill(monthOfRooms(idleFree(rates, row.run), row.run.storedBytes, rooms)),
-      high: monthlyBill(monthOfRooms(withGrace(rates, row.run), row.run.storedBytes, rooms)),
     };
   });
   return { ...row, bills };

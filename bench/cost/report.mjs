@@ -25,7 +25,7 @@ const users = (n) => (n >= 1000 ? `${n / 1000}k` : String(n));
 
 /**
  * rows: [{ pattern, transport, run (runWorkload's result), rates (per
- * room-second), bills: [{ users, rooms, bill, low }] }].
+ * room-second), bills: [{ users, rooms, bill }] }].
  */
 export function renderReport(meta, patterns, rows) {
   const out = [];
@@ -57,17 +57,15 @@ export function renderReport(meta, patterns, rows) {
   out.push('## Monthly price (USD)', '');
   out.push('Each usage column is the overage beyond the plan\'s included amounts (taken once, for the whole account); total = $5 subscription + the columns.');
   out.push('"Worker CPU ≤" prices all of the workerd process\'s CPU as Worker CPU, an upper bound (it includes the Durable Objects\' own work, which the platform bills as duration instead).');
-  out.push('"DO duration" is the meter\'s awake time (events + 10 s grace, or while SSE streams / held long polls keep the room in memory).');
-  out.push('"idle free" is the total if idle time during which the room could hibernate is not billed (the pricing page\'s current wording): rooms that hold SSE streams or long polls are still billed all their awake time, the others only for their handlers\' time, approximated by workerd\'s CPU time.');
-  out.push('"10 s grace" is the total if every event (request, alarm, WebSocket message) is billed with 10 s of idle time after it, overlaps merged: the meter\'s own rule, which it undercounts when the runtime evicts a hibernating room before its next event.', '');
-  out.push('| pattern | transport | users | rooms | Worker requests | Worker CPU ≤ | DO requests | DO duration | storage | **total** | idle free | 10 s grace | the article\'s estimate |');
-  out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  out.push('"DO duration" is the meter\'s awake time: while the room handles an event, or while SSE streams / held long polls keep it from hibernating (the pricing page: an idle object that could hibernate is not billed, even before it does).', '');
+  out.push('| pattern | transport | users | rooms | Worker requests | Worker CPU ≤ | DO requests | DO duration | storage | **total** | the article\'s estimate |');
+  out.push('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     if (r.run.error) continue;
     for (const [i, b] of r.bills.entries()) {
       const article = r.pattern === patterns[0].name && ARTICLE[r.transport] ? `${usd(ARTICLE[r.transport][b.users])} (${ARTICLE_NOTES[r.transport][i]})` : '–';
       const x = b.bill;
-      out.push(`| ${r.pattern} | ${LABEL[r.transport]} | ${users(b.users)} | ${b.rooms} | ${usd(x.workerRequests)} | ${usd(x.workerCpu)} | ${usd(x.doRequests)} | ${usd(x.doDuration)} | ${usd(x.storage)} | **${usd(x.total)}** | ${usd(b.low.total)} | ${usd(b.high.total)} | ${article} |`);
+      out.push(`| ${r.pattern} | ${LABEL[r.transport]} | ${users(b.users)} | ${b.rooms} | ${usd(x.workerRequests)} | ${usd(x.workerCpu)} | ${usd(x.doRequests)} | ${usd(x.doDuration)} | ${usd(x.storage)} | **${usd(x.total)}** | ${article} |`);
     }
   }
   out.push('');
@@ -77,8 +75,8 @@ export function renderReport(meta, patterns, rows) {
     const mine = rows.filter((r) => r.pattern === p.name && !r.run.error);
     if (!mine.length) continue;
     for (const [i, b] of mine[0].bills.entries()) {
-      const ranked = mine.map((r) => ({ t: r.transport, total: r.bills[i].bill.total, low: r.bills[i].low.total, high: r.bills[i].high.total })).sort((a, c) => a.total - c.total);
-      out.push(`- ${p.name}, ${users(b.users)} users, total (idle free – 10 s grace): ${ranked.map((x) => `${LABEL[x.t]} ${usd(x.total)} (${usd(x.low)}–${usd(x.high)})`).join(' < ')}`);
+      const ranked = mine.map((r) => ({ t: r.transport, total: r.bills[i].bill.total })).sort((a, c) => a.total - c.total);
+      out.push(`- ${p.name}, ${users(b.users)} users: ${ranked.map((x) => `${LABEL[x.t]} ${usd(x.total)}`).join(' < ')}`);
     }
   }
   const perMillion = PRICES.workerRequests.usdPerMillion + PRICES.doRequests.usdPerMillion;
@@ -96,7 +94,7 @@ export function renderPlot(meta, patterns, rows) {
   const width = left + patterns.length * (panelW + gap) + 20;
   const height = top + panelH + 100;
   const ok = rows.filter((r) => !r.run.error);
-  const values = ok.flatMap((r) => r.bills.flatMap((b) => [b.bill.total, b.low.total, b.high.total])).concat(Object.values(ARTICLE).flatMap((o) => Object.values(o)));
+  const values = ok.flatMap((r) => r.bills.map((b) => b.bill.total)).concat(Object.values(ARTICLE).flatMap((o) => Object.values(o)));
   const yMin = 10 ** Math.floor(Math.log10(Math.min(...values)));
   const yMax = 10 ** Math.ceil(Math.log10(Math.max(...values)));
   const xs = [1000, 10000, 100000];
@@ -130,11 +128,6 @@ export function renderPlot(meta, patterns, rows) {
       const pts = r.bills.map((b) => [X(b.users), Y(b.bill.total)]);
       parts.push(`<polyline points="${pts.map((q) => q.join(',')).join(' ')}" fill="none" stroke="${COLOR[r.transport]}" stroke-width="${2 + 1.5 * (mine.length - 1 - i)}" stroke-opacity="0.9"/>`);
       for (const [cx, cy] of pts) parts.push(`<circle cx="${cx}" cy="${cy}" r="4" fill="${COLOR[r.transport]}"/>`);
-      // A band from "idle free" to "10 s grace": what the billing of idle time leaves open.
-      if (r.bills.some((b) => b.low.total < b.bill.total * 0.98 || b.high.total > b.bill.total * 1.02)) {
-        const band = [...r.bills.map((b) => [X(b.users), Y(b.high.total)]), ...r.bills.map((b) => [X(b.users), Y(b.low.total)]).reverse()];
-        parts.push(`<polygon points="${band.map((q) => q.join(',')).join(' ')}" fill="${COLOR[r.transport]}" fill-opacity="0.15" stroke="none"/>`);
-      }
       const last = r.bills[r.bills.length - 1];
       labels.push({ y: Y(last.bill.total), text: `${LABEL[r.transport]} ${usd(last.bill.total)}`, color: COLOR[r.transport] });
     }
@@ -153,8 +146,7 @@ export function renderPlot(meta, patterns, rows) {
   // The line styles.
   const ly = height - 16;
   parts.push(`<line x1="${left}" y1="${ly - 4}" x2="${left + 30}" y2="${ly - 4}" stroke="#333" stroke-width="2.5"/><text x="${left + 36}" y="${ly}">measured, extrapolated</text>`);
-  parts.push(`<line x1="${left + 200}" y1="${ly - 4}" x2="${left + 230}" y2="${ly - 4}" fill="none" stroke="#999" stroke-width="8" stroke-opacity="0.4"/><text x="${left + 236}" y="${ly}">band: idle time free … 10 s grace billed</text>`);
-  parts.push(`<line x1="${left + 520}" y1="${ly - 4}" x2="${left + 550}" y2="${ly - 4}" stroke="#333" stroke-width="1.5" stroke-dasharray="5,4"/><circle cx="${left + 535}" cy="${ly - 4}" r="4.5" fill="#fff" stroke="#333" stroke-width="1.5"/><text x="${left + 556}" y="${ly}">the article's estimate</text>`);
+  parts.push(`<line x1="${left + 220}" y1="${ly - 4}" x2="${left + 250}" y2="${ly - 4}" stroke="#333" stroke-width="1.5" stroke-dasharray="5,4"/><circle cx="${left + 235}" cy="${ly - 4}" r="4.5" fill="#fff" stroke="#333" stroke-width="1.5"/><text x="${left + 256}" y="${ly}">the article's estimate</text>`);
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;
 }
