@@ -143,6 +143,9 @@ describe('ROOM_IDLE_TTL_SECS: a hibernated WebSocket keeps its room', () => {
     assert.equal(state.last_id, 1, `kept: ${show(state)}`);
     assert.equal(state.connections.ws, 1);
     assert.ok(state.loads > loadsBefore, `the room hibernated and woke (loads ${loadsBefore} → ${state.loads})`);
+    // What the room counted before it hibernated survived it.
+    assert.equal(state.stats.delivered.ws, 1, show(state.stats));
+    assert.equal(state.stats.published, 1);
     // The socket is still served.
     await mustPublish(hub.url, room, { data: { n: 2 } });
     await ws.nextMessage(2);

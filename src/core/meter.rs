@@ -5,11 +5,16 @@
 //! Invariants:
 //! - Counters only grow, from the moment the room's storage was created
 //!   (its epoch); erasing the room (`DELETE`, idleness) starts them again.
-//! - Saving costs no write per message: the counters are saved as one row
-//!   at most every [`SAVE_EVERY_MS`] while something changed them (and
-//!   whenever the room's state is read), so a crash loses at most that
-//!   long of counting. `published` needs no saving at all: every publish
-//!   gets the next id, so it is the log's last id.
+//! - Saving costs no write per message in a busy room: the counters are
+//!   saved as one row at most every [`SAVE_EVERY_MS`] while something
+//!   changed them (and whenever the room's state is read). A room whose
+//!   events are sparse may hibernate after any of them, which would lose
+//!   what memory holds, so an event that came after [`HIBERNATE_AFTER_MS`]
+//!   of quiet saves at its end: one row per event, in rooms that have
+//!   few. What may be lost is the counting of a busy room's last minute
+//!   before it falls quiet and hibernates, and of a crash. `published`
+//!   needs no saving at all: every publish gets the next id, so it is the
+//!   log's last id.
 //! - Only what a client or the backend did marks the counters changed;
 //!   the room's own bookkeeping (its alarm, the save itself) is counted but
 //!   never asks for another save, so an idle room stays idle.
@@ -24,10 +29,13 @@
 use super::transport::TransportKind;
 use serde::{Deserialize, Serialize};
 
-/// Counters are saved at most this often while they change: in a busy
-/// room each save is one row written and, when no event follows, one
-/// alarm (a billed request).
+/// In a busy room counters are saved at most this often while they
+/// change: each save is one row written.
 pub const SAVE_EVERY_MS: u64 = 60_000;
+
+/// How long a room without events may stay idle before the platform
+/// hibernates or evicts it (and what was counted in memory is gone).
+pub const HIBERNATE_AFTER_MS: u64 = 10_000;
 
 /// Messages delivered, per transport.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +147,11 @@ pub struct Meter {
     held: u64,
     /// Events being handled (requests interleave at awaits).
     in_flight: u64,
+    /// When the last event ended.
+    last_event_ms: Option<u64>,
+    /// When the current run of events began after a quiet stretch: the
+    /// room may hibernate once it ends, so its counts are saved at once.
+    after_quiet_ms: Option<u64>,
     /// Whether a client changed the counters since they were saved.
     changed: bool,
     saved_ms: u64,
@@ -193,6 +206,13 @@ impl Meter {
 
     /// An event (request, WebSocket message or close, alarm) began.
     pub fn event_began(&mut self, now_ms: u64, held: usize) {
+        let kept_awake = self.in_flight > 0 || self.held > 0;
+        let quiet = self
+            .last_event_ms
+            .is_none_or(|last| now_ms.saturating_sub(last) >= HIBERNATE_AFTER_MS);
+        if quiet && !kept_awake && self.after_quiet_ms.is_none() {
+            self.after_quiet_ms = Some(now_ms);
+        }
         self.tick(now_ms, held);
         self.in_flight += 1;
     }
@@ -201,6 +221,7 @@ impl Meter {
     pub fn event_ended(&mut self, now_ms: u64, held: usize) {
         self.tick(now_ms, held);
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.last_event_ms = Some(now_ms);
     }
 
     /// A request reached the room.
@@ -256,15 +277,20 @@ impl Meter {
         self.counters.rows_written += written;
     }
 
-    /// When the counters must next be saved: `None` while nothing changed.
+    /// When the counters must next be saved: `None` while nothing changed;
+    /// at once after events that followed a quiet stretch.
     pub fn save_due(&self) -> Option<u64> {
-        self.changed.then_some(self.saved_ms + SAVE_EVERY_MS)
+        if !self.changed {
+            return None;
+        }
+        Some(self.after_quiet_ms.unwrap_or(self.saved_ms + SAVE_EVERY_MS))
     }
 
     /// The counters were saved at `now_ms`.
     pub fn saved(&mut self, now_ms: u64) {
         self.changed = false;
         self.saved_ms = now_ms;
+        self.after_quiet_ms = None;
     }
 }
 
@@ -373,16 +399,48 @@ mod tests {
         let mut m = Meter::restore(Counters::default(), 1_000);
         assert_eq!(m.save_due(), None);
         // The room's own alarm and storage reads ask for no save.
+        m.event_began(2_000, 0);
         m.alarm();
         m.rows(3, 1);
-        m.event_began(2_000, 0);
         m.event_ended(2_100, 0);
         assert_eq!(m.save_due(), None);
+        m.event_began(3_000, 0);
         m.request();
-        assert_eq!(m.save_due(), Some(1_000 + SAVE_EVERY_MS));
-        m.saved(5_000);
+        m.event_ended(3_001, 0);
+        m.saved(3_001);
         assert_eq!(m.save_due(), None);
         assert_eq!(m.counters().requests, 1);
+    }
+
+    #[test]
+    fn a_busy_room_saves_every_minute_and_a_sparse_one_after_each_event() {
+        let mut m = Meter::default();
+        // A first event in a fresh instance: the room may hibernate after it.
+        m.event_began(0, 0);
+        m.request();
+        m.event_ended(5, 0);
+        assert_eq!(m.save_due(), Some(0));
+        m.saved(5);
+        // Events 2 s apart: the room stays awake, one save a minute.
+        for t in (2_000..50_000).step_by(2_000) {
+            m.event_began(t, 0);
+            m.request();
+            m.event_ended(t + 5, 0);
+            assert_eq!(m.save_due(), Some(5 + SAVE_EVERY_MS), "at {t}");
+        }
+        // Quiet for a minute, then one more event: saved at its end.
+        m.event_began(110_000, 0);
+        m.request();
+        m.event_ended(110_005, 0);
+        assert_eq!(m.save_due(), Some(110_000));
+        // An event while an SSE stream holds the room is not after quiet.
+        m.saved(110_005);
+        m.event_began(110_010, 1);
+        m.event_ended(110_011, 1);
+        m.event_began(200_000, 1);
+        m.request();
+        m.event_ended(200_001, 1);
+        assert_eq!(m.save_due(), Some(110_005 + SAVE_EVERY_MS));
     }
 
     #[test]
