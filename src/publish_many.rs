@@ -76,6 +76,7 @@ async fn publish_to(
     };
     let sent =
         crate::rooms_call::send(env, room_url.as_str(), Method::Post, Some(body), &described).await;
+    crate::routes::forget_etag(described.room.as_str());
     let mut resp: worker::Response = match sent {
         Ok(resp) => resp.into(),
         Err(e) => return Err(json!(e.body())),

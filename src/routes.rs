@@ -11,7 +11,10 @@
 //! (415/413). What is left is described once for the room
 //! (`core::request::RoomRequest`: room, action and its parameters,
 //! identity) in an internal header that the Worker always overwrites, so a
-//! client can never set it. Everything else is the room's.
+//! client can never set it. Everything else is the room's, except, with
+//! `POLL_CACHE_MS` on, a repeat conditional poll the isolate can answer
+//! `304` from its memory of the room's ETag (`core::poll_cache`; after
+//! authentication, with the headers the room would send).
 //!
 //! A request answered here is never forwarded, and its body never touched:
 //! the runtime drops such a body without complaint (see `crate::body`).
@@ -19,12 +22,13 @@
 use crate::core::auth::{self, Identity};
 use crate::core::backend;
 use crate::core::error::HubError;
+use crate::core::poll_cache::{self, PollCache};
 use crate::core::request::{RoomAction, RoomRequest};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::core::tickets::looks_like_ticket;
 use crate::respond::{self, Cors};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use worker::{event, web_sys, Context, Env, Request, Response};
 
 thread_local! {
@@ -145,7 +149,95 @@ async fn handle(
         return crate::rooms_call::send(env, url.as_str(), worker::Method::Post, None, &described)
             .await;
     }
-    crate::rooms_call::forward(env, req, &described).await
+    if let Some(etag) = cached_etag(settings, &described) {
+        return Ok(respond::not_modified(&etag, cors)?.into());
+    }
+    let sent_at_ms = now_ms();
+    let answer = crate::rooms_call::forward(env, req, &described).await;
+    note_room_answer(settings, &described, answer.as_ref().ok(), sent_at_ms);
+    answer
+}
+
+thread_local! {
+    /// This isolate's memory of rooms' ETags (`POLL_CACHE_MS`); made on
+    /// first use, and never when the setting is 0.
+    static POLL_CACHE: RefCell<Option<PollCache>> = const { RefCell::new(None) };
+}
+
+fn now_ms() -> u64 {
+    worker::js_sys::Date::now() as u64
+}
+
+/// The ETag to answer `304` with from this isolate's cache: only for an
+/// immediate poll with `If-None-Match` (a long poll or an unconditional
+/// poll always goes to the room), and only with `POLL_CACHE_MS` on. The
+/// caller was authenticated before.
+fn cached_etag(settings: &Settings, described: &RoomRequest) -> Option<String> {
+    if settings.poll_cache_ms == 0 {
+        return None;
+    }
+    let RoomAction::Poll {
+        query,
+        if_none_match: Some(validator),
+    } = &described.action
+    else {
+        return None;
+    };
+    if query.wait_secs > 0 {
+        return None;
+    }
+    POLL_CACHE.with(|c| {
+        c.borrow().as_ref().and_then(|cache| {
+            cache
+                .not_modified(described.room.as_str(), validator, now_ms())
+                .map(str::to_owned)
+        })
+    })
+}
+
+/// Keeps the cache in step with what went to the room: a poll's answer
+/// (`200` or `304` with the room's ETag, as of `sent_at_ms`) is
+/// remembered; a publish or a delete, answered or not, makes the room's
+/// ETag unknown.
+fn note_room_answer(
+    settings: &Settings,
+    described: &RoomRequest,
+    answer: Option<&web_sys::Response>,
+    sent_at_ms: u64,
+) {
+    if settings.poll_cache_ms == 0 {
+        return;
+    }
+    let room = described.room.as_str();
+    match &described.action {
+        RoomAction::Poll { .. } => {
+            let Some(resp) = answer.filter(|r| matches!(r.status(), 200 | 304)) else {
+                return;
+            };
+            let Ok(Some(etag)) = resp.headers().get("ETag") else {
+                return;
+            };
+            POLL_CACHE.with(|c| {
+                c.borrow_mut()
+                    .get_or_insert_with(|| {
+                        PollCache::new(u64::from(settings.poll_cache_ms), poll_cache::MAX_ENTRIES)
+                    })
+                    .record(room, &etag, sent_at_ms);
+            });
+        }
+        RoomAction::Publish { .. } | RoomAction::DeleteRoom => forget_etag(room),
+        _ => {}
+    }
+}
+
+/// Forgets `room`'s ETag in this isolate's cache, if there is one: a
+/// publish or delete for it went through here.
+pub(crate) fn forget_etag(room: &str) {
+    POLL_CACHE.with(|c| {
+        if let Some(cache) = c.borrow_mut().as_mut() {
+            cache.invalidate(room, now_ms());
+        }
+    });
 }
 
 /// `POST /publish` (the backend's key only).

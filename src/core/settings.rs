@@ -46,6 +46,9 @@ pub struct Settings {
     pub webhook_url: Option<String>,
     /// Attempts per webhook event before it is dropped and counted.
     pub webhook_max_attempts: u32,
+    /// How long (ms) the Worker answers a repeat conditional poll `304`
+    /// from its own memory of the room's ETag (`core::poll_cache`); 0 = off.
+    pub poll_cache_ms: u32,
 }
 
 /// `ALLOWED_ORIGINS`: `*` or a comma-separated list of exact origins.
@@ -84,6 +87,7 @@ impl Default for Settings {
             jwks_url: None,
             webhook_url: None,
             webhook_max_attempts: 12,
+            poll_cache_ms: 0,
         }
     }
 }
@@ -99,6 +103,9 @@ const MAX_CONNECTIONS_PER_ROOM_CEILING: u32 = 32_768;
 /// The shortest `HUB_SECRET`: 32 bytes (256 bits, the HMAC-SHA-256 block
 /// strength); anything shorter can be brute-forced offline from one token.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// A poll cache older than a minute would let pollers miss messages for
+/// longer than any poll interval worth caching.
+const MAX_POLL_CACHE_MS: u32 = 60_000;
 /// Past this, one join costs more sends than a room can make in a second.
 const MAX_PRESENCE_MEMBERS: u32 = 100_000;
 const MAX_TOKEN_LEEWAY_SECS: u32 = 3600;
@@ -202,6 +209,13 @@ impl Settings {
                 d.webhook_max_attempts,
                 1,
                 100,
+            )?,
+            poll_cache_ms: number(
+                &lookup,
+                "POLL_CACHE_MS",
+                d.poll_cache_ms,
+                0,
+                MAX_POLL_CACHE_MS,
             )?,
         }
         .checked()
@@ -323,6 +337,26 @@ mod tests {
         assert_eq!(s.max_connections_per_room, 10_000);
         assert_eq!((s.heartbeat_secs, s.long_poll_max_secs), (15, 30));
         assert_eq!(s.presence_max_members, 1000);
+        assert_eq!(s.poll_cache_ms, 0, "the poll cache is off by default");
+    }
+
+    #[test]
+    fn poll_cache_ms() {
+        assert_eq!(
+            with(&[("POLL_CACHE_MS", "1000")]).unwrap().poll_cache_ms,
+            1000
+        );
+        assert_eq!(with(&[("POLL_CACHE_MS", " 0 ")]).unwrap().poll_cache_ms, 0);
+        assert_eq!(
+            with(&[("POLL_CACHE_MS", "60000")]).unwrap().poll_cache_ms,
+            60_000
+        );
+        for bad in ["60001", "-1", "1s", "0.5", ""] {
+            match with(&[("POLL_CACHE_MS", bad)]) {
+                Err(HubError::BadConfig(why)) => assert!(why.contains("POLL_CACHE_MS"), "{why}"),
+                other => panic!("POLL_CACHE_MS={bad:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
