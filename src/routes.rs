@@ -27,9 +27,10 @@ use crate::core::request::{RoomAction, RoomRequest};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::core::tickets::looks_like_ticket;
+use crate::core::url::UrlParts;
 use crate::respond::{self, Cors};
 use std::cell::{Cell, RefCell};
-use worker::{event, web_sys, Context, Env, Request, Response};
+use worker::{event, web_sys, Context, Env, Response};
 
 thread_local! {
     /// Whether this isolate already said that the hub runs open.
@@ -41,39 +42,84 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// Returns the runtime's own `Response`: a room's answer goes back to the
+/// Takes and returns the runtime's own `Request` and `Response`: the
+/// request is read once ([`Incoming`]), never converted into a
+/// `worker::Request` (which reads the method, URL, headers and `cf` across
+/// the boundary whether used or not), and a room's answer goes back to the
 /// client as the object that the room produced, not re-wrapped (which would
 /// pipe every body, SSE streams included, through one more JS stream).
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
+async fn fetch(
+    req: web_sys::Request,
+    env: Env,
+    _ctx: Context,
+) -> worker::Result<web_sys::Response> {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
         Err(e) => return Ok(respond::error(&e, &Cors::None).into()),
     };
-    let origin = header(&req, "Origin");
+    let incoming = Incoming::read(req);
+    let origin = incoming.header("Origin");
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-    match handle(&req, &env, &settings, origin.as_deref(), &cors).await {
+    match handle(&incoming, &env, &settings, origin.as_deref(), &cors).await {
         Ok(resp) => Ok(resp),
         Err(e) => Ok(respond::error(&e, &cors).into()),
     }
 }
 
+/// The client's request, read once: one crossing each for its headers
+/// object and its URL, the query decoded once, in Rust.
+pub(crate) struct Incoming {
+    pub req: web_sys::Request,
+    headers: web_sys::Headers,
+    pub url: String,
+    pairs: Vec<(String, String)>,
+}
+
+impl Incoming {
+    fn read(req: web_sys::Request) -> Incoming {
+        let headers = req.headers();
+        let url = req.url();
+        let pairs = UrlParts::split(&url).pairs();
+        Incoming {
+            req,
+            headers,
+            url,
+            pairs,
+        }
+    }
+
+    pub fn parts(&self) -> UrlParts<'_> {
+        UrlParts::split(&self.url)
+    }
+
+    /// A request header's value, if present and readable.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).ok().flatten()
+    }
+
+    /// The first value of a query parameter, decoded.
+    fn query(&self, name: &str) -> Option<&str> {
+        crate::core::url::first(&self.pairs, name)
+    }
+}
+
 async fn handle(
-    req: &Request,
+    req: &Incoming,
     env: &Env,
     settings: &Settings,
     origin: Option<&str>,
     cors: &Cors,
 ) -> Result<web_sys::Response, HubError> {
-    let url = req.url()?;
-    if let Some(asset) = crate::assets::asset(url.path()) {
-        return serve_asset(req, asset).map(Into::into);
+    let path = req.parts().path;
+    let method = Method::parse(&req.req.method());
+    if let Some(asset) = crate::assets::asset(path) {
+        return serve_asset(method, asset).map(Into::into);
     }
-    let method = Method::parse(req.method().as_ref());
-    if url.path() == "/publish" {
-        return publish_many(req, &url, env, settings, origin, cors, method).await;
+    if path == "/publish" {
+        return publish_many(req, env, settings, origin, cors, method).await;
     }
-    let Route { room, endpoint } = route(url.path())?;
+    let Route { room, endpoint } = route(path)?;
     // The `Host` header is the client's to set, so the hub's own origin is
     // not trusted from it: list it in ALLOWED_ORIGINS (or keep `*`).
     if !settings.allowed_origins.allows(origin) {
@@ -86,18 +132,18 @@ async fn handle(
     // A ticket stands in for a token on live connections; the room that
     // issued it knows whose it is (see `core::tickets`).
     let ticket = match action {
-        Action::OpenSocket | Action::OpenEvents => query_value(&url, "ticket"),
+        Action::OpenSocket | Action::OpenEvents => req.query("ticket").map(str::to_owned),
         _ => None,
     };
     let keys = crate::config::api_keys(env)?;
     let (identity, expires_s) = if action.needs_backend() {
-        (backend_only(req, &url, &keys)?, None)
+        (backend_only(req, &keys)?, None)
     } else {
-        match (&ticket, backend_key(req, &url, &keys)?) {
+        match (&ticket, backend_key(req, &keys)?) {
             (_, Some(identity)) => (identity, None),
             (Some(t), None) if looks_like_ticket(t) => (Identity::Anonymous, None),
             (Some(_), None) => return Err(HubError::Unauthorized("malformed ticket")),
-            (None, None) => authenticate(req, &url, env, settings, room.as_str(), action).await?,
+            (None, None) => authenticate(req, env, settings, room.as_str(), action).await?,
         }
     };
     if action == Action::OpenSocket && !is_websocket_upgrade(req) {
@@ -107,15 +153,15 @@ async fn handle(
         // Refused here, a body is never read: the runtime drops it. Sent on
         // to the room, it would have to be read there (see `crate::body`).
         crate::core::protocol::check_publish_headers(
-            header(req, "Content-Type").as_deref(),
-            header(req, "Content-Length").as_deref(),
+            req.header("Content-Type").as_deref(),
+            req.header("Content-Length").as_deref(),
             settings.max_message_bytes,
         )?;
     }
     // Only a disconnect's body is read here (the room reads a publish's).
     let body = match action {
         Action::Disconnect => {
-            let bytes = crate::body::read_within(req.inner(), settings.max_message_bytes).await?;
+            let bytes = crate::body::read_within(&req.req, settings.max_message_bytes).await?;
             Some(
                 String::from_utf8(bytes)
                     .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?,
@@ -123,16 +169,15 @@ async fn handle(
         }
         _ => None,
     };
-    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     let action = RoomAction::describe(
         action,
-        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        |name| header(req, name),
+        req.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        |name| req.header(name),
         body.as_deref(),
         settings.long_poll_max_secs,
     )?;
     let addr = match identity {
-        Identity::Anonymous => header(req, "CF-Connecting-IP"),
+        Identity::Anonymous => req.header("CF-Connecting-IP"),
         Identity::User { .. } | Identity::Backend => None,
     };
     let described = RoomRequest {
@@ -146,14 +191,14 @@ async fn handle(
     };
     if body.is_some() {
         // The body was read here: the room gets the description alone.
-        return crate::rooms_call::send(env, url.as_str(), worker::Method::Post, None, &described)
+        return crate::rooms_call::send(env, &req.url, worker::Method::Post, None, &described)
             .await;
     }
     if let Some(etag) = cached_etag(settings, &described) {
         return Ok(respond::not_modified(&etag, cors)?.into());
     }
     let sent_at_ms = now_ms();
-    let answer = crate::rooms_call::forward(env, req, &described).await;
+    let answer = crate::rooms_call::forward(env, &req.req, &req.url, &described).await;
     note_room_answer(settings, &described, answer.as_ref().ok(), sent_at_ms);
     answer
 }
@@ -242,8 +287,7 @@ pub(crate) fn forget_etag(room: &str) {
 
 /// `POST /publish` (the backend's key only).
 async fn publish_many(
-    req: &Request,
-    url: &worker::Url,
+    req: &Incoming,
     env: &Env,
     settings: &Settings,
     origin: Option<&str>,
@@ -260,9 +304,9 @@ async fn publish_many(
         _ => return Err(HubError::MethodNotAllowed { allow: ALLOW }),
     }
     let keys = crate::config::api_keys(env)?;
-    backend_only(req, url, &keys)?;
+    backend_only(req, &keys)?;
     crate::core::protocol::check_publish_headers(
-        header(req, "Content-Type").as_deref(),
+        req.header("Content-Type").as_deref(),
         None,
         settings.max_message_bytes + 16 * 1024,
     )?;
@@ -271,46 +315,33 @@ async fn publish_many(
 
 /// The caller of a key-only endpoint: the backend, or `403` (no key
 /// configured, or another credential presented) or `401` (none).
-fn backend_only(req: &Request, url: &worker::Url, keys: &[String]) -> Result<Identity, HubError> {
-    let presented_key = backend_key(req, url, keys)?.is_some();
-    let other_credential = header(req, "Authorization").is_some()
-        || query_value(url, "token").is_some()
-        || query_value(url, "ticket").is_some();
+fn backend_only(req: &Incoming, keys: &[String]) -> Result<Identity, HubError> {
+    let presented_key = backend_key(req, keys)?.is_some();
+    let other_credential = req.header("Authorization").is_some()
+        || req.query("token").is_some()
+        || req.query("ticket").is_some();
     backend::admit_backend(presented_key, !keys.is_empty(), other_credential)?;
     Ok(Identity::Backend)
 }
 
 /// The backend, when `Authorization` carries one of its keys. A key in
 /// `?token=` has leaked into a URL: refused outright.
-fn backend_key(
-    req: &Request,
-    url: &worker::Url,
-    keys: &[String],
-) -> Result<Option<Identity>, HubError> {
+fn backend_key(req: &Incoming, keys: &[String]) -> Result<Option<Identity>, HubError> {
     if keys.is_empty() {
         return Ok(None);
     }
-    if query_value(url, "token").is_some_and(|t| backend::is_api_key(&t, keys)) {
+    if req
+        .query("token")
+        .is_some_and(|t| backend::is_api_key(t, keys))
+    {
         return Err(HubError::Unauthorized(
             "the backend key is never accepted in a URL",
         ));
     }
-    let authorization = header(req, "Authorization");
+    let authorization = req.header("Authorization");
     Ok(auth::token_from(authorization.as_deref(), None)
         .filter(|bearer| backend::is_api_key(bearer, keys))
         .map(|_| Identity::Backend))
-}
-
-/// The first value of a query parameter, decoded.
-fn query_value(url: &worker::Url, name: &str) -> Option<String> {
-    url.query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// A request header's value, if present and readable.
-fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten()
 }
 
 /// Who the request is, and until when (the token's `exp` plus
@@ -318,8 +349,7 @@ fn header(req: &Request, name: &str) -> Option<String> {
 /// `JWKS`, `JWKS_URL`), else the verified user of a token that grants this
 /// room and action.
 async fn authenticate(
-    req: &Request,
-    url: &worker::Url,
+    req: &Incoming,
     env: &Env,
     settings: &Settings,
     room: &str,
@@ -336,14 +366,14 @@ async fn authenticate(
         }
         return Ok((Identity::Anonymous, None));
     }
-    let authorization = header(req, "Authorization");
+    let authorization = req.header("Authorization");
     // A ticket is issued only for a token in `Authorization`: the point
     // is to keep it out of URLs.
     let query_token = match action {
         Action::IssueTicket => None,
-        _ => query_value(url, "token"),
+        _ => req.query("token"),
     };
-    let token = auth::token_from(authorization.as_deref(), query_token.as_deref())
+    let token = auth::token_from(authorization.as_deref(), query_token)
         .ok_or(HubError::Unauthorized("a token is required"))?;
     let jws = auth::Jws::parse(token)?;
     match jws.alg {
@@ -363,8 +393,8 @@ async fn authenticate(
 }
 
 /// Serves an embedded asset to `GET`/`HEAD`; any other method gets 405.
-fn serve_asset(req: &Request, asset: crate::assets::Asset) -> Result<Response, HubError> {
-    match Method::parse(req.method().as_ref()) {
+fn serve_asset(method: Method, asset: crate::assets::Asset) -> Result<Response, HubError> {
+    match method {
         Method::Get | Method::Head => {}
         _ => return Err(HubError::MethodNotAllowed { allow: "GET, HEAD" }),
     }
@@ -376,6 +406,7 @@ fn serve_asset(req: &Request, asset: crate::assets::Asset) -> Result<Response, H
     Ok(Response::ok(asset.body)?.with_headers(headers))
 }
 
-fn is_websocket_upgrade(req: &Request) -> bool {
-    header(req, "Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+fn is_websocket_upgrade(req: &Incoming) -> bool {
+    req.header("Upgrade")
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }

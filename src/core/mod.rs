@@ -25,4 +25,5 @@ pub mod settings;
 pub mod sse;
 pub mod tickets;
 pub mod transport;
+pub mod url;
 pub mod webhooks;
