@@ -28,7 +28,7 @@ pub async fn handle(
     cors: &Cors,
 ) -> Result<web_sys::Response, HubError> {
     let bytes =
-        crate::body::read_within(&req.req, max_message_bytes + ENVELOPE_SLACK_BYTES).await?;
+        crate::body::read_within(&req.req, max_message_bytes + ENVELOPE_SLACK_BYTES, None).await?;
     let body = std::str::from_utf8(&bytes)
         .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?;
     let many = PublishMany::parse(body)?;
@@ -65,7 +65,10 @@ async fn publish_to(
     let room_url = format!("{base}/rooms/{}/messages", room.as_str());
     let described = RoomRequest {
         room,
-        action: RoomAction::Publish { idempotency_key },
+        action: RoomAction::Publish {
+            idempotency_key,
+            body_len: Some(body.len() as u64),
+        },
         identity: Identity::Backend,
         addr: None,
         origin: origin.map(str::to_owned),

@@ -29,13 +29,14 @@ thread_local! {
 }
 
 /// Sends the room the client's request `req` (at `url`, already read) as
-/// `described`; returns the room's own `Response`.
-pub async fn forward(
+/// `described`; returns the stub's promise of the room's own `Response`
+/// (the Worker hands it to the runtime as it is).
+pub fn forward(
     env: &Env,
     req: &web_sys::Request,
     url: &str,
     described: &RoomRequest,
-) -> Result<web_sys::Response, HubError> {
+) -> Result<js_sys::Promise, HubError> {
     let headers = web_sys::Headers::new()?;
     headers.set(ROOM_REQUEST_HEADER, &described.to_header())?;
     let init = web_sys::RequestInit::new();
@@ -50,7 +51,7 @@ pub async fn forward(
     }
     init.set_headers(&headers);
     let forwarded = web_sys::Request::new_with_str_and_init(url, &init)?;
-    call(env, &forwarded, described).await
+    start(env, &forwarded, described)
 }
 
 /// Sends the room a request of the Worker's own making (`method`, a JSON
@@ -94,18 +95,25 @@ fn rooms(env: &Env) -> Result<DurableObjectNamespace, HubError> {
     Ok(ns)
 }
 
+/// Starts the call: the stub's promise of the room's `Response`.
+fn start(
+    env: &Env,
+    req: &web_sys::Request,
+    described: &RoomRequest,
+) -> Result<js_sys::Promise, HubError> {
+    let stub = rooms(env)?
+        .get_by_name(described.room.as_str())
+        .map_err(|e| HubError::Internal(format!("room stub: {e:?}")))?;
+    stub.fetch_with_request(req)
+        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))
+}
+
 async fn call(
     env: &Env,
     req: &web_sys::Request,
     described: &RoomRequest,
 ) -> Result<web_sys::Response, HubError> {
-    let stub = rooms(env)?
-        .get_by_name(described.room.as_str())
-        .map_err(|e| HubError::Internal(format!("room stub: {e:?}")))?;
-    let promise = stub
-        .fetch_with_request(req)
-        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
-    let answer = JsFuture::from(promise)
+    let answer = JsFuture::from(start(env, req, described)?)
         .await
         .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
     answer

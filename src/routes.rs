@@ -30,7 +30,11 @@ use crate::core::tickets::looks_like_ticket;
 use crate::core::url::UrlParts;
 use crate::respond::{self, Cors};
 use std::cell::{Cell, RefCell};
-use worker::{event, web_sys, Context, Env, Response};
+use std::future::Future;
+use std::task::Poll;
+use wasm_bindgen::prelude::{wasm_bindgen, Closure, JsValue};
+use wasm_bindgen::JsCast;
+use worker::{event, js_sys, wasm_bindgen_futures, web_sys, Env, Response};
 
 thread_local! {
     /// Whether this isolate already said that the hub runs open.
@@ -42,28 +46,136 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// Takes and returns the runtime's own `Request` and `Response`: the
-/// request is read once ([`Incoming`]), never converted into a
+/// The Worker's `fetch` export (in place of `#[event(fetch)]`): takes and
+/// returns the runtime's own `Request` and `Promise<Response>`.
+///
+/// Costs it avoids (measured with workerd's V8 profiler and `perf`, issue
+/// 19): the request is read once ([`Incoming`]), never converted into a
 /// `worker::Request` (which reads the method, URL, headers and `cf` across
-/// the boundary whether used or not), and a room's answer goes back to the
+/// the boundary whether used or not); a room's answer goes back to the
 /// client as the object that the room produced, not re-wrapped (which would
-/// pipe every body, SSE streams included, through one more JS stream).
-#[event(fetch)]
-async fn fetch(
-    req: web_sys::Request,
-    env: Env,
-    _ctx: Context,
-) -> worker::Result<web_sys::Response> {
+/// pipe every body, SSE streams included, through one more JS stream); and
+/// the request's handling is polled once on the spot: what completes
+/// without waiting (everything but JWKS keys and read bodies) costs no
+/// Rust future driven by JavaScript promises, and a room request returns
+/// the stub's own promise (see [`finish`]).
+#[wasm_bindgen(js_name = fetch)]
+pub fn fetch(req: web_sys::Request, env: Env, _ctx: JsValue) -> js_sys::Promise {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
-        Err(e) => return Ok(respond::error(&e, &Cors::None).into()),
+        Err(e) => return resolved(respond::error(&e, &Cors::None).into()),
     };
     let incoming = Incoming::read(req);
     let origin = incoming.header("Origin");
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-    match handle(&incoming, &env, &settings, origin.as_deref(), &cors).await {
-        Ok(resp) => Ok(resp),
-        Err(e) => Ok(respond::error(&e, &cors).into()),
+    let mut handling = Box::pin(async move {
+        let outcome = handle(&incoming, &env, &settings, origin.as_deref(), &cors).await;
+        (outcome, incoming, env, settings, cors)
+    });
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    // A future left pending here re-registers its waker when it is polled
+    // again (JsFuture does on every poll), so handing it on is sound.
+    match handling.as_mut().poll(&mut cx) {
+        Poll::Ready((outcome, incoming, env, settings, cors)) => {
+            finish(outcome, &incoming, &env, &settings, &cors)
+        }
+        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move {
+            let (outcome, incoming, env, settings, cors) = handling.await;
+            let room_answer = finish(outcome, &incoming, &env, &settings, &cors);
+            wasm_bindgen_futures::JsFuture::from(room_answer).await
+        }),
+    }
+}
+
+/// What a request comes to: an answer made here, or a described request
+/// for the room.
+enum Outcome {
+    Answer(web_sys::Response),
+    Room(RoomRequest),
+}
+
+fn resolved(resp: web_sys::Response) -> js_sys::Promise {
+    let value: JsValue = resp.into();
+    js_sys::Promise::resolve(&value).unchecked_into()
+}
+
+/// The promise of the response: an answer or error at once; for a room
+/// request, the answer from this isolate's poll cache, else the stub's
+/// own promise, followed only where something must see the answer (the
+/// poll cache) and caught so that a failed call is a JSON `500`.
+fn finish(
+    outcome: Result<Outcome, HubError>,
+    req: &Incoming,
+    env: &Env,
+    settings: &Settings,
+    cors: &Cors,
+) -> js_sys::Promise {
+    let described = match outcome {
+        Ok(Outcome::Answer(resp)) => return resolved(resp),
+        Ok(Outcome::Room(described)) => described,
+        Err(e) => return resolved(respond::error(&e, cors).into()),
+    };
+    if let Some(etag) = cached_etag(settings, &described) {
+        return match respond::not_modified(&etag, cors) {
+            Ok(resp) => resolved(resp.into()),
+            Err(e) => resolved(respond::error(&HubError::from(e), cors).into()),
+        };
+    }
+    let sent_at_ms = now_ms();
+    let answer = match crate::rooms_call::forward(env, &req.req, &req.url, &described) {
+        Ok(promise) => promise,
+        Err(e) => return resolved(respond::error(&e, cors).into()),
+    };
+    let on_answer = match (settings.poll_cache_ms, &described.action) {
+        (0, _) => JsValue::UNDEFINED,
+        (_, RoomAction::Poll { .. } | RoomAction::Publish { .. } | RoomAction::DeleteRoom) => {
+            let ttl = settings.poll_cache_ms;
+            Closure::once_into_js(move |resp: JsValue| -> JsValue {
+                note_room_answer(ttl, &described, resp.dyn_ref(), sent_at_ms);
+                resp
+            })
+        }
+        _ => JsValue::UNDEFINED,
+    };
+    let on_failure = room_failure_handler(cors);
+    answer
+        .unchecked_ref::<Thenable>()
+        .then(&on_answer, &on_failure)
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// A promise, seen through its `then(onFulfilled, onRejected)`.
+    type Thenable;
+
+    #[wasm_bindgen(method)]
+    fn then(this: &Thenable, on_fulfilled: &JsValue, on_rejected: &JsValue) -> js_sys::Promise;
+}
+
+thread_local! {
+    /// The handler of a failed room call without CORS headers, made once.
+    static ROOM_FAILURE: JsValue = Closure::<dyn Fn(JsValue) -> JsValue>::new(|e: JsValue| {
+        JsValue::from(web_sys::Response::from(room_failure(&e, &Cors::None)))
+    })
+    .into_js_value();
+}
+
+/// The JSON `500` for a room call that failed (the runtime rejected it).
+fn room_failure(e: &JsValue, cors: &Cors) -> worker::Response {
+    respond::error(&HubError::Internal(format!("room fetch: {e:?}")), cors)
+}
+
+/// The rejection handler for a room call: shared when the answer carries
+/// no CORS headers, else one that carries this request's.
+fn room_failure_handler(cors: &Cors) -> JsValue {
+    match cors {
+        Cors::None => ROOM_FAILURE.with(Clone::clone),
+        _ => {
+            let cors = cors.clone();
+            Closure::once_into_js(move |e: JsValue| -> JsValue {
+                JsValue::from(web_sys::Response::from(room_failure(&e, &cors)))
+            })
+        }
     }
 }
 
@@ -110,14 +222,16 @@ async fn handle(
     settings: &Settings,
     origin: Option<&str>,
     cors: &Cors,
-) -> Result<web_sys::Response, HubError> {
+) -> Result<Outcome, HubError> {
     let path = req.parts().path;
     let method = Method::parse(&req.req.method());
     if let Some(asset) = crate::assets::asset(path) {
-        return serve_asset(method, asset).map(Into::into);
+        return serve_asset(method, asset).map(|r| Outcome::Answer(r.into()));
     }
     if path == "/publish" {
-        return publish_many(req, env, settings, origin, cors, method).await;
+        return publish_many(req, env, settings, origin, cors, method)
+            .await
+            .map(Outcome::Answer);
     }
     let Route { room, endpoint } = route(path)?;
     // The `Host` header is the client's to set, so the hub's own origin is
@@ -126,7 +240,7 @@ async fn handle(
         return Err(HubError::OriginNotAllowed);
     }
     if method == Method::Options {
-        return Ok(cors.preflight(endpoint.allow())?.into());
+        return Ok(Outcome::Answer(cors.preflight(endpoint.allow())?.into()));
     }
     let action = endpoint.action(method)?;
     // A ticket stands in for a token on live connections; the room that
@@ -161,7 +275,8 @@ async fn handle(
     // Only a disconnect's body is read here (the room reads a publish's).
     let body = match action {
         Action::Disconnect => {
-            let bytes = crate::body::read_within(&req.req, settings.max_message_bytes).await?;
+            let bytes =
+                crate::body::read_within(&req.req, settings.max_message_bytes, None).await?;
             Some(
                 String::from_utf8(bytes)
                     .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?,
@@ -192,15 +307,10 @@ async fn handle(
     if body.is_some() {
         // The body was read here: the room gets the description alone.
         return crate::rooms_call::send(env, &req.url, worker::Method::Post, None, &described)
-            .await;
+            .await
+            .map(Outcome::Answer);
     }
-    if let Some(etag) = cached_etag(settings, &described) {
-        return Ok(respond::not_modified(&etag, cors)?.into());
-    }
-    let sent_at_ms = now_ms();
-    let answer = crate::rooms_call::forward(env, &req.req, &req.url, &described).await;
-    note_room_answer(settings, &described, answer.as_ref().ok(), sent_at_ms);
-    answer
+    Ok(Outcome::Room(described))
 }
 
 thread_local! {
@@ -240,19 +350,16 @@ fn cached_etag(settings: &Settings, described: &RoomRequest) -> Option<String> {
     })
 }
 
-/// Keeps the cache in step with what went to the room: a poll's answer
-/// (`200` or `304` with the room's ETag, as of `sent_at_ms`) is
-/// remembered; a publish or a delete, answered or not, makes the room's
+/// Keeps the cache (TTL `ttl_ms`) in step with what went to the room: a
+/// poll's answer (`200` or `304` with the room's ETag, as of `sent_at_ms`)
+/// is remembered; a publish or a delete that was answered makes the room's
 /// ETag unknown.
 fn note_room_answer(
-    settings: &Settings,
+    ttl_ms: u32,
     described: &RoomRequest,
     answer: Option<&web_sys::Response>,
     sent_at_ms: u64,
 ) {
-    if settings.poll_cache_ms == 0 {
-        return;
-    }
     let room = described.room.as_str();
     match &described.action {
         RoomAction::Poll { .. } => {
@@ -265,7 +372,7 @@ fn note_room_answer(
             POLL_CACHE.with(|c| {
                 c.borrow_mut()
                     .get_or_insert_with(|| {
-                        PollCache::new(u64::from(settings.poll_cache_ms), poll_cache::MAX_ENTRIES)
+                        PollCache::new(u64::from(ttl_ms), poll_cache::MAX_ENTRIES)
                     })
                     .record(room, &etag, sent_at_ms);
             });
