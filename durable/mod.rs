@@ -462,6 +462,7 @@ impl RoomObject {
         transport::end(&self.hubs(), &transport::Ending::All);
         self.tickets.borrow_mut().clear();
         *self.log.borrow_mut() = None;
+        self.polls.forget_pages();
         self.alarm_ms.set(None);
         self.state.storage().delete_all().await?;
         let resp = Response::empty()?.with_status(204);

@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod limits;
 pub mod log;
 pub mod names;
+pub mod page_cache;
 pub mod poll_cache;
 pub mod presence;
 #[cfg(test)]
