@@ -283,9 +283,18 @@ impl RoomObject {
             self.admit(request)?;
         }
         match &request.action {
-            RoomAction::Publish { idempotency_key } => {
-                self.on_publish(req, request, idempotency_key.as_deref(), settings, cors)
-                    .await
+            RoomAction::Publish {
+                idempotency_key,
+                body_len,
+            } => {
+                self.on_publish(
+                    req,
+                    request,
+                    (idempotency_key.as_deref(), *body_len),
+                    settings,
+                    cors,
+                )
+                .await
             }
             RoomAction::Poll {
                 query,
@@ -428,7 +437,7 @@ impl RoomObject {
         &self,
         req: &Request,
         request: &RoomRequest,
-        idempotency_key: Option<&str>,
+        (idempotency_key, body_len): (Option<&str>, Option<u64>),
         settings: &Settings,
         cors: &Cors,
     ) -> Result<Response, HubError> {
@@ -438,7 +447,7 @@ impl RoomObject {
         // Content-Type and a declared Content-Length were checked by the
         // Worker; a body without a length is bounded while it is read.
         let max = settings.max_message_bytes;
-        let bytes = crate::body::read_within(req.inner(), max).await?;
+        let bytes = crate::body::read_within(req.inner(), max, body_len).await?;
         self.meter.borrow_mut().published(bytes.len());
         // The room may have been deleted while the body was read.
         self.load(&request.room)?;

@@ -8,6 +8,10 @@
 //! whatever transport published it; it is released at its deadline at the
 //! latest.
 //!
+//! A `200` page is answered from the room's memory of the pages it built
+//! since its last message (`core::page_cache`) when it can: pollers of one
+//! room mostly ask for the same page.
+//!
 //! Invariants: a waiter is in the hub only while its poll is held (a
 //! timed-out poll removes its own), so a quiet room's hub never grows; a
 //! held poll counts as a live connection of its caller, an immediate one
@@ -19,6 +23,7 @@ use super::{now_ms, RoomObject};
 use crate::core::cursor::Cursor;
 use crate::core::error::HubError;
 use crate::core::etag::if_none_match;
+use crate::core::page_cache::{CachedPage, PageCache};
 use crate::core::protocol::poll_body;
 use crate::core::query::PollQuery;
 use crate::core::request::RoomRequest;
@@ -28,6 +33,7 @@ use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 use worker::{Delay, Response};
 
@@ -54,11 +60,13 @@ enum Wake {
     Ended(HubError),
 }
 
-/// The room's held long polls, by waiter id.
+/// The room's held long polls, by waiter id, and the pages answered
+/// since the last message.
 #[derive(Default)]
 pub struct PollHub {
     waiters: RefCell<HashMap<u64, Waiter>>,
     next_id: Cell<u64>,
+    pages: RefCell<PageCache>,
 }
 
 impl PollHub {
@@ -75,6 +83,11 @@ impl PollHub {
         };
         self.waiters.borrow_mut().insert(id, waiter);
         Held { id, woken }
+    }
+
+    /// Forgets the remembered pages (the room's storage is gone).
+    pub fn forget_pages(&self) {
+        *self.pages.borrow_mut() = PageCache::default();
     }
 
     /// Waits until the held poll is woken or the timeout, whichever is
@@ -207,10 +220,23 @@ impl RoomObject {
     /// The `200` answer: messages after the cursor (with `reset` when it is
     /// older than the kept history), or the newest `limit` without one.
     fn messages(&self, query: &PollQuery, cors: &Cors) -> Result<Response, HubError> {
+        let key = (query.cursor, query.limit);
         let (body, etag, count) = self.with_log(|l| -> Result<_, HubError> {
+            let etag = l.position.etag();
+            if let Some(page) = self.polls.pages.borrow().get(etag, key) {
+                return Ok((page.to_string(), etag.to_owned(), page.messages));
+            }
             let page = l.page(query.cursor, query.limit)?;
             let body = poll_body(&l.name, &page.joined, l.position.last_id(), page.reset);
-            Ok((body, l.position.etag().to_owned(), page.count))
+            self.polls.pages.borrow_mut().put(
+                etag,
+                key,
+                CachedPage {
+                    body: Rc::from(body.as_str()),
+                    messages: page.count,
+                },
+            );
+            Ok((body, etag.to_owned(), page.count))
         })??;
         self.meter
             .borrow_mut()

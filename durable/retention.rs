@@ -237,6 +237,7 @@ impl RoomObject {
         transport::end(&self.hubs(), &transport::Ending::All);
         self.tickets.borrow_mut().clear();
         *self.log.borrow_mut() = None;
+        self.polls.forget_pages();
         *self.meter.borrow_mut() = Default::default();
         self.retention.clear();
         self.alarm_ms.set(None);

@@ -28,7 +28,27 @@ use worker::web_sys;
 /// The body, or `TooLarge` once more than `max` bytes arrived. Either way
 /// the body is read to its end: past `max` the rest is drained in
 /// JavaScript, chunk by chunk, and never copied into WebAssembly.
-pub async fn read_within(req: &web_sys::Request, max: usize) -> Result<Vec<u8>, HubError> {
+///
+/// `declared`: the body's `Content-Length` as the Worker checked it. A
+/// body declared within `max` is read in one piece (`arrayBuffer()`: one
+/// await, one copy; the runtime holds a body to its declared length),
+/// which costs a publish far less than a read per chunk.
+pub async fn read_within(
+    req: &web_sys::Request,
+    max: usize,
+    declared: Option<u64>,
+) -> Result<Vec<u8>, HubError> {
+    if declared.is_some_and(|n| n <= max as u64) {
+        let failed = |e| HubError::Internal(format!("body: {e:?}"));
+        let buffer = JsFuture::from(req.array_buffer().map_err(failed)?)
+            .await
+            .map_err(failed)?;
+        let bytes = Uint8Array::new(&buffer);
+        if bytes.length() as usize > max {
+            return Err(HubError::TooLarge { limit: max });
+        }
+        return Ok(bytes.to_vec());
+    }
     let Some(stream) = req.body() else {
         return Ok(Vec::new());
     };

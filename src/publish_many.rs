@@ -14,33 +14,32 @@ use crate::core::request::{RoomAction, RoomRequest};
 use crate::respond::Cors;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use worker::{web_sys, Env, Method, Request};
+use worker::{web_sys, Env, Method};
 
 /// Room names and the rest of a request may take this much beyond the
 /// message itself.
 const ENVELOPE_SLACK_BYTES: usize = 16 * 1024;
 
 pub async fn handle(
-    req: &Request,
+    req: &crate::routes::Incoming,
     env: &Env,
     max_message_bytes: usize,
     origin: Option<&str>,
     cors: &Cors,
 ) -> Result<web_sys::Response, HubError> {
     let bytes =
-        crate::body::read_within(req.inner(), max_message_bytes + ENVELOPE_SLACK_BYTES).await?;
+        crate::body::read_within(&req.req, max_message_bytes + ENVELOPE_SLACK_BYTES, None).await?;
     let body = std::str::from_utf8(&bytes)
         .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?;
     let many = PublishMany::parse(body)?;
     let room_body = many.room_body();
-    let url = req.url()?;
+    let base = req.parts().base;
     let calls = many.targets().into_iter().map(|(name, room)| {
         let room_body = room_body.clone();
-        let url = url.clone();
         let key = many.idempotency_key.clone();
         async move {
             let outcome = match room {
-                Ok(room) => publish_to(env, &url, room, key, room_body, origin).await,
+                Ok(room) => publish_to(env, base, room, key, room_body, origin).await,
                 Err(e) => Err(json!(e.body())),
             };
             match outcome {
@@ -57,25 +56,27 @@ pub async fn handle(
 /// (`{"error", "message"}`) the room answered with.
 async fn publish_to(
     env: &Env,
-    url: &worker::Url,
+    base: &str,
     room: crate::core::names::RoomName,
     idempotency_key: Option<String>,
     body: String,
     origin: Option<&str>,
 ) -> Result<u64, Value> {
-    let mut room_url = url.clone();
-    room_url.set_path(&format!("/rooms/{}/messages", room.as_str()));
+    let room_url = format!("{base}/rooms/{}/messages", room.as_str());
     let described = RoomRequest {
         room,
-        action: RoomAction::Publish { idempotency_key },
+        action: RoomAction::Publish {
+            idempotency_key,
+            body_len: Some(body.len() as u64),
+        },
         identity: Identity::Backend,
         addr: None,
         origin: origin.map(str::to_owned),
         expires_s: None,
         ticket: None,
     };
-    let sent =
-        crate::rooms_call::send(env, room_url.as_str(), Method::Post, Some(body), &described).await;
+    let sent = crate::rooms_call::send(env, &room_url, Method::Post, Some(body), &described).await;
+    crate::routes::forget_etag(described.room.as_str());
     let mut resp: worker::Response = match sent {
         Ok(resp) => resp.into(),
         Err(e) => return Err(json!(e.body())),

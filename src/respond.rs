@@ -123,3 +123,11 @@ impl From<worker::Error> for HubError {
         HubError::Internal(e.to_string())
     }
 }
+
+/// A JavaScript exception from a raw `web_sys` call is an `internal`
+/// error too.
+impl From<worker::wasm_bindgen::JsValue> for HubError {
+    fn from(e: worker::wasm_bindgen::JsValue) -> Self {
+        HubError::Internal(format!("{e:?}"))
+    }
+}

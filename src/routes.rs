@@ -11,7 +11,10 @@
 //! (415/413). What is left is described once for the room
 //! (`core::request::RoomRequest`: room, action and its parameters,
 //! identity) in an internal header that the Worker always overwrites, so a
-//! client can never set it. Everything else is the room's.
+//! client can never set it. Everything else is the room's, except, with
+//! `POLL_CACHE_MS` on, a repeat conditional poll the isolate can answer
+//! `304` from its memory of the room's ETag (`core::poll_cache`; after
+//! authentication, with the headers the room would send).
 //!
 //! A request answered here is never forwarded, and its body never touched:
 //! the runtime drops such a body without complaint (see `crate::body`).
@@ -19,13 +22,19 @@
 use crate::core::auth::{self, Identity};
 use crate::core::backend;
 use crate::core::error::HubError;
+use crate::core::poll_cache::{self, PollCache};
 use crate::core::request::{RoomAction, RoomRequest};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::core::tickets::looks_like_ticket;
+use crate::core::url::UrlParts;
 use crate::respond::{self, Cors};
-use std::cell::Cell;
-use worker::{event, web_sys, Context, Env, Request, Response};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::task::Poll;
+use wasm_bindgen::prelude::{wasm_bindgen, Closure, JsValue};
+use wasm_bindgen::JsCast;
+use worker::{event, js_sys, wasm_bindgen_futures, web_sys, Env, Response};
 
 thread_local! {
     /// Whether this isolate already said that the hub runs open.
@@ -37,63 +46,218 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// Returns the runtime's own `Response`: a room's answer goes back to the
+/// The Worker's `fetch` export (in place of `#[event(fetch)]`): takes and
+/// returns the runtime's own `Request` and `Promise<Response>`.
+///
+/// Costs it avoids (measured with workerd's V8 profiler and `perf`, issue
+/// 19): the request is read once ([`Incoming`]), never converted into a
+/// `worker::Request` (which reads the method, URL, headers and `cf` across
+/// the boundary whether used or not); a room's answer goes back to the
 /// client as the object that the room produced, not re-wrapped (which would
-/// pipe every body, SSE streams included, through one more JS stream).
-#[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
+/// pipe every body, SSE streams included, through one more JS stream); and
+/// the request's handling is polled once on the spot: what completes
+/// without waiting (everything but JWKS keys and read bodies) costs no
+/// Rust future driven by JavaScript promises, and a room request returns
+/// the stub's own promise (see [`finish`]).
+#[wasm_bindgen(js_name = fetch)]
+pub fn fetch(req: web_sys::Request, env: Env, _ctx: JsValue) -> js_sys::Promise {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
-        Err(e) => return Ok(respond::error(&e, &Cors::None).into()),
+        Err(e) => return resolved(respond::error(&e, &Cors::None).into()),
     };
-    let origin = header(&req, "Origin");
+    let incoming = Incoming::read(req);
+    let origin = incoming.header("Origin");
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-    match handle(&req, &env, &settings, origin.as_deref(), &cors).await {
-        Ok(resp) => Ok(resp),
-        Err(e) => Ok(respond::error(&e, &cors).into()),
+    let mut handling = Box::pin(async move {
+        let outcome = handle(&incoming, &env, &settings, origin.as_deref(), &cors).await;
+        (outcome, incoming, env, settings, cors)
+    });
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    // A future left pending here re-registers its waker when it is polled
+    // again (JsFuture does on every poll), so handing it on is sound.
+    match handling.as_mut().poll(&mut cx) {
+        Poll::Ready((outcome, incoming, env, settings, cors)) => {
+            finish(outcome, &incoming, &env, &settings, &cors)
+        }
+        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move {
+            let (outcome, incoming, env, settings, cors) = handling.await;
+            let room_answer = finish(outcome, &incoming, &env, &settings, &cors);
+            wasm_bindgen_futures::JsFuture::from(room_answer).await
+        }),
+    }
+}
+
+/// What a request comes to: an answer made here, or a described request
+/// for the room.
+enum Outcome {
+    Answer(web_sys::Response),
+    Room(RoomRequest),
+}
+
+fn resolved(resp: web_sys::Response) -> js_sys::Promise {
+    let value: JsValue = resp.into();
+    js_sys::Promise::resolve(&value).unchecked_into()
+}
+
+/// The promise of the response: an answer or error at once; for a room
+/// request, the answer from this isolate's poll cache, else the stub's
+/// own promise, followed only where something must see the answer (the
+/// poll cache) and caught so that a failed call is a JSON `500`.
+fn finish(
+    outcome: Result<Outcome, HubError>,
+    req: &Incoming,
+    env: &Env,
+    settings: &Settings,
+    cors: &Cors,
+) -> js_sys::Promise {
+    let described = match outcome {
+        Ok(Outcome::Answer(resp)) => return resolved(resp),
+        Ok(Outcome::Room(described)) => described,
+        Err(e) => return resolved(respond::error(&e, cors).into()),
+    };
+    if let Some(etag) = cached_etag(settings, &described) {
+        return match respond::not_modified(&etag, cors) {
+            Ok(resp) => resolved(resp.into()),
+            Err(e) => resolved(respond::error(&HubError::from(e), cors).into()),
+        };
+    }
+    let sent_at_ms = now_ms();
+    let answer = match crate::rooms_call::forward(env, &req.req, &req.url, &described) {
+        Ok(promise) => promise,
+        Err(e) => return resolved(respond::error(&e, cors).into()),
+    };
+    let on_answer = match (settings.poll_cache_ms, &described.action) {
+        (0, _) => JsValue::UNDEFINED,
+        (_, RoomAction::Poll { .. } | RoomAction::Publish { .. } | RoomAction::DeleteRoom) => {
+            let ttl = settings.poll_cache_ms;
+            Closure::once_into_js(move |resp: JsValue| -> JsValue {
+                note_room_answer(ttl, &described, resp.dyn_ref(), sent_at_ms);
+                resp
+            })
+        }
+        _ => JsValue::UNDEFINED,
+    };
+    let on_failure = room_failure_handler(cors);
+    answer
+        .unchecked_ref::<Thenable>()
+        .then(&on_answer, &on_failure)
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// A promise, seen through its `then(onFulfilled, onRejected)`.
+    type Thenable;
+
+    #[wasm_bindgen(method)]
+    fn then(this: &Thenable, on_fulfilled: &JsValue, on_rejected: &JsValue) -> js_sys::Promise;
+}
+
+thread_local! {
+    /// The handler of a failed room call without CORS headers, made once.
+    static ROOM_FAILURE: JsValue = Closure::<dyn Fn(JsValue) -> JsValue>::new(|e: JsValue| {
+        JsValue::from(web_sys::Response::from(room_failure(&e, &Cors::None)))
+    })
+    .into_js_value();
+}
+
+/// The JSON `500` for a room call that failed (the runtime rejected it).
+fn room_failure(e: &JsValue, cors: &Cors) -> worker::Response {
+    respond::error(&HubError::Internal(format!("room fetch: {e:?}")), cors)
+}
+
+/// The rejection handler for a room call: shared when the answer carries
+/// no CORS headers, else one that carries this request's.
+fn room_failure_handler(cors: &Cors) -> JsValue {
+    match cors {
+        Cors::None => ROOM_FAILURE.with(Clone::clone),
+        _ => {
+            let cors = cors.clone();
+            Closure::once_into_js(move |e: JsValue| -> JsValue {
+                JsValue::from(web_sys::Response::from(room_failure(&e, &cors)))
+            })
+        }
+    }
+}
+
+/// The client's request, read once: one crossing each for its headers
+/// object and its URL, the query decoded once, in Rust.
+pub(crate) struct Incoming {
+    pub req: web_sys::Request,
+    headers: web_sys::Headers,
+    pub url: String,
+    pairs: Vec<(String, String)>,
+}
+
+impl Incoming {
+    fn read(req: web_sys::Request) -> Incoming {
+        let headers = req.headers();
+        let url = req.url();
+        let pairs = UrlParts::split(&url).pairs();
+        Incoming {
+            req,
+            headers,
+            url,
+            pairs,
+        }
+    }
+
+    pub fn parts(&self) -> UrlParts<'_> {
+        UrlParts::split(&self.url)
+    }
+
+    /// A request header's value, if present and readable.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).ok().flatten()
+    }
+
+    /// The first value of a query parameter, decoded.
+    fn query(&self, name: &str) -> Option<&str> {
+        crate::core::url::first(&self.pairs, name)
     }
 }
 
 async fn handle(
-    req: &Request,
+    req: &Incoming,
     env: &Env,
     settings: &Settings,
     origin: Option<&str>,
     cors: &Cors,
-) -> Result<web_sys::Response, HubError> {
-    let url = req.url()?;
-    if let Some(asset) = crate::assets::asset(url.path()) {
-        return serve_asset(req, asset).map(Into::into);
+) -> Result<Outcome, HubError> {
+    let path = req.parts().path;
+    let method = Method::parse(&req.req.method());
+    if let Some(asset) = crate::assets::asset(path) {
+        return serve_asset(method, asset).map(|r| Outcome::Answer(r.into()));
     }
-    let method = Method::parse(req.method().as_ref());
-    if url.path() == "/publish" {
-        return publish_many(req, &url, env, settings, origin, cors, method).await;
+    if path == "/publish" {
+        return publish_many(req, env, settings, origin, cors, method)
+            .await
+            .map(Outcome::Answer);
     }
-    let Route { room, endpoint } = route(url.path())?;
+    let Route { room, endpoint } = route(path)?;
     // The `Host` header is the client's to set, so the hub's own origin is
     // not trusted from it: list it in ALLOWED_ORIGINS (or keep `*`).
     if !settings.allowed_origins.allows(origin) {
         return Err(HubError::OriginNotAllowed);
     }
     if method == Method::Options {
-        return Ok(cors.preflight(endpoint.allow())?.into());
+        return Ok(Outcome::Answer(cors.preflight(endpoint.allow())?.into()));
     }
     let action = endpoint.action(method)?;
     // A ticket stands in for a token on live connections; the room that
     // issued it knows whose it is (see `core::tickets`).
     let ticket = match action {
-        Action::OpenSocket | Action::OpenEvents => query_value(&url, "ticket"),
+        Action::OpenSocket | Action::OpenEvents => req.query("ticket").map(str::to_owned),
         _ => None,
     };
     let keys = crate::config::api_keys(env)?;
     let (identity, expires_s) = if action.needs_backend() {
-        (backend_only(req, &url, &keys)?, None)
+        (backend_only(req, &keys)?, None)
     } else {
-        match (&ticket, backend_key(req, &url, &keys)?) {
+        match (&ticket, backend_key(req, &keys)?) {
             (_, Some(identity)) => (identity, None),
             (Some(t), None) if looks_like_ticket(t) => (Identity::Anonymous, None),
             (Some(_), None) => return Err(HubError::Unauthorized("malformed ticket")),
-            (None, None) => authenticate(req, &url, env, settings, room.as_str(), action).await?,
+            (None, None) => authenticate(req, env, settings, room.as_str(), action).await?,
         }
     };
     if action == Action::OpenSocket && !is_websocket_upgrade(req) {
@@ -103,15 +267,16 @@ async fn handle(
         // Refused here, a body is never read: the runtime drops it. Sent on
         // to the room, it would have to be read there (see `crate::body`).
         crate::core::protocol::check_publish_headers(
-            header(req, "Content-Type").as_deref(),
-            header(req, "Content-Length").as_deref(),
+            req.header("Content-Type").as_deref(),
+            req.header("Content-Length").as_deref(),
             settings.max_message_bytes,
         )?;
     }
     // Only a disconnect's body is read here (the room reads a publish's).
     let body = match action {
         Action::Disconnect => {
-            let bytes = crate::body::read_within(req.inner(), settings.max_message_bytes).await?;
+            let bytes =
+                crate::body::read_within(&req.req, settings.max_message_bytes, None).await?;
             Some(
                 String::from_utf8(bytes)
                     .map_err(|_| HubError::InvalidJson("the body is not UTF-8".into()))?,
@@ -119,16 +284,15 @@ async fn handle(
         }
         _ => None,
     };
-    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     let action = RoomAction::describe(
         action,
-        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        |name| header(req, name),
+        req.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        |name| req.header(name),
         body.as_deref(),
         settings.long_poll_max_secs,
     )?;
     let addr = match identity {
-        Identity::Anonymous => header(req, "CF-Connecting-IP"),
+        Identity::Anonymous => req.header("CF-Connecting-IP"),
         Identity::User { .. } | Identity::Backend => None,
     };
     let described = RoomRequest {
@@ -142,16 +306,95 @@ async fn handle(
     };
     if body.is_some() {
         // The body was read here: the room gets the description alone.
-        return crate::rooms_call::send(env, url.as_str(), worker::Method::Post, None, &described)
-            .await;
+        return crate::rooms_call::send(env, &req.url, worker::Method::Post, None, &described)
+            .await
+            .map(Outcome::Answer);
     }
-    crate::rooms_call::forward(env, req, &described).await
+    Ok(Outcome::Room(described))
+}
+
+thread_local! {
+    /// This isolate's memory of rooms' ETags (`POLL_CACHE_MS`); made on
+    /// first use, and never when the setting is 0.
+    static POLL_CACHE: RefCell<Option<PollCache>> = const { RefCell::new(None) };
+}
+
+fn now_ms() -> u64 {
+    worker::js_sys::Date::now() as u64
+}
+
+/// The ETag to answer `304` with from this isolate's cache: only for an
+/// immediate poll with `If-None-Match` (a long poll or an unconditional
+/// poll always goes to the room), and only with `POLL_CACHE_MS` on. The
+/// caller was authenticated before.
+fn cached_etag(settings: &Settings, described: &RoomRequest) -> Option<String> {
+    if settings.poll_cache_ms == 0 {
+        return None;
+    }
+    let RoomAction::Poll {
+        query,
+        if_none_match: Some(validator),
+    } = &described.action
+    else {
+        return None;
+    };
+    if query.wait_secs > 0 {
+        return None;
+    }
+    POLL_CACHE.with(|c| {
+        c.borrow().as_ref().and_then(|cache| {
+            cache
+                .not_modified(described.room.as_str(), validator, now_ms())
+                .map(str::to_owned)
+        })
+    })
+}
+
+/// Keeps the cache (TTL `ttl_ms`) in step with what went to the room: a
+/// poll's answer (`200` or `304` with the room's ETag, as of `sent_at_ms`)
+/// is remembered; a publish or a delete that was answered makes the room's
+/// ETag unknown.
+fn note_room_answer(
+    ttl_ms: u32,
+    described: &RoomRequest,
+    answer: Option<&web_sys::Response>,
+    sent_at_ms: u64,
+) {
+    let room = described.room.as_str();
+    match &described.action {
+        RoomAction::Poll { .. } => {
+            let Some(resp) = answer.filter(|r| matches!(r.status(), 200 | 304)) else {
+                return;
+            };
+            let Ok(Some(etag)) = resp.headers().get("ETag") else {
+                return;
+            };
+            POLL_CACHE.with(|c| {
+                c.borrow_mut()
+                    .get_or_insert_with(|| {
+                        PollCache::new(u64::from(ttl_ms), poll_cache::MAX_ENTRIES)
+                    })
+                    .record(room, &etag, sent_at_ms);
+            });
+        }
+        RoomAction::Publish { .. } | RoomAction::DeleteRoom => forget_etag(room),
+        _ => {}
+    }
+}
+
+/// Forgets `room`'s ETag in this isolate's cache, if there is one: a
+/// publish or delete for it went through here.
+pub(crate) fn forget_etag(room: &str) {
+    POLL_CACHE.with(|c| {
+        if let Some(cache) = c.borrow_mut().as_mut() {
+            cache.invalidate(room, now_ms());
+        }
+    });
 }
 
 /// `POST /publish` (the backend's key only).
 async fn publish_many(
-    req: &Request,
-    url: &worker::Url,
+    req: &Incoming,
     env: &Env,
     settings: &Settings,
     origin: Option<&str>,
@@ -168,9 +411,9 @@ async fn publish_many(
         _ => return Err(HubError::MethodNotAllowed { allow: ALLOW }),
     }
     let keys = crate::config::api_keys(env)?;
-    backend_only(req, url, &keys)?;
+    backend_only(req, &keys)?;
     crate::core::protocol::check_publish_headers(
-        header(req, "Content-Type").as_deref(),
+        req.header("Content-Type").as_deref(),
         None,
         settings.max_message_bytes + 16 * 1024,
     )?;
@@ -179,46 +422,33 @@ async fn publish_many(
 
 /// The caller of a key-only endpoint: the backend, or `403` (no key
 /// configured, or another credential presented) or `401` (none).
-fn backend_only(req: &Request, url: &worker::Url, keys: &[String]) -> Result<Identity, HubError> {
-    let presented_key = backend_key(req, url, keys)?.is_some();
-    let other_credential = header(req, "Authorization").is_some()
-        || query_value(url, "token").is_some()
-        || query_value(url, "ticket").is_some();
+fn backend_only(req: &Incoming, keys: &[String]) -> Result<Identity, HubError> {
+    let presented_key = backend_key(req, keys)?.is_some();
+    let other_credential = req.header("Authorization").is_some()
+        || req.query("token").is_some()
+        || req.query("ticket").is_some();
     backend::admit_backend(presented_key, !keys.is_empty(), other_credential)?;
     Ok(Identity::Backend)
 }
 
 /// The backend, when `Authorization` carries one of its keys. A key in
 /// `?token=` has leaked into a URL: refused outright.
-fn backend_key(
-    req: &Request,
-    url: &worker::Url,
-    keys: &[String],
-) -> Result<Option<Identity>, HubError> {
+fn backend_key(req: &Incoming, keys: &[String]) -> Result<Option<Identity>, HubError> {
     if keys.is_empty() {
         return Ok(None);
     }
-    if query_value(url, "token").is_some_and(|t| backend::is_api_key(&t, keys)) {
+    if req
+        .query("token")
+        .is_some_and(|t| backend::is_api_key(t, keys))
+    {
         return Err(HubError::Unauthorized(
             "the backend key is never accepted in a URL",
         ));
     }
-    let authorization = header(req, "Authorization");
+    let authorization = req.header("Authorization");
     Ok(auth::token_from(authorization.as_deref(), None)
         .filter(|bearer| backend::is_api_key(bearer, keys))
         .map(|_| Identity::Backend))
-}
-
-/// The first value of a query parameter, decoded.
-fn query_value(url: &worker::Url, name: &str) -> Option<String> {
-    url.query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// A request header's value, if present and readable.
-fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten()
 }
 
 /// Who the request is, and until when (the token's `exp` plus
@@ -226,8 +456,7 @@ fn header(req: &Request, name: &str) -> Option<String> {
 /// `JWKS`, `JWKS_URL`), else the verified user of a token that grants this
 /// room and action.
 async fn authenticate(
-    req: &Request,
-    url: &worker::Url,
+    req: &Incoming,
     env: &Env,
     settings: &Settings,
     room: &str,
@@ -244,14 +473,14 @@ async fn authenticate(
         }
         return Ok((Identity::Anonymous, None));
     }
-    let authorization = header(req, "Authorization");
+    let authorization = req.header("Authorization");
     // A ticket is issued only for a token in `Authorization`: the point
     // is to keep it out of URLs.
     let query_token = match action {
         Action::IssueTicket => None,
-        _ => query_value(url, "token"),
+        _ => req.query("token"),
     };
-    let token = auth::token_from(authorization.as_deref(), query_token.as_deref())
+    let token = auth::token_from(authorization.as_deref(), query_token)
         .ok_or(HubError::Unauthorized("a token is required"))?;
     let jws = auth::Jws::parse(token)?;
     match jws.alg {
@@ -271,8 +500,8 @@ async fn authenticate(
 }
 
 /// Serves an embedded asset to `GET`/`HEAD`; any other method gets 405.
-fn serve_asset(req: &Request, asset: crate::assets::Asset) -> Result<Response, HubError> {
-    match Method::parse(req.method().as_ref()) {
+fn serve_asset(method: Method, asset: crate::assets::Asset) -> Result<Response, HubError> {
+    match method {
         Method::Get | Method::Head => {}
         _ => return Err(HubError::MethodNotAllowed { allow: "GET, HEAD" }),
     }
@@ -284,6 +513,7 @@ fn serve_asset(req: &Request, asset: crate::assets::Asset) -> Result<Response, H
     Ok(Response::ok(asset.body)?.with_headers(headers))
 }
 
-fn is_websocket_upgrade(req: &Request) -> bool {
-    header(req, "Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+fn is_websocket_upgrade(req: &Incoming) -> bool {
+    req.header("Upgrade")
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }

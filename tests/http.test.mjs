@@ -406,6 +406,22 @@ describe('HTTP API with default settings', () => {
       }
     });
 
+    test('the same page asked again is the same until the next message, then holds it', async () => {
+      // The room remembers pages it answered under its current ETag
+      // (core::page_cache); a message must never be hidden by one.
+      const r = roomName('page');
+      await mustPublish(url, r, { data: 1 });
+      for (const q of ['?since=0', '', '?limit=1']) {
+        const first = await poll(url, r, q);
+        const again = await poll(url, r, q);
+        assert.deepEqual(again.body, first.body, `GET messages${q} twice`);
+      }
+      await mustPublish(url, r, { data: 2 });
+      assert.deepEqual((await poll(url, r, '?since=0')).body.messages.map((m) => m.data), [1, 2]);
+      assert.deepEqual((await poll(url, r)).body.messages.map((m) => m.data), [1, 2]);
+      assert.deepEqual((await poll(url, r, '?limit=1')).body.messages.map((m) => m.data), [2]);
+    });
+
     test('a publish changes the ETag, so the old one answers 200 again', async () => {
       const r = roomName('etag');
       await mustPublish(url, r, { data: 1 });

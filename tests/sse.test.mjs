@@ -191,6 +191,25 @@ describe('SSE transport (HEARTBEAT_SECS=1, rate limits off)', () => {
       }
     });
 
+    test('a burst to 60 streams (coalesced into fewer writes) arrives complete, in order, as whole events', async () => {
+      // With this many streams the room defers its wake-ups and sends what
+      // queued meanwhile in one chunk (durable/sse.rs, "Coalescing").
+      const room = roomName('sse-burst');
+      const streams = [];
+      for (let i = 0; i < 60; i += 1) streams.push(await SseClient.open(url, `/rooms/${room}/events`));
+      await waitSse(url, room, 60);
+      // A burst at the room: 100 publish frames sent without waiting for acks.
+      const ws = await WsClient.open(url, room);
+      for (let i = 1; i <= 100; i += 1) ws.send({ type: 'publish', data: i, cid: `c${i}` });
+      await ws.nextAck('c100');
+      for (const s of streams) {
+        await s.nextId(100);
+        assert.deepEqual(s.ids(), range(1, 100));
+        assert.deepEqual(s.events().map((f) => f.json.data), range(1, 100));
+        assertWholeFrame(s, `id: 100\nevent: message\ndata: ${JSON.stringify(s.events().at(-1).json)}`, 'the last event');
+      }
+    });
+
     test('a heartbeat comment ":\\n\\n" comes every HEARTBEAT_SECS (at least 2 within 4 s)', async (t) => {
       const room = roomName('sse-hb');
       const opened = Date.now();

@@ -13,6 +13,8 @@ pub mod limits;
 pub mod log;
 pub mod meter;
 pub mod names;
+pub mod page_cache;
+pub mod poll_cache;
 pub mod presence;
 #[cfg(test)]
 mod properties;
@@ -26,4 +28,5 @@ pub mod settings;
 pub mod sse;
 pub mod tickets;
 pub mod transport;
+pub mod url;
 pub mod webhooks;

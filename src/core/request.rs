@@ -64,7 +64,14 @@ pub enum RoomAction {
         if_none_match: Option<String>,
     },
     /// `POST /rooms/{room}/messages`; the body is the request's.
-    Publish { idempotency_key: Option<String> },
+    Publish {
+        idempotency_key: Option<String>,
+        /// The body's declared `Content-Length`, already checked against
+        /// `MAX_MESSAGE_BYTES` by the Worker: the room then reads the body
+        /// in one piece instead of chunk by chunk.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body_len: Option<u64>,
+    },
     /// `GET /rooms/{room}/ws` with an upgrade.
     OpenSocket { since: Option<Seq> },
     /// `GET /rooms/{room}/events`.
@@ -110,6 +117,7 @@ impl RoomAction {
                 }
                 RoomAction::Publish {
                     idempotency_key: key,
+                    body_len: header("Content-Length").and_then(|v| v.trim().parse().ok()),
                 }
             }
             Action::OpenSocket => RoomAction::OpenSocket {
@@ -226,6 +234,7 @@ mod tests {
             "If-None-Match" => Some("\"x\"".to_owned()),
             "Idempotency-Key" => Some("k-1".to_owned()),
             "Last-Event-ID" => Some("9".to_owned()),
+            "Content-Length" => Some("17".to_owned()),
             _ => None,
         };
         let q = [("since", "3"), ("since", "5"), ("token", "t")];
@@ -244,7 +253,8 @@ mod tests {
         assert_eq!(
             RoomAction::describe(Action::Publish, [], headers, None, 30),
             Ok(RoomAction::Publish {
-                idempotency_key: Some("k-1".into())
+                idempotency_key: Some("k-1".into()),
+                body_len: Some(17),
             })
         );
         match RoomAction::describe(Action::Poll, [], headers, None, 30) {

@@ -51,6 +51,9 @@ pub struct Settings {
     /// A room with no live connection and no publish for this many seconds
     /// erases its storage; 0 = off.
     pub room_idle_ttl_secs: u32,
+    /// How long (ms) the Worker answers a repeat conditional poll `304`
+    /// from its own memory of the room's ETag (`core::poll_cache`); 0 = off.
+    pub poll_cache_ms: u32,
 }
 
 /// `ALLOWED_ORIGINS`: `*` or a comma-separated list of exact origins.
@@ -91,6 +94,7 @@ impl Default for Settings {
             webhook_max_attempts: 12,
             history_ttl_secs: 0,
             room_idle_ttl_secs: 0,
+            poll_cache_ms: 0,
         }
     }
 }
@@ -106,6 +110,9 @@ const MAX_CONNECTIONS_PER_ROOM_CEILING: u32 = 32_768;
 /// The shortest `HUB_SECRET`: 32 bytes (256 bits, the HMAC-SHA-256 block
 /// strength); anything shorter can be brute-forced offline from one token.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// A poll cache older than a minute would let pollers miss messages for
+/// longer than any poll interval worth caching.
+const MAX_POLL_CACHE_MS: u32 = 60_000;
 /// Past this, one join costs more sends than a room can make in a second.
 const MAX_PRESENCE_MEMBERS: u32 = 100_000;
 const MAX_TOKEN_LEEWAY_SECS: u32 = 3600;
@@ -225,6 +232,13 @@ impl Settings {
                 d.room_idle_ttl_secs,
                 0,
                 MAX_TTL_SECS,
+            )?,
+            poll_cache_ms: number(
+                &lookup,
+                "POLL_CACHE_MS",
+                d.poll_cache_ms,
+                0,
+                MAX_POLL_CACHE_MS,
             )?,
         }
         .checked()
@@ -346,6 +360,26 @@ mod tests {
         assert_eq!(s.max_connections_per_room, 10_000);
         assert_eq!((s.heartbeat_secs, s.long_poll_max_secs), (15, 30));
         assert_eq!(s.presence_max_members, 1000);
+        assert_eq!(s.poll_cache_ms, 0, "the poll cache is off by default");
+    }
+
+    #[test]
+    fn poll_cache_ms() {
+        assert_eq!(
+            with(&[("POLL_CACHE_MS", "1000")]).unwrap().poll_cache_ms,
+            1000
+        );
+        assert_eq!(with(&[("POLL_CACHE_MS", " 0 ")]).unwrap().poll_cache_ms, 0);
+        assert_eq!(
+            with(&[("POLL_CACHE_MS", "60000")]).unwrap().poll_cache_ms,
+            60_000
+        );
+        for bad in ["60001", "-1", "1s", "0.5", ""] {
+            match with(&[("POLL_CACHE_MS", bad)]) {
+                Err(HubError::BadConfig(why)) => assert!(why.contains("POLL_CACHE_MS"), "{why}"),
+                other => panic!("POLL_CACHE_MS={bad:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
