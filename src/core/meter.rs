@@ -7,10 +7,10 @@
 //!   (its epoch); erasing the room (`DELETE`, idleness) starts them again.
 //! - Saving costs no write per message in a busy room: the counters are
 //!   saved as one row at most every [`SAVE_EVERY_MS`] while something
-//!   changed them (and whenever the room's state is read). A room whose
-//!   events are sparse may hibernate after any of them, which would lose
-//!   what memory holds, so an event that came after [`HIBERNATE_AFTER_MS`]
-//!   of quiet saves at its end: one row per event, in rooms that have
+//!   changed them (and whenever the room's state is read); busy means two
+//!   events ended within the last [`HIBERNATE_AFTER_MS`]. Any other room
+//!   may hibernate after its event, which would lose what memory holds,
+//!   so the event saves at its end: one row per event, in rooms that have
 //!   few. What may be lost is the counting of a busy room's last minute
 //!   before it falls quiet and hibernates, and of a crash. `published`
 //!   needs no saving at all: every publish gets the next id, so it is the
@@ -147,11 +147,11 @@ pub struct Meter {
     held: u64,
     /// Events being handled (requests interleave at awaits).
     in_flight: u64,
-    /// When the last event ended.
-    last_event_ms: Option<u64>,
-    /// When the current run of events began after a quiet stretch: the
-    /// room may hibernate once it ends, so its counts are saved at once.
-    after_quiet_ms: Option<u64>,
+    /// When the last two events ended (the latest first).
+    last_events_ms: [Option<u64>; 2],
+    /// When an event began in a room that is not busy: it may hibernate
+    /// once the event ends, so the counts are saved at once.
+    may_hibernate_ms: Option<u64>,
     /// Whether a client changed the counters since they were saved.
     changed: bool,
     saved_ms: u64,
@@ -206,12 +206,13 @@ impl Meter {
 
     /// An event (request, WebSocket message or close, alarm) began.
     pub fn event_began(&mut self, now_ms: u64, held: usize) {
-        let kept_awake = self.in_flight > 0 || self.held > 0;
-        let quiet = self
-            .last_event_ms
-            .is_none_or(|last| now_ms.saturating_sub(last) >= HIBERNATE_AFTER_MS);
-        if quiet && !kept_awake && self.after_quiet_ms.is_none() {
-            self.after_quiet_ms = Some(now_ms);
+        let kept_awake = self.in_flight > 0 || self.held > 0 || held > 0;
+        let recent =
+            |t: Option<u64>| t.is_some_and(|t| now_ms.saturating_sub(t) < HIBERNATE_AFTER_MS);
+        // Busy: two events ended within the last HIBERNATE_AFTER_MS.
+        let busy = self.last_events_ms.iter().all(|t| recent(*t));
+        if !busy && !kept_awake && self.may_hibernate_ms.is_none() {
+            self.may_hibernate_ms = Some(now_ms);
         }
         self.tick(now_ms, held);
         self.in_flight += 1;
@@ -221,7 +222,7 @@ impl Meter {
     pub fn event_ended(&mut self, now_ms: u64, held: usize) {
         self.tick(now_ms, held);
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.last_event_ms = Some(now_ms);
+        self.last_events_ms = [Some(now_ms), self.last_events_ms[0]];
     }
 
     /// A request reached the room.
@@ -278,19 +279,22 @@ impl Meter {
     }
 
     /// When the counters must next be saved: `None` while nothing changed;
-    /// at once after events that followed a quiet stretch.
+    /// at once after an event in a room that is not busy.
     pub fn save_due(&self) -> Option<u64> {
         if !self.changed {
             return None;
         }
-        Some(self.after_quiet_ms.unwrap_or(self.saved_ms + SAVE_EVERY_MS))
+        Some(
+            self.may_hibernate_ms
+                .unwrap_or(self.saved_ms + SAVE_EVERY_MS),
+        )
     }
 
     /// The counters were saved at `now_ms`.
     pub fn saved(&mut self, now_ms: u64) {
         self.changed = false;
         self.saved_ms = now_ms;
-        self.after_quiet_ms = None;
+        self.may_hibernate_ms = None;
     }
 }
 
@@ -413,33 +417,33 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_room_saves_every_minute_and_a_sparse_one_after_each_event() {
+    fn a_busy_room_saves_every_minute_and_any_other_after_each_event() {
         let mut m = Meter::default();
+        let event = |m: &mut Meter, t: u64, held: usize| {
+            m.event_began(t, held);
+            m.request();
+            m.event_ended(t + 5, held);
+        };
         // A first event in a fresh instance: the room may hibernate after it.
-        m.event_began(0, 0);
-        m.request();
-        m.event_ended(5, 0);
+        event(&mut m, 0, 0);
         assert_eq!(m.save_due(), Some(0));
         m.saved(5);
-        // Events 2 s apart: the room stays awake, one save a minute.
-        for t in (2_000..50_000).step_by(2_000) {
-            m.event_began(t, 0);
-            m.request();
-            m.event_ended(t + 5, 0);
-            assert_eq!(m.save_due(), Some(5 + SAVE_EVERY_MS), "at {t}");
+        // A second one 4 s later: one recent event is not busy yet.
+        event(&mut m, 4_000, 0);
+        assert_eq!(m.save_due(), Some(4_000));
+        m.saved(4_005);
+        // Events 2 s apart: busy, one save a minute.
+        for t in (6_000..50_000).step_by(2_000) {
+            event(&mut m, t, 0);
+            assert_eq!(m.save_due(), Some(4_005 + SAVE_EVERY_MS), "at {t}");
         }
         // Quiet for a minute, then one more event: saved at its end.
-        m.event_began(110_000, 0);
-        m.request();
-        m.event_ended(110_005, 0);
+        event(&mut m, 110_000, 0);
         assert_eq!(m.save_due(), Some(110_000));
-        // An event while an SSE stream holds the room is not after quiet.
         m.saved(110_005);
-        m.event_began(110_010, 1);
-        m.event_ended(110_011, 1);
-        m.event_began(200_000, 1);
-        m.request();
-        m.event_ended(200_001, 1);
+        // An event while an SSE stream holds the room: it cannot hibernate.
+        event(&mut m, 200_000, 1);
+        event(&mut m, 300_000, 1);
         assert_eq!(m.save_due(), Some(110_005 + SAVE_EVERY_MS));
     }
 
