@@ -125,18 +125,24 @@ impl RoomObject {
             return;
         }
         let now = now_ms();
+        // A room without storage has nothing to erase, and its alarm
+        // must not be set (reads create no storage).
         let noted = self.with_log(|l| {
+            if !l.is_created() {
+                return Ok(false);
+            }
             l.last_active_ms = now;
-            l.store.set_last_active(now)
+            l.store.set_last_active(now).map(|()| true)
         });
-        if let Ok(Err(e)) = noted {
-            worker::console_error!("noting the room's activity: {}", e);
+        match noted {
+            Ok(Ok(true)) => self.retention.idle_due.set(retention::idle_deadline(
+                0,
+                now,
+                settings.room_idle_ttl_secs,
+            )),
+            Ok(Err(e)) => worker::console_error!("noting the room's activity: {}", e),
+            _ => {}
         }
-        self.retention.idle_due.set(retention::idle_deadline(
-            0,
-            now,
-            settings.room_idle_ttl_secs,
-        ));
     }
 
     /// From the alarm: trims expired history (also when the log is not

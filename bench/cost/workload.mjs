@@ -233,8 +233,11 @@ export async function runWorkload({ hub, transport, rooms = 1, users = 100, upda
     }
     await withTimeout(Promise.all(groups.map((g) => g.ready)), 60_000, `${transport}: connecting ${users * rooms} clients`);
     // Let the connects' own work (welcome frames, first polls) finish
-    // before the window opens.
-    await sleep(2000);
+    // before the window opens, and let the room fall quiet for longer than
+    // the meter's busy window (10 s): a month of connected clients has no
+    // connect burst, and a busy room that falls quiet may lose up to a
+    // minute of counting when it hibernates (README, "Known limits").
+    await sleep(12_000);
 
     const before = [];
     for (const room of names) before.push(flat(await readMeter(agent, base, room)));
