@@ -134,11 +134,29 @@ struct MetaRow {
 
 #[derive(Deserialize)]
 struct WindowRow {
-    n: i64,
     first: i64,
     last: i64,
     oldest: Option<i64>,
     newest: Option<i64>,
+}
+
+impl WindowRow {
+    /// Messages kept: the ids are contiguous.
+    fn kept(&self) -> u64 {
+        if self.first == 0 {
+            0
+        } else {
+            (self.last - self.first + 1) as u64
+        }
+    }
+
+    /// The last id ever assigned and the last publish time. Age retention
+    /// may have emptied the history: both were kept in meta then.
+    fn ends(&self, meta_last_id: Option<u64>, meta_last_publish: Option<u64>) -> (Seq, u64) {
+        let last_id = (self.last as u64).max(meta_last_id.unwrap_or(0));
+        let newest = self.newest.map_or(0, |t| t as u64);
+        (Seq(last_id), newest.max(meta_last_publish.unwrap_or(0)))
+    }
 }
 
 #[derive(Deserialize)]
@@ -200,16 +218,9 @@ impl Store {
         new_epoch: impl FnOnce() -> u32,
         now_ms: u64,
     ) -> Result<(Store, Restored), HubError> {
-        let exists = schema_exists(&sql, &rows)?;
-        let mut store = Store {
-            sql,
-            created: Cell::new(exists),
-            epoch: Epoch(0),
-            loads: Cell::new(1),
-            outbox_ready: Cell::new(false),
-            rows,
-        };
-        if !exists {
+        let mut store = Store::handle(sql, rows)?;
+        if !store.is_created() {
+            store.loads.set(1);
             store.epoch = Epoch(new_epoch());
             let restored = Restored {
                 epoch: store.epoch,
@@ -241,19 +252,17 @@ impl Store {
             }
         };
         let window = store.window()?;
-        // Age retention may have emptied the history: the last id and
-        // publish time were kept in meta then.
-        let last_id = (window.last as u64).max(meta_of("last_id").unwrap_or(0));
-        let newest = window.newest.map_or(0, |t| t as u64);
+        let (last_id, last_publish_ms) =
+            window.ends(meta_of("last_id"), meta_of("last_publish_ms"));
         let counters: Vec<CountersRow> =
             store.rows("SELECT counters FROM hub_stats WHERE id = 1", vec![])?;
         let restored = Restored {
             epoch: store.epoch,
-            last_id: Seq(last_id),
-            kept: window.n as u64,
+            last_id,
+            kept: window.kept(),
             loads,
             oldest_ts: window.oldest.map(|t| t as u64),
-            last_publish_ms: newest.max(meta_of("last_publish_ms").unwrap_or(0)),
+            last_publish_ms,
             last_active_ms: meta_of("active_ms").unwrap_or(0),
             created_ms: meta_of("created_ms").unwrap_or(0),
             counters: counters
@@ -287,19 +296,25 @@ impl Store {
     /// A handle on the room's storage for its alarm, which carries no room
     /// name and must not count as a load of the room.
     pub fn peek(sql: SqlStorage, rows: Rc<RowCounter>) -> Result<Store, HubError> {
+        let mut store = Store::handle(sql, rows)?;
+        if store.is_created() {
+            store.epoch = Epoch(store.meta("epoch")?.unwrap_or(0) as u32);
+        }
+        Ok(store)
+    }
+
+    /// A handle on the room's storage, knowing whether it exists; the
+    /// epoch and loads are the caller's to read.
+    fn handle(sql: SqlStorage, rows: Rc<RowCounter>) -> Result<Store, HubError> {
         let exists = schema_exists(&sql, &rows)?;
-        let mut store = Store {
+        Ok(Store {
             sql,
             created: Cell::new(exists),
             epoch: Epoch(0),
             loads: Cell::new(0),
             outbox_ready: Cell::new(false),
             rows,
-        };
-        if exists {
-            store.epoch = Epoch(store.meta("epoch")?.unwrap_or(0) as u32);
-        }
-        Ok(store)
+        })
     }
 
     /// Whether the room's storage exists (it was published to).
@@ -483,11 +498,11 @@ impl Store {
         self.query(query, bindings, SqlCursor::one)
     }
 
-    /// What `hub_messages` holds: how many, the id range and the publish
-    /// times.
+    /// What `hub_messages` holds: the id range and the publish times of
+    /// its ends (primary-key lookups, no scan).
     fn window(&self) -> Result<WindowRow, HubError> {
         self.one(
-            "SELECT COUNT(*) AS n, COALESCE(MIN(id), 0) AS first, COALESCE(MAX(id), 0) AS last, \
+            "SELECT COALESCE(MIN(id), 0) AS first, COALESCE(MAX(id), 0) AS last, \
              (SELECT ts FROM hub_messages ORDER BY id LIMIT 1) AS oldest, \
              (SELECT ts FROM hub_messages ORDER BY id DESC LIMIT 1) AS newest FROM hub_messages",
             vec![],
@@ -651,13 +666,19 @@ impl Store {
         if !self.created.get() {
             return Ok((0, None));
         }
+        // Ids follow publish order, so the expired messages are the oldest
+        // ids: found by walking the primary key from its start (no index
+        // on `ts`, which would cost a row written per publish), and
+        // deleted as one id range.
         self.run(
-            "DELETE FROM hub_messages WHERE ts <= ?",
-            vec![int(cutoff_ms)],
+            "DELETE FROM hub_messages WHERE id < COALESCE(\
+             (SELECT id FROM hub_messages WHERE ts > ? ORDER BY id LIMIT 1), ?)",
+            vec![int(cutoff_ms), int(last_id.0 + 1)],
         )?;
         let window = self.window()?;
+        let kept = window.kept();
         // Keys of ids below the first kept one protect nothing any more.
-        let first_kept = if window.n > 0 {
+        let first_kept = if kept > 0 {
             window.first as u64
         } else {
             last_id.0 + 1
@@ -666,11 +687,11 @@ impl Store {
             "DELETE FROM hub_idempotency WHERE id < ?",
             vec![int(first_kept)],
         )?;
-        if window.n == 0 {
+        if kept == 0 {
             self.set_meta("last_id", last_id.0)?;
             self.set_meta("last_publish_ms", last_publish_ms)?;
         }
-        Ok((window.n as u64, window.oldest.map(|t| t as u64)))
+        Ok((kept, window.oldest.map(|t| t as u64)))
     }
 
     /// The last id and publish time, for the alarm of a room whose log is
@@ -680,10 +701,7 @@ impl Store {
             return Ok((Seq(0), 0));
         }
         let window = self.window()?;
-        let last_id = (window.last as u64).max(self.meta("last_id")?.unwrap_or(0));
-        let newest = window.newest.map_or(0, |t| t as u64);
-        let last_publish = newest.max(self.meta("last_publish_ms")?.unwrap_or(0));
-        Ok((Seq(last_id), last_publish))
+        Ok(window.ends(self.meta("last_id")?, self.meta("last_publish_ms")?))
     }
 
     /// The last time the room was seen with a live connection.

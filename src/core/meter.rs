@@ -158,15 +158,6 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Counters as storage kept them.
-    pub fn restore(counters: Counters, now_ms: u64) -> Self {
-        Meter {
-            counters,
-            saved_ms: now_ms,
-            ..Meter::default()
-        }
-    }
-
     /// Adds counters storage saved to those counted since this instance
     /// started (before it loaded the room).
     pub fn absorb(&mut self, saved: &Counters) {
@@ -400,7 +391,8 @@ mod tests {
 
     #[test]
     fn saving_is_due_only_after_a_client_changed_something() {
-        let mut m = Meter::restore(Counters::default(), 1_000);
+        let mut m = Meter::default();
+        m.saved(1_000);
         assert_eq!(m.save_due(), None);
         // The room's own alarm and storage reads ask for no save.
         m.event_began(2_000, 0);
