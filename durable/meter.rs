@@ -39,17 +39,18 @@ impl RoomObject {
         self.meter.borrow_mut().event_began(now_ms(), held);
     }
 
-    /// The event ended.
+    /// The event ended (its storage rows counted with it).
     pub(super) fn event_ended(&self) {
-        self.tick_meter();
         let held = self.held_awake();
-        self.meter.borrow_mut().event_ended(now_ms(), held);
+        let (read, written) = self.rows.take();
+        let mut meter = self.meter.borrow_mut();
+        meter.event_ended(now_ms(), held);
+        meter.rows(read, written);
     }
 
     /// The room's live connections, for its peak.
     pub(super) fn meter_connections(&self) -> usize {
-        let c = transport::counts(&self.hubs());
-        let live = (c.ws + c.sse + c.poll) as usize;
+        let live = transport::live(&self.hubs());
         self.meter.borrow_mut().connections(live);
         live
     }

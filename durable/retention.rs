@@ -127,21 +127,37 @@ impl RoomObject {
         let now = now_ms();
         // A room without storage has nothing to erase, and its alarm
         // must not be set (reads create no storage).
-        let noted = self.with_log(|l| {
+        if self.note_active(now) {
+            self.retention.idle_due.set(retention::idle_deadline(
+                0,
+                now,
+                settings.room_idle_ttl_secs,
+            ));
+        }
+    }
+
+    /// Records that the room had a live connection at `now`, in storage
+    /// and in the loaded log. Returns whether it was recorded (the room
+    /// has storage).
+    fn note_active(&self, now: u64) -> bool {
+        let in_log = self.with_log(|l| {
             if !l.is_created() {
                 return Ok(false);
             }
             l.last_active_ms = now;
             l.store.set_last_active(now).map(|()| true)
         });
-        match noted {
-            Ok(Ok(true)) => self.retention.idle_due.set(retention::idle_deadline(
-                0,
-                now,
-                settings.room_idle_ttl_secs,
-            )),
-            Ok(Err(e)) => worker::console_error!("noting the room's activity: {}", e),
-            _ => {}
+        // Not loaded (an alarm names no room): straight into storage.
+        let recorded = in_log.unwrap_or_else(|_| {
+            self.peek_store()
+                .and_then(|s| s.set_last_active(now).map(|()| s.is_created()))
+        });
+        match recorded {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                worker::console_error!("noting the room's activity: {}", e);
+                false
+            }
         }
     }
 
@@ -181,19 +197,10 @@ impl RoomObject {
             self.retention.idle_due.set(None);
             return;
         };
-        let c = transport::counts(&self.hubs());
-        let live = (c.ws + c.sse + c.poll) as usize;
+        let live = transport::live(&self.hubs());
         match retention::idle_check(now, live, last_publish, last_active, idle_ttl) {
             Some(Idle::Occupied { next_check_ms }) => {
-                let noted = self.peek_store().and_then(|s| s.set_last_active(now));
-                if let Err(e) = noted {
-                    worker::console_error!("noting the room's activity: {}", e);
-                }
-                if let Ok(mut log) = self.log.try_borrow_mut() {
-                    if let Some(l) = log.as_mut() {
-                        l.last_active_ms = now;
-                    }
-                }
+                self.note_active(now);
                 self.retention.idle_due.set(Some(next_check_ms));
             }
             Some(Idle::NotYet { at_ms }) => self.retention.idle_due.set(Some(at_ms)),

@@ -91,8 +91,7 @@ impl RoomObject {
             // A socket event after a wake names its room only this way.
             let _ = self.load_named(&change.room);
         }
-        let total = transport::counts(&self.hubs());
-        let live = (total.ws + total.sse + total.poll) as usize;
+        let live = transport::live(&self.hubs());
         let written = self.with_log(|l| -> Result<bool, HubError> {
             let room = l.name.as_str().to_owned();
             let now = now_ms();

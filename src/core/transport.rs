@@ -142,6 +142,11 @@ pub fn counts(hubs: &[&dyn Transport]) -> ConnectionCounts {
     counts
 }
 
+/// Live connections on every transport together.
+pub fn live(hubs: &[&dyn Transport]) -> usize {
+    hubs.iter().map(|h| h.connections()).sum()
+}
+
 /// Whether one more live connection of `key` (`None`: anonymous) may open:
 /// `room_full` when the room holds `per_room` connections, across
 /// transports; `too_many_connections` when `key` holds `per_user`. A limit
@@ -152,11 +157,8 @@ pub fn admit(
     per_room: u32,
     per_user: u32,
 ) -> Result<(), HubError> {
-    if per_room > 0 {
-        let open: usize = hubs.iter().map(|h| h.connections()).sum();
-        if open >= per_room as usize {
-            return Err(HubError::RoomFull { limit: per_room });
-        }
+    if per_room > 0 && live(hubs) >= per_room as usize {
+        return Err(HubError::RoomFull { limit: per_room });
     }
     if let (Some(key), true) = (key, per_user > 0) {
         let held: usize = hubs.iter().map(|h| h.connections_of(key)).sum();
@@ -230,6 +232,12 @@ mod tests {
 
     fn hubs(r: &[Fake; 3]) -> [&dyn Transport; 3] {
         [&r[0], &r[1], &r[2]]
+    }
+
+    #[test]
+    fn live_is_every_transport_together() {
+        let r = room();
+        assert_eq!(live(&hubs(&r)), 6);
     }
 
     #[test]
