@@ -40,6 +40,7 @@
 //! `fanout` (WebSocket sends in one boundary crossing), `retention`
 //! (history by age, idle rooms), `meter` (stats and usage).
 
+mod binding;
 mod budgets;
 mod fanout;
 mod log;
@@ -50,6 +51,7 @@ mod sockets;
 mod sse;
 mod store;
 mod tickets;
+mod timer;
 mod webhooks;
 
 use crate::core::auth::Identity;
@@ -71,11 +73,12 @@ use sse::StreamHub;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use worker::{
-    durable_object, js_sys, worker_sys::WebSocketRequestResponsePair, DurableObject, Env, Request,
-    Response, ScheduledTime, State, WebSocket, WebSocketIncomingMessage,
+    js_sys, worker_sys::WebSocketRequestResponsePair, Env, Request, Response, ScheduledTime, State,
+    WebSocket, WebSocketIncomingMessage,
 };
 
-#[durable_object]
+/// One room's state and handlers; the runtime reaches it through
+/// [`binding::RoomBinding`], exported as the class `RoomObject`.
 pub struct RoomObject {
     state: State,
     settings: Result<Rc<Settings>, HubError>,
@@ -108,7 +111,8 @@ pub struct RoomObject {
     retention: retention::Retention,
 }
 
-impl DurableObject for RoomObject {
+/// The runtime's events, as [`binding::RoomBinding`] hands them on.
+impl RoomObject {
     fn new(state: State, env: Env) -> Self {
         // The runtime answers `ping` with `pong` itself, so keep-alives
         // never wake a hibernated room. Registering is idempotent.

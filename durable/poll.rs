@@ -19,6 +19,7 @@
 //! one, so every page makes progress), and a client continues from its
 //! last id.
 
+use super::timer::Timeout;
 use super::{now_ms, RoomObject};
 use crate::core::cursor::Cursor;
 use crate::core::error::HubError;
@@ -35,7 +36,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use worker::{Delay, Response};
+use worker::Response;
 
 /// One held long poll: whose it is, until when its token holds, and how
 /// to wake it.
@@ -95,7 +96,7 @@ impl PollHub {
     /// first.
     async fn wait(&self, held: Held, timeout: Duration) -> Result<(), HubError> {
         let Held { id, woken } = held;
-        let outcome = select(woken, Delay::from(timeout)).await;
+        let outcome = select(woken, Timeout::after(timeout)).await;
         // Fired waiters were taken out by `deliver`; a timed-out one is
         // still there and must not outlive its poll.
         self.waiters.borrow_mut().remove(&id);

@@ -14,9 +14,12 @@
 //! - `publish_many` (wasm32): `POST /publish`, the backend's fan-out.
 //! - `jwks` (wasm32): RS256/ES256 keys from `JWKS`/`JWKS_URL`, checked by
 //!   the runtime's WebCrypto.
+//! - `settle` (wasm32): runs an export's handling on the spot, a promise
+//!   only for what must wait.
 //! - `body` (wasm32): the room's request bodies, read within a budget and
 //!   always to their end (`wrangler dev` needs it; see the module).
-//! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object:
+//! - `durable` (wasm32, in `durable/`): the `RoomObject` Durable Object
+//!   (its exported class in `durable/binding.rs`):
 //!   the persisted log and one hub per transport (WebSocket, SSE, polls).
 
 pub mod assets;
@@ -36,6 +39,8 @@ mod respond;
 mod rooms_call;
 #[cfg(target_arch = "wasm32")]
 mod routes;
+#[cfg(target_arch = "wasm32")]
+mod settle;
 
 #[cfg(target_arch = "wasm32")]
 #[path = "../durable/mod.rs"]

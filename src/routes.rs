@@ -30,11 +30,9 @@ use crate::core::tickets::looks_like_ticket;
 use crate::core::url::UrlParts;
 use crate::respond::{self, Cors};
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::task::Poll;
 use wasm_bindgen::prelude::{wasm_bindgen, Closure, JsValue};
 use wasm_bindgen::JsCast;
-use worker::{event, js_sys, wasm_bindgen_futures, web_sys, Env, Response};
+use worker::{event, js_sys, web_sys, Env, Response};
 
 thread_local! {
     /// Whether this isolate already said that the hub runs open.
@@ -55,12 +53,12 @@ fn start() {
 /// the boundary whether used or not); a room's answer goes back to the
 /// client as the object that the room produced, not re-wrapped (which would
 /// pipe every body, SSE streams included, through one more JS stream); and
-/// the request's handling is polled once on the spot: what completes
-/// without waiting (everything but JWKS keys and read bodies) costs no
-/// Rust future driven by JavaScript promises, and a room request returns
-/// the stub's own promise (see [`finish`]).
+/// the request's handling runs on the spot ([`crate::settle`]): what
+/// completes without waiting (everything but JWKS keys and read bodies)
+/// costs no Rust future driven by JavaScript promises, and a room request
+/// returns the stub's own promise (see [`finish`]).
 #[wasm_bindgen(js_name = fetch)]
-pub fn fetch(req: web_sys::Request, env: Env, _ctx: JsValue) -> js_sys::Promise {
+pub fn fetch(req: web_sys::Request, env: Env, _ctx: JsValue) -> JsValue {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
         Err(e) => return resolved(respond::error(&e, &Cors::None).into()),
@@ -68,23 +66,12 @@ pub fn fetch(req: web_sys::Request, env: Env, _ctx: JsValue) -> js_sys::Promise 
     let incoming = Incoming::read(req);
     let origin = incoming.header("Origin");
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
-    let mut handling = Box::pin(async move {
+    // A promise resolved with the room's promise follows it, so a pending
+    // handling needs no wait of its own for the room's answer.
+    crate::settle::settle(async move {
         let outcome = handle(&incoming, &env, &settings, origin.as_deref(), &cors).await;
-        (outcome, incoming, env, settings, cors)
-    });
-    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
-    // A future left pending here re-registers its waker when it is polled
-    // again (JsFuture does on every poll), so handing it on is sound.
-    match handling.as_mut().poll(&mut cx) {
-        Poll::Ready((outcome, incoming, env, settings, cors)) => {
-            finish(outcome, &incoming, &env, &settings, &cors)
-        }
-        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move {
-            let (outcome, incoming, env, settings, cors) = handling.await;
-            let room_answer = finish(outcome, &incoming, &env, &settings, &cors);
-            wasm_bindgen_futures::JsFuture::from(room_answer).await
-        }),
-    }
+        Ok(finish(outcome, &incoming, &env, &settings, &cors))
+    })
 }
 
 /// What a request comes to: an answer made here, or a described request
@@ -94,12 +81,13 @@ enum Outcome {
     Room(RoomRequest),
 }
 
-fn resolved(resp: web_sys::Response) -> js_sys::Promise {
-    let value: JsValue = resp.into();
-    js_sys::Promise::resolve(&value).unchecked_into()
+/// An answer made here: the response itself (the runtime takes a value as
+/// well as a promise).
+fn resolved(resp: web_sys::Response) -> JsValue {
+    resp.into()
 }
 
-/// The promise of the response: an answer or error at once; for a room
+/// The response: an answer or error at once; for a room
 /// request, the answer from this isolate's poll cache, else the stub's
 /// own promise, followed only where something must see the answer (the
 /// poll cache) and caught so that a failed call is a JSON `500`.
@@ -109,7 +97,7 @@ fn finish(
     env: &Env,
     settings: &Settings,
     cors: &Cors,
-) -> js_sys::Promise {
+) -> JsValue {
     let described = match outcome {
         Ok(Outcome::Answer(resp)) => return resolved(resp),
         Ok(Outcome::Room(described)) => described,
@@ -141,6 +129,7 @@ fn finish(
     answer
         .unchecked_ref::<Thenable>()
         .then(&on_answer, &on_failure)
+        .into()
 }
 
 #[wasm_bindgen]
