@@ -11,7 +11,7 @@ import { writeConfig, startWorkerd } from '../../scripts/launch/workerd.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** Returns {url, port, pid, stop()} (plus scripts/launch/workerd.mjs's log/crash/exited). */
-export async function start({ port, storageDir = mkdtempSync(join(tmpdir(), 'floor-do-')) }) {
+export async function start({ port, storageDir = mkdtempSync(join(tmpdir(), 'floor-do-')), extraArgs }) {
   const dir = mkdtempSync(join(tmpdir(), 'floor-workerd-'));
   const config = writeConfig({
     dir,
@@ -20,5 +20,5 @@ export async function start({ port, storageDir = mkdtempSync(join(tmpdir(), 'flo
     className: 'FloorRoom',
     modules: [{ name: 'worker.js', path: join(here, 'worker.js'), type: 'esModule' }],
   });
-  return startWorkerd(config, { port, removeOnExit: [dir] });
+  return startWorkerd(config, { port, removeOnExit: [dir], extraArgs });
 }

@@ -60,11 +60,12 @@ const hub :Workerd.Worker = (
 
 /**
  * Spawns workerd on a config and waits for its socket on `port`. Every
- * folder in `removeOnExit` is removed once the process has exited. Returns
- * superviseServer's handle.
+ * folder in `removeOnExit` is removed once the process has exited.
+ * `extraArgs` go to `workerd serve` (e.g. `--inspector-addr=…` for
+ * bench/profile.mjs). Returns superviseServer's handle.
  */
-export async function startWorkerd(config, { port, removeOnExit = [], readyTimeoutMs } = {}) {
-  const child = spawn(WORKERD_BIN, ['serve', config, '--experimental'], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startWorkerd(config, { port, removeOnExit = [], readyTimeoutMs, extraArgs = [] } = {}) {
+  const child = spawn(WORKERD_BIN, ['serve', config, '--experimental', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d) => (log += d));
   child.stderr.on('data', (d) => (log += d));
@@ -88,7 +89,7 @@ export async function startWorkerd(config, { port, removeOnExit = [], readyTimeo
  * folder after a `crash()` or `stop()` to restart). Returns
  * { url, port, pid, stateDir, log, exited, crash(), stop() }.
  */
-export async function startWorkerdHub({ vars = {}, stateDir, port, readyTimeoutMs } = {}) {
+export async function startWorkerdHub({ vars = {}, stateDir, port, readyTimeoutMs, extraArgs } = {}) {
   port ??= await freePort();
   const removeOnExit = [mkdtempSync(join(tmpdir(), 'hub-workerd-'))];
   if (stateDir === undefined) {
@@ -107,6 +108,6 @@ export async function startWorkerdHub({ vars = {}, stateDir, port, readyTimeoutM
     ],
     vars,
   });
-  const server = await startWorkerd(config, { port, removeOnExit, readyTimeoutMs });
+  const server = await startWorkerd(config, { port, removeOnExit, readyTimeoutMs, extraArgs });
   return { ...server, stateDir };
 }

@@ -1,0 +1,143 @@
+// Where a request's time goes: runs one request kind in a loop against the
+// hub or the floor on bare workerd and records the isolate's V8 CPU
+// profile through workerd's inspector, then prints the functions with the
+// most self time (JavaScript glue, wasm functions by name, the runtime's
+// builtins) and the profile's share that was idle.
+//
+//   node bench/profile.mjs [--system hub|floor] [--kind 304|200|publish] [--secs 5] [--top 30] [--out file.cpuprofile]
+//
+// A sampling profile sees only the isolate's thread: the runtime's C++ off
+// that thread (network, SQLite I/O) shows as idle. Compare two systems'
+// profiles side by side, never absolute times across runs.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import WebSocket from 'ws';
+import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
+import { freePort } from '../scripts/launch/ports.mjs';
+import * as floor from './floor/launch.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const system = opt('system', 'hub');
+const kind = opt('kind', '304');
+const secs = Number(opt('secs', 5));
+const top = Number(opt('top', 30));
+const out = opt('out', null);
+const CONCURRENCY = 8;
+
+const dir = mkdtempSync(join(tmpdir(), 'profile-'));
+const port = await freePort();
+const inspectorPort = await freePort();
+const extraArgs = [`--inspector-addr=127.0.0.1:${inspectorPort}`];
+const vars = { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0' };
+const server =
+  system === 'floor'
+    ? await floor.start({ port, storageDir: join(dir, 'do'), extraArgs })
+    : await startWorkerdHub({ port, stateDir: join(dir, 'do'), vars, extraArgs });
+const room = `${server.url}/rooms/profile`;
+
+async function publish(i) {
+  const r = await fetch(`${room}/messages`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ data: { i, text: 'hello from the profiler' } }),
+  });
+  await r.arrayBuffer();
+  if (r.status !== 201) throw new Error(`publish: ${r.status}`);
+}
+
+try {
+  for (let i = 0; i < 50; i++) await publish(i);
+  const first = await fetch(`${room}/messages?limit=50`);
+  await first.arrayBuffer();
+  const etag = first.headers.get('etag');
+  const once = {
+    304: async () => {
+      const r = await fetch(`${room}/messages?limit=50`, { headers: { 'If-None-Match': etag } });
+      await r.arrayBuffer();
+      if (r.status !== 304) throw new Error(`expected 304, got ${r.status}`);
+    },
+    200: async () => {
+      const r = await fetch(`${room}/messages?limit=50`);
+      await r.arrayBuffer();
+      if (r.status !== 200) throw new Error(`expected 200, got ${r.status}`);
+    },
+    publish: () => publish(0),
+  }[kind];
+  if (!once) throw new Error(`unknown --kind ${kind}`);
+  // Warm the isolate's JIT before recording.
+  for (let i = 0; i < 500; i++) await once();
+
+  const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json();
+  const target = targets.find((t) => t.webSocketDebuggerUrl) ?? targets[0];
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  let nextId = 0;
+  const pending = new Map();
+  ws.on('message', (raw) => {
+    const msg = JSON.parse(raw);
+    if (msg.id !== undefined && pending.has(msg.id)) {
+      pending.get(msg.id)(msg);
+      pending.delete(msg.id);
+    }
+  });
+  const call = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      const id = ++nextId;
+      const timer = setTimeout(() => reject(new Error(`${method}: no answer in 30 s`)), 30_000);
+      pending.set(id, (msg) => {
+        clearTimeout(timer);
+        msg.error ? reject(new Error(`${method}: ${msg.error.message}`)) : resolve(msg.result);
+      });
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+
+  await call('Profiler.enable');
+  await call('Profiler.setSamplingInterval', { interval: 100 });
+  await call('Profiler.start');
+  let requests = 0;
+  const deadline = Date.now() + secs * 1000;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (Date.now() < deadline) {
+        await once();
+        requests++;
+      }
+    }),
+  );
+  const { profile } = await call('Profiler.stop');
+  ws.close();
+  if (out) writeFileSync(out, JSON.stringify(profile));
+
+  // Self time per function, from the samples' time deltas.
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const selfUs = new Map();
+  let total = 0;
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i] ?? 0;
+    total += dt;
+    const f = byId.get(id).callFrame;
+    const file = f.url ? f.url.split('/').pop() : '';
+    const key = `${f.functionName || '(anonymous)'} ${file}${f.url ? `:${f.lineNumber + 1}` : ''}`;
+    selfUs.set(key, (selfUs.get(key) ?? 0) + dt);
+  });
+  const idle = selfUs.get('(idle) ') ?? 0;
+  const busy = total - idle;
+  console.log(`${system} ${kind}: ${requests} requests in ${secs} s; isolate busy ${(busy / 1000).toFixed(0)} ms = ${(busy / requests).toFixed(1)} µs/request`);
+  const rows = [...selfUs.entries()].filter(([k]) => k !== '(idle) ').sort((a, b) => b[1] - a[1]).slice(0, top);
+  for (const [name, us] of rows) {
+    console.log(`${((100 * us) / busy).toFixed(1).padStart(5)}%  ${(us / requests).toFixed(2).padStart(7)} µs/req  ${name}`);
+  }
+} finally {
+  await server.stop();
+  await sleep(50);
+  rmSync(dir, { recursive: true, force: true });
+}
