@@ -4,7 +4,6 @@
 # Every step checks first, so running it again costs a few seconds.
 set -euo pipefail
 
-WORKER_BUILD_VERSION=0.8.7
 WASM_BINDGEN_VERSION=0.2.130   # must equal the wasm-bindgen crate in Cargo.lock
 
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -12,9 +11,6 @@ export WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false CLOUDFLARE_
 
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
-fi
-if [[ "$(worker-build --version 2>/dev/null || true)" != *"$WORKER_BUILD_VERSION"* ]]; then
-  cargo install worker-build --version "$WORKER_BUILD_VERSION" --locked
 fi
 if [[ "$(wasm-bindgen --version 2>/dev/null || true)" != *"$WASM_BINDGEN_VERSION"* ]]; then
   # Not --locked: its lockfile does not resolve on current registries.

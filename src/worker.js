@@ -1,0 +1,100 @@
+// The module the runtime loads: the Worker's `fetch` and the `RoomObject`
+// Durable Object class, handed straight to the crate's WebAssembly exports
+// (wasm-bindgen's glue in ./index.js, made by scripts/build.sh).
+//
+// Why hand-written (issue 19): worker-build's generated module made the
+// default export a `WorkerEntrypoint` class, which the runtime constructs
+// for every request, and wrapped that class, the Durable Object class, each
+// instance and each method call in a `Proxy`. Measured with
+// bench/profile.mjs, that was ~15 µs of a `304`. Here the default export
+// is a plain object and the class a plain class.
+//
+// What it keeps from that glue, because a Rust panic aborts the
+// WebAssembly instance: a `WebAssembly.RuntimeError` marks the instance
+// broken; the next call resets it (`__wbg_reset_state`, a fresh instance
+// and memory), and each room makes its Rust object again when the instance
+// it was made in is gone (its in-memory state is lost; its storage and its
+// hibernated sockets are not).
+import * as hub from './index.js';
+
+const initState = hub.__worker_init_state();
+
+function resetIfBroken() {
+  if (initState.criticalError) {
+    console.log('Reinitializing Wasm application');
+    hub.__wbg_reset_state();
+    initState.criticalError = false;
+    initState.instanceId++;
+  }
+}
+
+function noteIfBroken(error) {
+  if (error instanceof WebAssembly.RuntimeError) {
+    console.error('Critical', error);
+    initState.criticalError = true;
+  }
+}
+
+// A panic in a pending handler surfaces here, outside any call below.
+addEventListener('error', (event) => noteIfBroken(event.error));
+
+export default {
+  fetch(request, env, ctx) {
+    resetIfBroken();
+    try {
+      return hub.fetch(request, env, ctx);
+    } catch (error) {
+      noteIfBroken(error);
+      throw error;
+    }
+  },
+};
+
+export class RoomObject {
+  #ctx;
+  #env;
+  #room = null;
+  #instanceId = -1;
+
+  constructor(ctx, env) {
+    this.#ctx = ctx;
+    this.#env = env;
+    this.#call(() => undefined);
+  }
+
+  // Runs `f` on this room's Rust object, made anew if the instance that
+  // made it was reset.
+  #call(f) {
+    resetIfBroken();
+    try {
+      if (this.#instanceId !== initState.instanceId) {
+        this.#room = new hub.RoomObject(this.#ctx, this.#env);
+        this.#instanceId = initState.instanceId;
+      }
+      return f(this.#room);
+    } catch (error) {
+      noteIfBroken(error);
+      throw error;
+    }
+  }
+
+  fetch(request) {
+    return this.#call((room) => room.fetch(request));
+  }
+
+  alarm() {
+    return this.#call((room) => room.alarm());
+  }
+
+  webSocketMessage(ws, message) {
+    return this.#call((room) => room.webSocketMessage(ws, message));
+  }
+
+  webSocketClose(ws, code, reason, wasClean) {
+    return this.#call((room) => room.webSocketClose(ws, code, reason, wasClean));
+  }
+
+  webSocketError(ws, error) {
+    return this.#call((room) => room.webSocketError(ws, error));
+  }
+}
