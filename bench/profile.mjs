@@ -5,6 +5,11 @@
 // builtins) and the profile's share that was idle.
 //
 //   node bench/profile.mjs [--system hub|floor] [--kind 304|200|publish] [--secs 5] [--top 30] [--out file.cpuprofile]
+//   node bench/profile.mjs [--system hub|floor] --loadgen 'fanout --transport ws --subs 1000 --rate 50 --secs 10'
+//
+// With --loadgen the load is bench/loadgen's scenario (built by
+// bench/run.sh), and the times are per published message for fan-out and
+// publish scenarios, per request otherwise.
 //
 // A sampling profile sees only the isolate's thread: the runtime's C++ off
 // that thread (network, SQLite I/O) shows as idle. Compare two systems'
@@ -13,6 +18,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { spawn } from 'node:child_process';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
@@ -28,7 +36,39 @@ const kind = opt('kind', '304');
 const secs = Number(opt('secs', 5));
 const top = Number(opt('top', 30));
 const out = opt('out', null);
+const loadgenArgs = opt('loadgen', null);
 const CONCURRENCY = 8;
+const LOADGEN = join(dirname(fileURLToPath(import.meta.url)), 'loadgen/target/release/hub-loadgen');
+
+/**
+ * Runs the load generator on `url`; calls `onPublishing` when a fan-out
+ * run has its subscribers and starts publishing (at once for other
+ * scenarios) and `onPublished` when it has published its last message;
+ * resolves with its JSON result.
+ */
+function runLoadgen(url, pid, onPublishing, onPublished) {
+  return new Promise((resolve, reject) => {
+    const argv = [...loadgenArgs.split(/\s+/), '--system', system, '--url', url, '--pid', String(pid), '--label', 'profile'];
+    const child = spawn(LOADGEN, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    if (!loadgenArgs.startsWith('fanout')) onPublishing();
+    child.stderr.on('data', (d) => {
+      if (String(d).includes('subscribed: publishing')) onPublishing();
+      else if (String(d).includes('published: draining')) onPublished();
+      else process.stderr.write(d);
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop()));
+      } catch {
+        reject(new Error(`loadgen exit ${code}`));
+      }
+    });
+  });
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'profile-'));
 const port = await freePort();
@@ -102,18 +142,34 @@ try {
 
   await call('Profiler.enable');
   await call('Profiler.setSamplingInterval', { interval: 100 });
-  await call('Profiler.start');
   let requests = 0;
-  const deadline = Date.now() + secs * 1000;
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (Date.now() < deadline) {
-        await once();
-        requests++;
-      }
-    }),
-  );
-  const { profile } = await call('Profiler.stop');
+  let stopped = null;
+  if (loadgenArgs) {
+    // Fan-out is profiled from its first publish to its last: connecting
+    // and closing are not part of what a message costs.
+    let started;
+    const result = await runLoadgen(
+      server.url,
+      server.pid,
+      () => (started ??= call('Profiler.start')),
+      () => (stopped ??= started.then(() => call('Profiler.stop'))),
+    );
+    await started;
+    console.log(JSON.stringify(result).slice(0, 600));
+    requests = result.acked ?? result.published ?? result.sent ?? 1;
+  } else {
+    await call('Profiler.start');
+    const deadline = Date.now() + secs * 1000;
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (Date.now() < deadline) {
+          await once();
+          requests++;
+        }
+      }),
+    );
+  }
+  const { profile } = await (stopped ?? call('Profiler.stop'));
   ws.close();
   if (out) writeFileSync(out, JSON.stringify(profile));
 
@@ -131,10 +187,11 @@ try {
   });
   const idle = selfUs.get('(idle) ') ?? 0;
   const busy = total - idle;
-  console.log(`${system} ${kind}: ${requests} requests in ${secs} s; isolate busy ${(busy / 1000).toFixed(0)} ms = ${(busy / requests).toFixed(1)} µs/request`);
+  const what = loadgenArgs ? `loadgen ${loadgenArgs}` : kind;
+  console.log(`${system} ${what}: ${requests} requests/messages; isolate busy ${(busy / 1000).toFixed(0)} ms = ${(busy / requests).toFixed(1)} µs each`);
   const rows = [...selfUs.entries()].filter(([k]) => k !== '(idle) ').sort((a, b) => b[1] - a[1]).slice(0, top);
   for (const [name, us] of rows) {
-    console.log(`${((100 * us) / busy).toFixed(1).padStart(5)}%  ${(us / requests).toFixed(2).padStart(7)} µs/req  ${name}`);
+    console.log(`${((100 * us) / busy).toFixed(1).padStart(5)}%  ${(us / requests).toFixed(2).padStart(7)} µs each  ${name}`);
   }
 } finally {
   await server.stop();

@@ -7,21 +7,55 @@
 //! room reads), so every body the room is sent is read to its end there
 //! (see `crate::body`).
 //!
-//! Costs (measured with workerd's V8 profiler, issue 19): copying the
-//! client's request (`new Request(req)`) copies its `cf` object and every
-//! header, and converting it to a `worker::Request` reads all of them back
-//! across the boundary; so a room request is a new request with the
-//! description, the body when the room needs it, and `Upgrade` for a
-//! socket, nothing else. The namespace binding is looked up once per
-//! isolate.
+//! Costs (measured with workerd's V8 profiler, issue 19; see
+//! bench/profile.mjs): copying the client's request (`new Request(req)`)
+//! copies its `cf` object and every header, and converting it to a
+//! `worker::Request` reads all of them back across the boundary; so a room
+//! request carries the description, the body when the room needs it, and
+//! `Upgrade` for a socket, nothing else. It is made and sent in one call
+//! into JavaScript ([`call_room`]: the stub, the headers as a literal, the
+//! runtime's `fetch(url, init)`), where building a `Request` and its
+//! `Headers` from Rust took a boundary crossing per step. The namespace
+//! binding is looked up once per isolate.
 
 use crate::core::error::HubError;
 use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
 use std::cell::RefCell;
-use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen::prelude::wasm_bindgen;
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::DurableObjectNamespace;
 use worker::{js_sys, web_sys, Env, Method};
+
+#[wasm_bindgen(inline_js = r#"
+export function call_room(rooms, room, url, method, headerName, described, body, contentType, upgrade) {
+  const headers = new Headers();
+  headers.set(headerName, described);
+  if (contentType !== undefined) headers.set('Content-Type', contentType);
+  if (upgrade) headers.set('Upgrade', 'websocket');
+  const init = { method, headers };
+  if (body !== undefined) init.body = body;
+  return rooms.getByName(room).fetch(new Request(url, init));
+}
+"#)]
+extern "C" {
+    /// Sends room `room` a request: `method` on `url`, the description in
+    /// the header `header_name`, and the body, its type and `Upgrade` when
+    /// given. Returns the stub's promise of the room's `Response`.
+    #[wasm_bindgen(catch)]
+    #[allow(clippy::too_many_arguments)]
+    fn call_room(
+        rooms: &DurableObjectNamespace,
+        room: &str,
+        url: &str,
+        method: &str,
+        header_name: &str,
+        described: &str,
+        body: JsValue,
+        content_type: Option<&str>,
+        upgrade: bool,
+    ) -> Result<js_sys::Promise, JsValue>;
+}
 
 thread_local! {
     /// The `ROOMS` binding: bindings cannot change while an isolate lives.
@@ -37,21 +71,15 @@ pub fn forward(
     url: &str,
     described: &RoomRequest,
 ) -> Result<js_sys::Promise, HubError> {
-    let headers = web_sys::Headers::new()?;
-    headers.set(ROOM_REQUEST_HEADER, &described.to_header())?;
-    let init = web_sys::RequestInit::new();
-    init.set_method(&req.method());
-    match described.action {
+    let (body, upgrade) = match described.action {
+        // The room reads the body itself (bounded, to its end).
+        RoomAction::Publish { .. } => (req.body().into(), false),
         // The runtime hands the room's WebSocket back to the client only
         // for a request that asked for an upgrade.
-        RoomAction::OpenSocket { .. } => headers.set("Upgrade", "websocket")?,
-        // The room reads the body itself (bounded, to its end).
-        RoomAction::Publish { .. } => init.set_body(&req.body().into()),
-        _ => {}
-    }
-    init.set_headers(&headers);
-    let forwarded = web_sys::Request::new_with_str_and_init(url, &init)?;
-    start(env, &forwarded, described)
+        RoomAction::OpenSocket { .. } => (JsValue::UNDEFINED, true),
+        _ => (JsValue::UNDEFINED, false),
+    };
+    start(env, url, &req.method(), body, None, upgrade, described)
 }
 
 /// Sends the room a request of the Worker's own making (`method`, a JSON
@@ -63,17 +91,25 @@ pub async fn send(
     body: Option<String>,
     described: &RoomRequest,
 ) -> Result<web_sys::Response, HubError> {
-    let headers = web_sys::Headers::new()?;
-    headers.set(ROOM_REQUEST_HEADER, &described.to_header())?;
-    let init = web_sys::RequestInit::new();
-    init.set_method(method.as_ref());
-    if let Some(body) = body {
-        headers.set("Content-Type", "application/json")?;
-        init.set_body(&body.into());
-    }
-    init.set_headers(&headers);
-    let req = web_sys::Request::new_with_str_and_init(url, &init)?;
-    call(env, &req, described).await
+    let (body, content_type) = match body {
+        Some(json) => (JsValue::from(json), Some("application/json")),
+        None => (JsValue::UNDEFINED, None),
+    };
+    let call = start(
+        env,
+        url,
+        method.as_ref(),
+        body,
+        content_type,
+        false,
+        described,
+    )?;
+    let answer = JsFuture::from(call)
+        .await
+        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
+    answer
+        .dyn_into::<web_sys::Response>()
+        .map_err(|_| HubError::Internal("the room did not answer with a Response".into()))
 }
 
 /// The `ROOMS` namespace, read from `env` on first use.
@@ -98,25 +134,23 @@ fn rooms(env: &Env) -> Result<DurableObjectNamespace, HubError> {
 /// Starts the call: the stub's promise of the room's `Response`.
 fn start(
     env: &Env,
-    req: &web_sys::Request,
+    url: &str,
+    method: &str,
+    body: JsValue,
+    content_type: Option<&str>,
+    upgrade: bool,
     described: &RoomRequest,
 ) -> Result<js_sys::Promise, HubError> {
-    let stub = rooms(env)?
-        .get_by_name(described.room.as_str())
-        .map_err(|e| HubError::Internal(format!("room stub: {e:?}")))?;
-    stub.fetch_with_request(req)
-        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))
-}
-
-async fn call(
-    env: &Env,
-    req: &web_sys::Request,
-    described: &RoomRequest,
-) -> Result<web_sys::Response, HubError> {
-    let answer = JsFuture::from(start(env, req, described)?)
-        .await
-        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
-    answer
-        .dyn_into::<web_sys::Response>()
-        .map_err(|_| HubError::Internal("the room did not answer with a Response".into()))
+    call_room(
+        &rooms(env)?,
+        described.room.as_str(),
+        url,
+        method,
+        ROOM_REQUEST_HEADER,
+        &described.to_header(),
+        body,
+        content_type,
+        upgrade,
+    )
+    .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))
 }

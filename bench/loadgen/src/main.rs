@@ -246,6 +246,8 @@ async fn fanout(system: System, base: &str, room: &str, args: &Args) -> Value {
     let total = (rate * secs) as usize;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (handles, failed) = subscribers(system, transport, base, room, n, total + 1, stop_rx).await;
+    // A mark for tools that watch the run (bench/profile.mjs profiles from here).
+    eprintln!("subscribed: publishing");
     let mut publisher = Publisher::new(system, base, 0).await;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -258,6 +260,7 @@ async fn fanout(system: System, base: &str, room: &str, args: &Args) -> Value {
         }
     }
     let publish_secs = started.elapsed().as_secs_f64();
+    eprintln!("published: draining");
     let expected = published * (n as u64 - failed);
     // Drain: wait until every delivery arrived or nothing new came for 5 s.
     let all: Vec<SubStats> = drain(handles, stop_tx, Duration::from_secs(5), expected).await;
