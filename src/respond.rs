@@ -51,24 +51,27 @@ impl Cors {
 
     /// The `204` answer to a CORS preflight.
     pub fn preflight(&self, allow_methods: &str) -> worker::Result<Response> {
-        let headers = Headers::new();
-        self.apply_to(&headers)?;
+        let resp = Response::empty()?.with_status(204);
+        let headers = resp.headers();
+        self.apply_to(headers)?;
         headers.set("Access-Control-Allow-Methods", allow_methods)?;
         headers.set("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)?;
         headers.set("Access-Control-Max-Age", "600")?;
-        Ok(Response::empty()?.with_status(204).with_headers(headers))
+        Ok(resp)
     }
 }
 
 /// A JSON response from an already-serialized body.
+///
+/// Responses here fill the `Headers` their builder made rather than a
+/// second one: every runtime object costs a boundary crossing (issue 19).
 pub fn json_text(status: u16, body: String, cors: &Cors) -> worker::Result<Response> {
-    let headers = Headers::new();
+    let resp = Response::ok(body)?.with_status(status);
+    let headers = resp.headers();
     headers.set("Content-Type", "application/json; charset=utf-8")?;
     headers.set("Cache-Control", "no-cache")?;
-    cors.apply_to(&headers)?;
-    Ok(Response::ok(body)?
-        .with_status(status)
-        .with_headers(headers))
+    cors.apply_to(headers)?;
+    Ok(resp)
 }
 
 /// A JSON response from a serializable value.
@@ -109,11 +112,12 @@ fn build_error(err: &HubError, cors: &Cors) -> worker::Result<Response> {
 
 /// A `304 Not Modified` carrying the current ETag and nothing else.
 pub fn not_modified(etag: &str, cors: &Cors) -> worker::Result<Response> {
-    let headers = Headers::new();
+    let resp = Response::empty()?.with_status(304);
+    let headers = resp.headers();
     headers.set("ETag", etag)?;
     headers.set("Cache-Control", "no-cache")?;
-    cors.apply_to(&headers)?;
-    Ok(Response::empty()?.with_status(304).with_headers(headers))
+    cors.apply_to(headers)?;
+    Ok(resp)
 }
 
 /// A runtime error is the hub's `internal` error: its detail is logged,
