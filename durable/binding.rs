@@ -36,7 +36,7 @@ impl RoomBinding {
     pub fn fetch(&self, req: web_sys::Request) -> JsValue {
         let room = self.room.clone();
         settle(async move {
-            room.fetch(req.into())
+            room.fetch(req)
                 .await
                 .map(|resp| web_sys::Response::from(resp).into())
                 .map_err(JsValue::from)

@@ -73,7 +73,7 @@ use sse::StreamHub;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use worker::{
-    js_sys, worker_sys::WebSocketRequestResponsePair, Env, Request, Response, ScheduledTime, State,
+    js_sys, web_sys, worker_sys::WebSocketRequestResponsePair, Env, Response, ScheduledTime, State,
     WebSocket, WebSocketIncomingMessage,
 };
 
@@ -150,14 +150,15 @@ impl RoomObject {
         }
     }
 
-    async fn fetch(&self, req: Request) -> worker::Result<Response> {
-        // The same JS request (a second handle, not `Request.clone()`), kept
-        // to read to its end a body that no handler read (see `crate::body`).
-        let raw = Clone::clone(req.inner());
+    /// The runtime's request as it is: the room reads only the description
+    /// header and, for a publish, the body (a `worker::Request` would read
+    /// the method, URL, headers and `cf` across the boundary first).
+    async fn fetch(&self, req: web_sys::Request) -> worker::Result<Response> {
         self.event_began();
         self.meter.borrow_mut().request();
-        let resp = self.answer(req).await;
-        crate::body::discard(&raw).await;
+        let resp = self.answer(&req).await;
+        // A body that no handler read is read to its end (see `crate::body`).
+        crate::body::discard(&req).await;
         self.after_event().await;
         Ok(resp)
     }
@@ -251,7 +252,7 @@ impl RoomObject {
     }
 
     /// The response to a request: the handler's, or its error as JSON.
-    async fn answer(&self, req: Request) -> Response {
+    async fn answer(&self, req: &web_sys::Request) -> Response {
         let described = req.headers().get(ROOM_REQUEST_HEADER).ok().flatten();
         let request = match RoomRequest::from_header(described.as_deref()) {
             Ok(r) => r,
@@ -269,7 +270,7 @@ impl RoomObject {
         if request.expires_s.is_some() && request.action.opens_connection() {
             self.deadlines_seen.set(true);
         }
-        match self.handle(&req, &request, &settings, &cors).await {
+        match self.handle(req, &request, &settings, &cors).await {
             Ok(resp) => resp,
             Err(e) => respond::error(&e, &cors),
         }
@@ -277,7 +278,7 @@ impl RoomObject {
 
     async fn handle(
         &self,
-        req: &Request,
+        req: &web_sys::Request,
         request: &RoomRequest,
         settings: &Settings,
         cors: &Cors,
@@ -439,7 +440,7 @@ impl RoomObject {
 
     async fn on_publish(
         &self,
-        req: &Request,
+        req: &web_sys::Request,
         request: &RoomRequest,
         (idempotency_key, body_len): (Option<&str>, Option<u64>),
         settings: &Settings,
@@ -451,7 +452,7 @@ impl RoomObject {
         // Content-Type and a declared Content-Length were checked by the
         // Worker; a body without a length is bounded while it is read.
         let max = settings.max_message_bytes;
-        let bytes = crate::body::read_within(req.inner(), max, body_len).await?;
+        let bytes = crate::body::read_within(req, max, body_len).await?;
         self.meter.borrow_mut().published(bytes.len());
         // The room may have been deleted while the body was read.
         self.load(&request.room)?;

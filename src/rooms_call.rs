@@ -62,12 +62,13 @@ thread_local! {
     static ROOMS: RefCell<Option<DurableObjectNamespace>> = const { RefCell::new(None) };
 }
 
-/// Sends the room the client's request `req` (at `url`, already read) as
-/// `described`; returns the stub's promise of the room's own `Response`
-/// (the Worker hands it to the runtime as it is).
+/// Sends the room the client's request `req` (its `method` and `url`,
+/// already read) as `described`; returns the stub's promise of the room's
+/// own `Response` (the Worker hands it to the runtime as it is).
 pub fn forward(
     env: &Env,
     req: &web_sys::Request,
+    method: &str,
     url: &str,
     described: &RoomRequest,
 ) -> Result<js_sys::Promise, HubError> {
@@ -79,7 +80,7 @@ pub fn forward(
         RoomAction::OpenSocket { .. } => (JsValue::UNDEFINED, true),
         _ => (JsValue::UNDEFINED, false),
     };
-    start(env, url, &req.method(), body, None, upgrade, described)
+    start(env, url, method, body, None, upgrade, described)
 }
 
 /// Sends the room a request of the Worker's own making (`method`, a JSON

@@ -24,6 +24,7 @@ use crate::core::backend;
 use crate::core::error::HubError;
 use crate::core::poll_cache::{self, PollCache};
 use crate::core::request::{RoomAction, RoomRequest};
+use crate::core::request_head::{RequestHead, READ_HEADERS};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::core::tickets::looks_like_ticket;
@@ -110,7 +111,13 @@ fn finish(
         };
     }
     let sent_at_ms = now_ms();
-    let answer = match crate::rooms_call::forward(env, &req.req, &req.url, &described) {
+    let answer = match crate::rooms_call::forward(
+        env,
+        &req.req,
+        &req.head.method,
+        &req.head.url,
+        &described,
+    ) {
         Ok(promise) => promise,
         Err(e) => return resolved(respond::error(&e, cors).into()),
     };
@@ -168,35 +175,58 @@ fn room_failure_handler(cors: &Cors) -> JsValue {
     }
 }
 
-/// The client's request, read once: one crossing each for its headers
-/// object and its URL, the query decoded once, in Rust.
+#[wasm_bindgen(inline_js = r#"
+let listed = '';
+let names = [];
+export function read_head(req, list) {
+  if (list !== listed) {
+    listed = list;
+    names = list.split('\n');
+  }
+  const headers = req.headers;
+  let out = req.method + '\n' + req.url;
+  for (const name of names) {
+    const value = headers.get(name);
+    out += value === null ? '\n-' : '\n+' + value;
+  }
+  return out;
+}
+"#)]
+extern "C" {
+    /// The request's method, URL and the headers named in `list`, packed
+    /// as `core::request_head` reads them.
+    fn read_head(req: &web_sys::Request, list: &str) -> String;
+}
+
+/// The client's request, read once: its method, URL and the headers the
+/// Worker uses in one crossing (`core::request_head`), the query decoded
+/// once, in Rust.
 pub(crate) struct Incoming {
     pub req: web_sys::Request,
-    headers: web_sys::Headers,
-    pub url: String,
+    pub head: RequestHead,
     pairs: Vec<(String, String)>,
 }
 
 impl Incoming {
     fn read(req: web_sys::Request) -> Incoming {
-        let headers = req.headers();
-        let url = req.url();
-        let pairs = UrlParts::split(&url).pairs();
-        Incoming {
-            req,
-            headers,
-            url,
-            pairs,
-        }
+        // A head that does not parse cannot happen (see
+        // `core::request_head`); then every header is asked of the runtime.
+        let head = RequestHead::parse(&read_head(&req, READ_HEADERS))
+            .unwrap_or_else(|| RequestHead::without_headers(req.method(), req.url()));
+        let pairs = UrlParts::split(&head.url).pairs();
+        Incoming { req, head, pairs }
     }
 
     pub fn parts(&self) -> UrlParts<'_> {
-        UrlParts::split(&self.url)
+        UrlParts::split(&self.head.url)
     }
 
     /// A request header's value, if present and readable.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).ok().flatten()
+        match self.head.header(name) {
+            Some(value) => value.map(str::to_owned),
+            None => self.req.headers().get(name).ok().flatten(),
+        }
     }
 
     /// The first value of a query parameter, decoded.
@@ -213,7 +243,7 @@ async fn handle(
     cors: &Cors,
 ) -> Result<Outcome, HubError> {
     let path = req.parts().path;
-    let method = Method::parse(&req.req.method());
+    let method = Method::parse(&req.head.method);
     if let Some(asset) = crate::assets::asset(path) {
         return serve_asset(method, asset).map(|r| Outcome::Answer(r.into()));
     }
@@ -295,7 +325,7 @@ async fn handle(
     };
     if body.is_some() {
         // The body was read here: the room gets the description alone.
-        return crate::rooms_call::send(env, &req.url, worker::Method::Post, None, &described)
+        return crate::rooms_call::send(env, &req.head.url, worker::Method::Post, None, &described)
             .await
             .map(Outcome::Answer);
     }

@@ -21,6 +21,7 @@ mod properties;
 pub mod protocol;
 pub mod query;
 pub mod request;
+pub mod request_head;
 pub mod retention;
 pub mod route;
 pub mod session;
