@@ -17,6 +17,7 @@ import { startHub } from '../scripts/launch/hub.mjs';
 import { WORKERD_BIN } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
+import * as nullWorker from './null/launch.mjs';
 import * as nchan from './nchan/launch.mjs';
 import * as socketio from './socketio/launch.mjs';
 import { renderTable, renderPlot } from './report.mjs';
@@ -70,6 +71,9 @@ const SYSTEMS = {
     startHub({ runtime: 'workerd', port, stateDir: join(dir, 'do'), vars: { ...HUB_BENCH_VARS, POLL_CACHE_MS: '1000' } }),
   'hub-webhooks': hubWithWebhooks,
   floor: async (port, dir) => floor.start({ port, storageDir: join(dir, 'do') }),
+  // No Worker can answer a request for less: workerd's and the kernel's
+  // own cost per request (bench/null/worker.js answers 304 at once).
+  'runtime-null': async (port, dir) => nullWorker.start({ port, storageDir: join(dir, 'do') }),
   nchan: async (port, dir) => nchan.start({ port, dir }),
   socketio: async (port) => socketio.start({ port }),
 };
@@ -82,10 +86,10 @@ const SCENARIOS = [
   ['fanout-longpoll-200', ['hub', 'floor', 'nchan'], ['fanout', '--transport', 'longpoll', '--subs', scale(200), '--rate', 50, '--secs', 10]],
   ['idle-ws-10000', ['hub', 'floor', 'nchan', 'socketio'], ['idle', '--transport', 'ws', '--subs', scale(10000)]],
   ['idle-sse-5000', ['hub', 'floor', 'nchan'], ['idle', '--transport', 'sse', '--subs', scale(5000)]],
-  ['poll-500', ['hub', 'hub-pollcache', 'floor', 'nchan'], ['poll', '--subs', scale(500), '--secs', 10]],
+  ['poll-500', ['hub', 'hub-pollcache', 'floor', 'runtime-null', 'nchan'], ['poll', '--subs', scale(500), '--secs', 10]],
   ['publish-0', ['hub', 'hub-webhooks', 'floor', 'nchan', 'socketio'], ['publish', '--concurrency', 16, '--subs', 0, '--secs', 10]],
   ['publish-100', ['hub', 'hub-webhooks', 'floor', 'nchan', 'socketio'], ['publish', '--concurrency', 16, '--subs', scale(100), '--secs', 10]],
-  ['cost304', ['hub', 'hub-pollcache', 'floor'], ['cost304', '--concurrency', 16, '--secs', 5]],
+  ['cost304', ['hub', 'hub-pollcache', 'floor', 'runtime-null'], ['cost304', '--concurrency', 16, '--secs', 5]],
 ];
 
 function versions() {
@@ -146,7 +150,7 @@ for (const [name, systems, argv] of SCENARIOS) {
       server = await SYSTEMS[system](port, dir);
       // The load generator speaks each system's protocol; variants of the
       // hub speak the hub's.
-      const protocol = system.startsWith('hub') ? 'hub' : system;
+      const protocol = system.startsWith('hub') ? 'hub' : system === 'runtime-null' ? 'floor' : system;
       const result = await runLoadgen([...argv, '--system', protocol, '--url', server.url, '--pid', server.pid, '--label', name]);
       const row = { name, ...result, system };
       results.push(row);
