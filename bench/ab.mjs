@@ -69,6 +69,8 @@ for (let round = 0; round < rounds; round++) {
     const port = await freePort();
     const server = await v.start(port, join(dir, 'do'));
     try {
+      // Warm-up, not measured (as bench/run.mjs does).
+      await loadgen(['cost304', '--concurrency', 8, '--secs', 2, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'warm-up']);
       const r = await loadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'ab']);
       const m = metrics(r);
       all.get(v.name).push(m);

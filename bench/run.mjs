@@ -151,6 +151,13 @@ for (const [name, systems, argv] of SCENARIOS) {
       // The load generator speaks each system's protocol; variants of the
       // hub speak the hub's.
       const protocol = system.startsWith('hub') ? 'hub' : system === 'runtime-null' ? 'floor' : system;
+      if (protocol === 'hub' || protocol === 'floor') {
+        // Warm-up, not measured: a fresh isolate first runs its code in
+        // the baseline tiers and compiles the hot functions in the
+        // background (for the hub's WebAssembly ~300 ms of CPU on a V8
+        // worker thread, once per isolate); a deployed isolate lives long.
+        await runLoadgen(['cost304', '--concurrency', 8, '--secs', 2, '--system', protocol, '--url', server.url, '--pid', server.pid, '--label', 'warm-up']);
+      }
       const result = await runLoadgen([...argv, '--system', protocol, '--url', server.url, '--pid', server.pid, '--label', name]);
       const row = { name, ...result, system };
       results.push(row);
