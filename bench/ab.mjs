@@ -58,8 +58,11 @@ function metrics(r) {
   if (r.full_200) return { '200_us': r.full_200.server_cpu_us_per_request, '304_us': r.not_modified_304.server_cpu_us_per_request };
   if (r.cpu_ms_per_1000_requests !== undefined) return { cpu_per_1000: r.cpu_ms_per_1000_requests };
   if (r.per_sec !== undefined) return { per_sec: r.per_sec, cpu_ms: r.server_cpu_ms };
-  const f = r.latency_ms ?? r.fanout?.latency_ms;
-  return f ? { p50: f.p50, p99: f.p99, rate: r.rate_held ?? r.achieved_rate } : { raw: JSON.stringify(r).slice(0, 200) };
+  if (r.result?.latency_ms) {
+    const l = r.result.latency_ms;
+    return { p50: l.p50, p99: l.p99, rate: r.published / r.publish_secs, completeness: r.result.completeness };
+  }
+  return { raw: JSON.stringify(r).slice(0, 200) };
 }
 
 const all = new Map(variants.map((v) => [v.name, []]));
