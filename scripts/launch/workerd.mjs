@@ -2,7 +2,8 @@
 // child process that can be stopped, SIGKILLed mid-traffic and started
 // again on the same storage: the hub's built Worker (`startWorkerdHub`), or
 // any Worker with one SQLite Durable Object namespace (`writeConfig` +
-// `startWorkerd`, e.g. the benchmarks' floor).
+// `startWorkerd`; a single-module one with `startScriptWorker`, e.g. the
+// benchmarks' floor).
 //
 // Invariants: the socket listens on 127.0.0.1 only; the start waits at most
 // `readyTimeoutMs` (superviseServer); `stop()` ends the workerd it started
@@ -80,6 +81,26 @@ export async function startWorkerd(config, { port, removeOnExit = [], readyTimeo
       for (const dir of removeOnExit) rmSync(dir, { recursive: true, force: true });
     },
   });
+}
+
+/**
+ * Starts a single-module JavaScript Worker (`script`, with one SQLite
+ * Durable Object class `className` bound as ROOMS) on workerd, its storage
+ * in `storageDir` (a temporary folder if omitted, not removed), 127.0.0.1
+ * only: the benchmarks' reference Workers (bench/floor/, bench/null/).
+ * Returns superviseServer's handle.
+ */
+export async function startScriptWorker({ script, className, port, storageDir, extraArgs }) {
+  storageDir ??= mkdtempSync(join(tmpdir(), 'script-do-'));
+  const dir = mkdtempSync(join(tmpdir(), 'script-workerd-'));
+  const config = writeConfig({
+    dir,
+    port,
+    storageDir,
+    className,
+    modules: [{ name: 'worker.js', path: script, type: 'esModule' }],
+  });
+  return startWorkerd(config, { port, removeOnExit: [dir], extraArgs });
 }
 
 /**
