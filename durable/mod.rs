@@ -36,9 +36,11 @@
 //! - Nothing here panics on input: handlers return errors, which become
 //!   JSON errors, `error` frames or close codes.
 //!
-//! Other modules: `store` (SQLite), `budgets` (publish budgets per user),
-//! `fanout` (WebSocket sends in one boundary crossing), `retention`
-//! (history by age, idle rooms), `meter` (stats and usage).
+//! Other modules: `binding` (the class the runtime calls, each event run
+//! on the spot), `timer` (timeouts for held polls), `store` (SQLite),
+//! `budgets` (publish budgets per user), `fanout` (WebSocket sends in one
+//! boundary crossing), `retention` (history by age, idle rooms), `meter`
+//! (stats and usage).
 
 mod binding;
 mod budgets;
@@ -72,6 +74,7 @@ use sockets::SocketHub;
 use sse::StreamHub;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use wasm_bindgen::JsValue;
 use worker::{
     js_sys, web_sys, worker_sys::WebSocketRequestResponsePair, Env, Response, ScheduledTime, State,
     WebSocket, WebSocketIncomingMessage,
@@ -151,12 +154,19 @@ impl RoomObject {
     }
 
     /// The runtime's request as it is: the room reads only the description
-    /// header and, for a publish, the body (a `worker::Request` would read
-    /// the method, URL, headers and `cf` across the boundary first).
-    async fn fetch(&self, req: web_sys::Request) -> worker::Result<Response> {
+    /// header ([`RoomObject::described`]) and, for a publish, the body (a
+    /// `worker::Request` would read the method, URL, headers and `cf`
+    /// across the boundary first). `read_ahead`: the body, when the binding
+    /// read it before the handling began ([`RoomObject::reads_body_first`]).
+    async fn fetch(
+        &self,
+        req: web_sys::Request,
+        described: Result<RoomRequest, HubError>,
+        read_ahead: Option<JsValue>,
+    ) -> worker::Result<Response> {
         self.event_began();
         self.meter.borrow_mut().request();
-        let resp = self.answer(&req).await;
+        let resp = self.answer(&req, described, read_ahead).await;
         // A body that no handler read is read to its end (see `crate::body`).
         crate::body::discard(&req).await;
         self.after_event().await;
@@ -251,10 +261,35 @@ impl RoomObject {
         self.event_ended();
     }
 
+    /// What the Worker described in the request's header.
+    fn described(req: &web_sys::Request) -> Result<RoomRequest, HubError> {
+        let header = req.headers().get(ROOM_REQUEST_HEADER).ok().flatten();
+        RoomRequest::from_header(header.as_deref())
+    }
+
+    /// Whether the binding reads `request`'s body before the handling
+    /// begins: a publish whose length the Worker checked within the limit,
+    /// so one `arrayBuffer()` holds it (anything else is read bounded, as
+    /// it streams in, by `crate::body::read_within`).
+    fn reads_body_first(&self, request: &RoomRequest) -> bool {
+        let max = match &self.settings {
+            Ok(s) => s.max_message_bytes as u64,
+            Err(_) => return false,
+        };
+        matches!(
+            request.action,
+            RoomAction::Publish { body_len: Some(n), .. } if n <= max
+        )
+    }
+
     /// The response to a request: the handler's, or its error as JSON.
-    async fn answer(&self, req: &web_sys::Request) -> Response {
-        let described = req.headers().get(ROOM_REQUEST_HEADER).ok().flatten();
-        let request = match RoomRequest::from_header(described.as_deref()) {
+    async fn answer(
+        &self,
+        req: &web_sys::Request,
+        described: Result<RoomRequest, HubError>,
+        read_ahead: Option<JsValue>,
+    ) -> Response {
+        let request = match described {
             Ok(r) => r,
             Err(e) => return respond::error(&e, &Cors::None),
         };
@@ -270,7 +305,10 @@ impl RoomObject {
         if request.expires_s.is_some() && request.action.opens_connection() {
             self.deadlines_seen.set(true);
         }
-        match self.handle(req, &request, &settings, &cors).await {
+        match self
+            .handle(req, &request, read_ahead, &settings, &cors)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => respond::error(&e, &cors),
         }
@@ -280,6 +318,7 @@ impl RoomObject {
         &self,
         req: &web_sys::Request,
         request: &RoomRequest,
+        read_ahead: Option<JsValue>,
         settings: &Settings,
         cors: &Cors,
     ) -> Result<Response, HubError> {
@@ -293,7 +332,7 @@ impl RoomObject {
                 body_len,
             } => {
                 self.on_publish(
-                    req,
+                    (req, read_ahead),
                     request,
                     (idempotency_key.as_deref(), *body_len),
                     settings,
@@ -440,7 +479,7 @@ impl RoomObject {
 
     async fn on_publish(
         &self,
-        req: &web_sys::Request,
+        (req, read_ahead): (&web_sys::Request, Option<JsValue>),
         request: &RoomRequest,
         (idempotency_key, body_len): (Option<&str>, Option<u64>),
         settings: &Settings,
@@ -452,7 +491,10 @@ impl RoomObject {
         // Content-Type and a declared Content-Length were checked by the
         // Worker; a body without a length is bounded while it is read.
         let max = settings.max_message_bytes;
-        let bytes = crate::body::read_within(req, max, body_len).await?;
+        let bytes = match read_ahead {
+            Some(buffer) => crate::body::read_ahead(&buffer, max)?,
+            None => crate::body::read_within(req, max, body_len).await?,
+        };
         self.meter.borrow_mut().published(bytes.len());
         // The room may have been deleted while the body was read.
         self.load(&request.room)?;

@@ -20,8 +20,8 @@
 //! module's memory at most the budget.
 
 use crate::core::error::HubError;
-use worker::js_sys::{Reflect, Uint8Array};
-use worker::wasm_bindgen::JsCast;
+use worker::js_sys::{ArrayBuffer, Reflect, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys;
 
@@ -43,11 +43,7 @@ pub async fn read_within(
         let buffer = JsFuture::from(req.array_buffer().map_err(failed)?)
             .await
             .map_err(failed)?;
-        let bytes = Uint8Array::new(&buffer);
-        if bytes.length() as usize > max {
-            return Err(HubError::TooLarge { limit: max });
-        }
-        return Ok(bytes.to_vec());
+        return read_ahead(&buffer, max);
     }
     let Some(stream) = req.body() else {
         return Ok(Vec::new());
@@ -75,6 +71,21 @@ pub async fn read_within(
         body.resize(start + chunk.length() as usize, 0);
         chunk.copy_to(&mut body[start..]);
     }
+}
+
+/// The bytes of a body read in one piece (`arrayBuffer()`, by
+/// [`read_within`] or ahead of the handling by `durable::binding`), or
+/// `TooLarge` past `max`. Anything but an `ArrayBuffer` means the read
+/// failed: an internal error.
+pub fn read_ahead(buffer: &JsValue, max: usize) -> Result<Vec<u8>, HubError> {
+    let Some(buffer) = buffer.dyn_ref::<ArrayBuffer>() else {
+        return Err(HubError::Internal("body: reading it failed".into()));
+    };
+    let bytes = Uint8Array::new(buffer);
+    if bytes.length() as usize > max {
+        return Err(HubError::TooLarge { limit: max });
+    }
+    Ok(bytes.to_vec())
 }
 
 /// Reads the body of `req` to its end and drops it, if it has one that

@@ -62,7 +62,7 @@ fn start() {
 pub fn fetch(req: web_sys::Request, env: Env, _ctx: JsValue) -> JsValue {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
-        Err(e) => return resolved(respond::error(&e, &Cors::None).into()),
+        Err(e) => return answered(respond::error(&e, &Cors::None).into()),
     };
     let incoming = Incoming::read(req);
     let origin = incoming.header("Origin");
@@ -84,7 +84,7 @@ enum Outcome {
 
 /// An answer made here: the response itself (the runtime takes a value as
 /// well as a promise).
-fn resolved(resp: web_sys::Response) -> JsValue {
+fn answered(resp: web_sys::Response) -> JsValue {
     resp.into()
 }
 
@@ -100,14 +100,14 @@ fn finish(
     cors: &Cors,
 ) -> JsValue {
     let described = match outcome {
-        Ok(Outcome::Answer(resp)) => return resolved(resp),
+        Ok(Outcome::Answer(resp)) => return answered(resp),
         Ok(Outcome::Room(described)) => described,
-        Err(e) => return resolved(respond::error(&e, cors).into()),
+        Err(e) => return answered(respond::error(&e, cors).into()),
     };
     if let Some(etag) = cached_etag(settings, &described) {
         return match respond::not_modified(&etag, cors) {
-            Ok(resp) => resolved(resp.into()),
-            Err(e) => resolved(respond::error(&HubError::from(e), cors).into()),
+            Ok(resp) => answered(resp.into()),
+            Err(e) => answered(respond::error(&HubError::from(e), cors).into()),
         };
     }
     let sent_at_ms = now_ms();
@@ -119,7 +119,7 @@ fn finish(
         &described,
     ) {
         Ok(promise) => promise,
-        Err(e) => return resolved(respond::error(&e, cors).into()),
+        Err(e) => return answered(respond::error(&e, cors).into()),
     };
     let on_answer = match (settings.poll_cache_ms, &described.action) {
         (0, _) => JsValue::UNDEFINED,
