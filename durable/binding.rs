@@ -4,11 +4,11 @@
 //!
 //! Each of the runtime's events is handed to [`RoomObject`] and run with
 //! [`settle`]: what completes without waiting (a `304`, every WebSocket
-//! frame) returns its value at once, the rest a promise. A publish whose
-//! length the Worker checked has its body read first, by one promise
-//! reaction that then runs the rest on the spot.
-//! The generated glue made every event an `async` export (a promise and a
-//! queued microtask each, even for a `304`; issue 19).
+//! frame) returns its value at once, the rest a promise. The generated
+//! glue made every event an `async` export (a promise and a queued
+//! microtask each, even for a `304`; issue 19). A publish whose length the
+//! Worker checked has its body read first, by one promise reaction that
+//! then runs the rest on the spot.
 //!
 //! Invariant: the handlers' futures own an `Rc` of the room, never a
 //! borrow of this object, so a promise that outlives the call is sound.
