@@ -13,7 +13,7 @@
 //!   state is read, so what `GET` reports is what a restart finds.
 
 use super::{now_ms, RoomObject};
-use crate::core::meter::{Counters, FromStorage, Stats, Usage};
+use crate::core::meter::{Counters, FromStorage, Meter, Stats, Usage};
 use crate::core::transport;
 
 impl RoomObject {
@@ -24,13 +24,20 @@ impl RoomObject {
         self.streams.connections() + self.polls.connections()
     }
 
-    /// Accrues awake time and the storage rows counted so far.
-    pub(super) fn tick_meter(&self) {
+    /// Steps the meter to now (`step` gets the time and the connections
+    /// holding the room awake), then adds the storage rows counted since
+    /// the last step.
+    fn meter_step(&self, step: impl FnOnce(&mut Meter, u64, usize)) {
         let held = self.held_awake();
         let (read, written) = self.rows.take();
         let mut meter = self.meter.borrow_mut();
-        meter.tick(now_ms(), held);
+        step(&mut meter, now_ms(), held);
         meter.rows(read, written);
+    }
+
+    /// Accrues awake time and the storage rows counted so far.
+    pub(super) fn tick_meter(&self) {
+        self.meter_step(Meter::tick);
     }
 
     /// An event began: the room is billed for duration until it ends.
@@ -41,11 +48,7 @@ impl RoomObject {
 
     /// The event ended (its storage rows counted with it).
     pub(super) fn event_ended(&self) {
-        let held = self.held_awake();
-        let (read, written) = self.rows.take();
-        let mut meter = self.meter.borrow_mut();
-        meter.event_ended(now_ms(), held);
-        meter.rows(read, written);
+        self.meter_step(Meter::event_ended);
     }
 
     /// The room's live connections, for its peak.

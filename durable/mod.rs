@@ -268,18 +268,16 @@ impl RoomObject {
     }
 
     /// Whether the binding reads `request`'s body before the handling
-    /// begins: a publish whose length the Worker checked within the limit,
-    /// so one `arrayBuffer()` holds it (anything else is read bounded, as
-    /// it streams in, by `crate::body::read_within`).
+    /// begins: a publish whose body is read in one piece
+    /// (`crate::body::reads_in_one_piece`; any other body is read bounded,
+    /// as it streams in, by `crate::body::read_within`).
     fn reads_body_first(&self, request: &RoomRequest) -> bool {
-        let max = match &self.settings {
-            Ok(s) => s.max_message_bytes as u64,
-            Err(_) => return false,
-        };
-        matches!(
-            request.action,
-            RoomAction::Publish { body_len: Some(n), .. } if n <= max
-        )
+        match (&request.action, &self.settings) {
+            (RoomAction::Publish { body_len, .. }, Ok(settings)) => {
+                crate::body::reads_in_one_piece(*body_len, settings.max_message_bytes)
+            }
+            _ => false,
+        }
     }
 
     /// The response to a request: the handler's, or its error as JSON.

@@ -38,7 +38,7 @@ pub async fn read_within(
     max: usize,
     declared: Option<u64>,
 ) -> Result<Vec<u8>, HubError> {
-    if declared.is_some_and(|n| n <= max as u64) {
+    if reads_in_one_piece(declared, max) {
         let failed = |e| HubError::Internal(format!("body: {e:?}"));
         let buffer = JsFuture::from(req.array_buffer().map_err(failed)?)
             .await
@@ -71,6 +71,14 @@ pub async fn read_within(
         body.resize(start + chunk.length() as usize, 0);
         chunk.copy_to(&mut body[start..]);
     }
+}
+
+/// Whether a body whose length the Worker checked (`declared`) is read in
+/// one piece (`arrayBuffer()`): it is within `max`, and the runtime holds a
+/// body to its declared length. Any other body is read as it streams in,
+/// bounded.
+pub fn reads_in_one_piece(declared: Option<u64>, max: usize) -> bool {
+    declared.is_some_and(|n| n <= max as u64)
 }
 
 /// The bytes of a body read in one piece (`arrayBuffer()`, by
