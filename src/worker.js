@@ -38,15 +38,21 @@ function noteIfBroken(error) {
 // A panic in a pending handler surfaces here, outside any call below.
 addEventListener('error', (event) => noteIfBroken(event.error));
 
+// Every call into the module: reset first if it is broken, and note a
+// panic that breaks it.
+function guarded(call) {
+  resetIfBroken();
+  try {
+    return call();
+  } catch (error) {
+    noteIfBroken(error);
+    throw error;
+  }
+}
+
 export default {
   fetch(request, env, ctx) {
-    resetIfBroken();
-    try {
-      return hub.fetch(request, env, ctx);
-    } catch (error) {
-      noteIfBroken(error);
-      throw error;
-    }
+    return guarded(() => hub.fetch(request, env, ctx));
   },
 };
 
@@ -65,17 +71,13 @@ export class RoomObject {
   // Runs `f` on this room's Rust object, made anew if the instance that
   // made it was reset.
   #call(f) {
-    resetIfBroken();
-    try {
+    return guarded(() => {
       if (this.#instanceId !== initState.instanceId) {
         this.#room = new hub.RoomObject(this.#ctx, this.#env);
         this.#instanceId = initState.instanceId;
       }
       return f(this.#room);
-    } catch (error) {
-      noteIfBroken(error);
-      throw error;
-    }
+    });
   }
 
   fetch(request) {
