@@ -18,13 +18,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spawn } from 'node:child_process';
-import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
+import { HUB_BENCH_VARS, runLoadgen } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -38,7 +36,6 @@ const top = Number(opt('top', 30));
 const out = opt('out', null);
 const loadgenArgs = opt('loadgen', null);
 const CONCURRENCY = 8;
-const LOADGEN = join(dirname(fileURLToPath(import.meta.url)), 'loadgen/target/release/hub-loadgen');
 
 /**
  * Runs the load generator on `url`; calls `onPublishing` when a fan-out
@@ -46,39 +43,28 @@ const LOADGEN = join(dirname(fileURLToPath(import.meta.url)), 'loadgen/target/re
  * scenarios) and `onPublished` when it has published its last message;
  * resolves with its JSON result.
  */
-function runLoadgen(url, pid, onPublishing, onPublished) {
-  return new Promise((resolve, reject) => {
-    const argv = [...loadgenArgs.split(/\s+/), '--system', system, '--url', url, '--pid', String(pid), '--label', 'profile'];
-    const child = spawn(LOADGEN, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    if (!loadgenArgs.startsWith('fanout')) onPublishing();
-    child.stderr.on('data', (d) => {
-      if (String(d).includes('subscribed: publishing')) onPublishing();
-      else if (String(d).includes('published: draining')) onPublished();
-      else process.stderr.write(d);
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop()));
-      } catch {
-        reject(new Error(`loadgen exit ${code}`));
-      }
-    });
+async function profiledLoadgen(url, pid, onPublishing, onPublished) {
+  const argv = [...loadgenArgs.split(/\s+/), '--system', system, '--url', url, '--pid', pid, '--label', 'profile'];
+  if (!loadgenArgs.startsWith('fanout')) onPublishing();
+  const result = await runLoadgen(argv, {
+    onStderr: (text) => {
+      if (text.includes('subscribed: publishing')) onPublishing();
+      else if (text.includes('published: draining')) onPublished();
+      else process.stderr.write(text);
+    },
   });
+  if (result.error) throw new Error(result.error);
+  return result;
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'profile-'));
 const port = await freePort();
 const inspectorPort = await freePort();
 const extraArgs = [`--inspector-addr=127.0.0.1:${inspectorPort}`];
-const vars = { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0' };
 const server =
   system === 'floor'
     ? await floor.start({ port, storageDir: join(dir, 'do'), extraArgs })
-    : await startWorkerdHub({ port, stateDir: join(dir, 'do'), vars, extraArgs });
+    : await startWorkerdHub({ port, stateDir: join(dir, 'do'), vars: HUB_BENCH_VARS, extraArgs });
 const room = `${server.url}/rooms/profile`;
 
 async function publish(i) {
@@ -148,7 +134,7 @@ try {
     // Fan-out is profiled from its first publish to its last: connecting
     // and closing are not part of what a message costs.
     let started;
-    const result = await runLoadgen(
+    const result = await profiledLoadgen(
       server.url,
       server.pid,
       () => (started ??= call('Profiler.start')),

@@ -6,7 +6,7 @@
 //
 // Each system starts fresh for each scenario (so idle memory has a clean
 // baseline), on loopback, and is stopped after it.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync, appendFileSync, mkdtempSync, rmSync, readFileSync } from 'node:fs';
@@ -21,9 +21,9 @@ import * as nullWorker from './null/launch.mjs';
 import * as nchan from './nchan/launch.mjs';
 import * as socketio from './socketio/launch.mjs';
 import { renderTable, renderPlot } from './report.mjs';
+import { HUB_BENCH_VARS, runLoadgen, warmUp } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const LOADGEN = join(here, 'loadgen/target/release/hub-loadgen');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const flag = (name) => {
@@ -34,8 +34,6 @@ const only = flag('--only');
 const onlyScenarios = flag('--scenarios');
 const scale = (n) => (quick ? Math.max(10, Math.round(n / 10)) : n);
 
-// Limits raised so they measure the systems, not our throttles.
-const HUB_BENCH_VARS = { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HISTORY_LIMIT: '1000' };
 
 /**
  * The hub with webhooks on: every publish also goes into the room's
@@ -109,27 +107,6 @@ function versions() {
   };
 }
 
-function runLoadgen(argv) {
-  return new Promise((resolve) => {
-    const child = spawn(LOADGEN, argv.map(String), { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    // A scenario that hangs is a result too: cut it off, bounded.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').pop();
-      try {
-        resolve(JSON.parse(line));
-      } catch {
-        resolve({ error: `loadgen exit ${code}: ${err.slice(-400)}` });
-      }
-    });
-  });
-}
-
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const outDir = join(here, 'results');
 mkdirSync(outDir, { recursive: true });
@@ -151,13 +128,7 @@ for (const [name, systems, argv] of SCENARIOS) {
       // The load generator speaks each system's protocol; variants of the
       // hub speak the hub's.
       const protocol = system.startsWith('hub') ? 'hub' : system === 'runtime-null' ? 'floor' : system;
-      if (protocol === 'hub' || protocol === 'floor') {
-        // Warm-up, not measured: a fresh isolate first runs its code in
-        // the baseline tiers and compiles the hot functions in the
-        // background (for the hub's WebAssembly ~300 ms of CPU on a V8
-        // worker thread, once per isolate); a deployed isolate lives long.
-        await runLoadgen(['cost304', '--concurrency', 8, '--secs', 2, '--system', protocol, '--url', server.url, '--pid', server.pid, '--label', 'warm-up']);
-      }
+      if (protocol === 'hub' || protocol === 'floor') await warmUp(protocol, server);
       const result = await runLoadgen([...argv, '--system', protocol, '--url', server.url, '--pid', server.pid, '--label', name]);
       const row = { name, ...result, system };
       results.push(row);
