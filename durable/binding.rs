@@ -15,7 +15,7 @@
 
 use super::RoomObject;
 use crate::core::error::HubError;
-use crate::core::request::RoomRequest;
+use crate::core::request::{RoomRequest, ROOM_REQUEST_HEADER};
 use crate::settle::settle;
 use std::rc::Rc;
 use wasm_bindgen::prelude::{wasm_bindgen, Closure};
@@ -26,8 +26,14 @@ use worker::{js_sys, web_sys, worker_sys, Env, State, WebSocketIncomingMessage};
 export function read_body_then(req, then) {
   return req.arrayBuffer().then(then, () => then(undefined));
 }
+export function header_of(req, name) {
+  return req.headers.get(name);
+}
 "#)]
 extern "C" {
+    /// `req`'s header `name`, in one crossing (`req.headers().get()` is two).
+    fn header_of(req: &web_sys::Request, name: &str) -> Option<String>;
+
     /// Reads `req`'s body in one piece and calls `then` with its
     /// `ArrayBuffer` (or `undefined` if reading failed); returns the
     /// promise of what `then` returns.
@@ -67,7 +73,7 @@ impl RoomBinding {
     /// `Response | Promise<Response>`.
     pub fn fetch(&self, req: web_sys::Request) -> JsValue {
         let room = self.room.clone();
-        let described = RoomObject::described(&req);
+        let described = RoomRequest::from_header(header_of(&req, ROOM_REQUEST_HEADER).as_deref());
         if matches!(&described, Ok(r) if room.reads_body_first(r)) {
             // A publish: its body is read by one promise reaction that
             // runs the rest on the spot, where a Rust future awaiting it

@@ -62,7 +62,7 @@ use crate::core::error::HubError;
 use crate::core::meter::Meter;
 use crate::core::names::RoomName;
 use crate::core::protocol::{Publish, Published, RoomState};
-use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
+use crate::core::request::{RoomAction, RoomRequest};
 use crate::core::settings::Settings;
 use crate::core::tickets::TicketBook;
 use crate::core::transport::{self, StoredMessage, Transport};
@@ -154,7 +154,7 @@ impl RoomObject {
     }
 
     /// The runtime's request as it is: the room reads only the description
-    /// header ([`RoomObject::described`]) and, for a publish, the body (a
+    /// header (in `binding`) and, for a publish, the body (a
     /// `worker::Request` would read the method, URL, headers and `cf`
     /// across the boundary first). `read_ahead`: the body, when the binding
     /// read it before the handling began ([`RoomObject::reads_body_first`]).
@@ -166,9 +166,15 @@ impl RoomObject {
     ) -> worker::Result<Response> {
         self.event_began();
         self.meter.borrow_mut().request();
+        // The Worker sends a body with a publish only (`crate::rooms_call`),
+        // and a body read ahead was read whole: only then can one be left.
+        let may_leave_body = read_ahead.is_none()
+            && !matches!(&described, Ok(r) if !matches!(r.action, RoomAction::Publish { .. }));
         let resp = self.answer(&req, described, read_ahead).await;
-        // A body that no handler read is read to its end (see `crate::body`).
-        crate::body::discard(&req).await;
+        if may_leave_body {
+            // A body that no handler read is read to its end (see `crate::body`).
+            crate::body::discard(&req).await;
+        }
         self.after_event().await;
         Ok(resp)
     }
@@ -228,10 +234,8 @@ impl RoomObject {
     }
 }
 
-/// Milliseconds since the epoch, from the runtime's clock.
-pub fn now_ms() -> u64 {
-    js_sys::Date::now() as u64
-}
+/// Milliseconds since the epoch, read once per synchronous stretch.
+pub use crate::clock::now_ms;
 
 /// A random id for connections and epochs: only needs to be unique in its room.
 fn random_u32() -> u32 {
@@ -259,12 +263,6 @@ impl RoomObject {
         self.save_meter(false);
         self.arm_alarm().await;
         self.event_ended();
-    }
-
-    /// What the Worker described in the request's header.
-    fn described(req: &web_sys::Request) -> Result<RoomRequest, HubError> {
-        let header = req.headers().get(ROOM_REQUEST_HEADER).ok().flatten();
-        RoomRequest::from_header(header.as_deref())
     }
 
     /// Whether the binding reads `request`'s body before the handling

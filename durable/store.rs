@@ -9,9 +9,13 @@
 //!   and are never reused, without a second write per publish. Age
 //!   retention may empty the table; it then writes the last id (and the
 //!   last publish time) to `hub_meta` first.
-//! - Every statement goes through [`Store::run`], [`Store::rows`] or
-//!   [`Store::one`], which count the rows it read and wrote for the
-//!   room's usage meter.
+//! - Every statement goes through [`Store::run`], [`Store::rows`],
+//!   [`Store::one`] or [`Store::run_direct`], which count the rows it read
+//!   and wrote for the room's usage meter.
+//! - The statements of every publish (the message, its idempotency key,
+//!   the history trim) run through [`Store::run_direct`]: one boundary
+//!   crossing each, where `SqlStorage::exec` takes one per binding, one
+//!   for its array and two for the counts (issue 19).
 //! - `hub_meta.epoch` is drawn once, when the room's storage is created.
 //! - Storage is created by the first publish, never by a read: a room that
 //!   was never published to writes nothing, and the room lets go of the
@@ -29,7 +33,45 @@ use serde::Deserialize;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
 use worker::{SqlCursor, SqlStorage, SqlStorageValue};
+
+#[wasm_bindgen(inline_js = r#"
+export function run_counted(sql, counts, query, ...bindings) {
+  const cursor = sql.exec(query, ...bindings);
+  counts[0] = cursor.rowsRead;
+  counts[1] = cursor.rowsWritten;
+}
+"#)]
+extern "C" {
+    /// Runs `query` with one row of `hub_messages` (id, event, body, ts)
+    /// and writes the rows it read and wrote to `counts`.
+    #[wasm_bindgen(catch, js_name = run_counted)]
+    fn run_message_row(
+        sql: &JsValue,
+        counts: &mut [f64],
+        query: &str,
+        id: f64,
+        event: &str,
+        body: &str,
+        ts: f64,
+    ) -> Result<(), JsValue>;
+    /// Runs `query` with one row of `hub_idempotency` (scope, key, id, ts).
+    #[wasm_bindgen(catch, js_name = run_counted)]
+    fn run_key_row(
+        sql: &JsValue,
+        counts: &mut [f64],
+        query: &str,
+        scope: &str,
+        key: &str,
+        id: f64,
+        ts: f64,
+    ) -> Result<(), JsValue>;
+    /// Runs `query` with one id.
+    #[wasm_bindgen(catch, js_name = run_counted)]
+    fn run_with_id(sql: &JsValue, counts: &mut [f64], query: &str, id: f64) -> Result<(), JsValue>;
+}
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -104,9 +146,12 @@ impl RowCounter {
     }
 
     fn count(&self, cursor: &SqlCursor) {
-        self.read.set(self.read.get() + cursor.rows_read() as u64);
-        self.written
-            .set(self.written.get() + cursor.rows_written() as u64);
+        self.add(cursor.rows_read() as u64, cursor.rows_written() as u64);
+    }
+
+    fn add(&self, read: u64, written: u64) {
+        self.read.set(self.read.get() + read);
+        self.written.set(self.written.get() + written);
     }
 }
 
@@ -480,6 +525,19 @@ impl Store {
         self.query(query, bindings, |_| Ok(()))
     }
 
+    /// Runs a statement that returns no rows through one of the direct
+    /// calls above (`exec` gets the handle and the counts to fill).
+    fn run_direct(
+        &self,
+        exec: impl FnOnce(&JsValue, &mut [f64]) -> Result<(), JsValue>,
+    ) -> Result<(), HubError> {
+        let mut counts = [0.0; 2];
+        exec(self.sql.as_ref(), &mut counts)
+            .map_err(|e| HubError::Internal(format!("storage: {e:?}")))?;
+        self.rows.add(counts[0] as u64, counts[1] as u64);
+        Ok(())
+    }
+
     /// Runs a query and reads every row it returns.
     fn rows<T: serde::de::DeserializeOwned>(
         &self,
@@ -534,31 +592,42 @@ impl Store {
     /// trim, all before the caller answers.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<(), HubError> {
         self.ensure_created(msg.ts_ms)?;
-        self.run(
-            "INSERT INTO hub_messages (id, event, body, ts) VALUES (?, ?, ?, ?)",
-            vec![
-                int(msg.message.id.0),
-                msg.message.event.as_str().into(),
-                msg.message.envelope.as_str().into(),
-                int(msg.ts_ms),
-            ],
-        )?;
+        // Ids and times are far below 2^53: exact as JavaScript numbers.
+        let id = msg.message.id.0 as f64;
+        let ts = msg.ts_ms as f64;
+        self.run_direct(|sql, counts| {
+            run_message_row(
+                sql,
+                counts,
+                "INSERT INTO hub_messages (id, event, body, ts) VALUES (?, ?, ?, ?)",
+                id,
+                msg.message.event.as_str(),
+                msg.message.envelope.as_str(),
+                ts,
+            )
+        })?;
         if let Some((scope, key)) = msg.idempotency {
-            self.run(
-                "INSERT INTO hub_idempotency (scope, key, id, ts) VALUES (?, ?, ?, ?)",
-                vec![
-                    scope.into(),
-                    key.into(),
-                    int(msg.message.id.0),
-                    int(msg.ts_ms),
-                ],
-            )?;
+            self.run_direct(|sql, counts| {
+                run_key_row(
+                    sql,
+                    counts,
+                    "INSERT INTO hub_idempotency (scope, key, id, ts) VALUES (?, ?, ?, ?)",
+                    scope,
+                    key,
+                    id,
+                    ts,
+                )
+            })?;
         }
         if let Some(through) = msg.drop_through {
-            self.run(
-                "DELETE FROM hub_messages WHERE id <= ?",
-                vec![int(through.0)],
-            )?;
+            self.run_direct(|sql, counts| {
+                run_with_id(
+                    sql,
+                    counts,
+                    "DELETE FROM hub_messages WHERE id <= ?",
+                    through.0 as f64,
+                )
+            })?;
             // A key outlives nothing it protects: once its message is gone
             // from history, so is the key. Pruned in batches: a key lives
             // at most IDEMPOTENCY_PRUNE_EVERY messages longer than its message.

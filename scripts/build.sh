@@ -10,7 +10,8 @@
 #   3. wasm-opt optimizes the module (keeping its function names, so
 #      profiles stay readable);
 #   4. esbuild bundles src/worker.js with the glue into build/index.js; the
-#      .wasm stays a separate module.
+#      .wasm stays a separate module. Names are kept (whitespace and syntax
+#      minified only), so a profile names the glue's functions too.
 # Every tool is a pinned local copy (scripts/toolchain.sh): nothing is
 # downloaded at build time.
 set -euo pipefail
@@ -34,7 +35,7 @@ mv "$stage/index_bg.opt.wasm" "$stage/index_bg.wasm"
 cp src/worker.js "$stage/worker.js"
 # wasm-bindgen lists a snippet module used twice under one key twice (the
 # same module both times): silenced, not a bug of ours.
-node_modules/.bin/esbuild "$stage/worker.js" --bundle --format=esm --minify \
+node_modules/.bin/esbuild "$stage/worker.js" --bundle --format=esm --minify-syntax --minify-whitespace \
   --external:./index_bg.wasm '--external:cloudflare:*' \
   --outfile="$stage/bundle.js" --log-level=warning --log-override:duplicate-object-key=silent
 # wasm-bindgen imports the module's source phase; the runtime and wrangler

@@ -20,7 +20,8 @@
 //! module's memory at most the budget.
 
 use crate::core::error::HubError;
-use worker::js_sys::{ArrayBuffer, Reflect, Uint8Array};
+use worker::js_sys::{Reflect, Uint8Array};
+use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys;
@@ -86,14 +87,30 @@ pub fn reads_in_one_piece(declared: Option<u64>, max: usize) -> bool {
 /// `TooLarge` past `max`. Anything but an `ArrayBuffer` means the read
 /// failed: an internal error.
 pub fn read_ahead(buffer: &JsValue, max: usize) -> Result<Vec<u8>, HubError> {
-    let Some(buffer) = buffer.dyn_ref::<ArrayBuffer>() else {
+    let length = buffer_length(buffer);
+    if length < 0.0 {
         return Err(HubError::Internal("body: reading it failed".into()));
-    };
-    let bytes = Uint8Array::new(buffer);
-    if bytes.length() as usize > max {
+    }
+    if length > max as f64 {
         return Err(HubError::TooLarge { limit: max });
     }
-    Ok(bytes.to_vec())
+    Ok(buffer_bytes(buffer))
+}
+
+#[wasm_bindgen(inline_js = r#"
+export function buffer_length(value) {
+  return value instanceof ArrayBuffer ? value.byteLength : -1;
+}
+export function buffer_bytes(buffer) {
+  return new Uint8Array(buffer);
+}
+"#)]
+extern "C" {
+    /// The length of `value` if it is an `ArrayBuffer`, else -1.
+    fn buffer_length(value: &JsValue) -> f64;
+    /// A copy of an `ArrayBuffer`'s bytes, in one crossing (a
+    /// `Uint8Array` view, its length and its copy are three).
+    fn buffer_bytes(buffer: &JsValue) -> Vec<u8>;
 }
 
 /// Reads the body of `req` to its end and drops it, if it has one that

@@ -14,6 +14,8 @@
 //! - `publish_many` (wasm32): `POST /publish`, the backend's fan-out.
 //! - `jwks` (wasm32): RS256/ES256 keys from `JWKS`/`JWKS_URL`, checked by
 //!   the runtime's WebCrypto.
+//! - `clock` (wasm32): the runtime's clock, read once per synchronous
+//!   stretch.
 //! - `settle` (wasm32): runs an export's handling on the spot, a promise
 //!   only for what must wait.
 //! - `body` (wasm32): the room's request bodies, read within a budget and
@@ -27,6 +29,8 @@ pub mod core;
 
 #[cfg(target_arch = "wasm32")]
 mod body;
+#[cfg(target_arch = "wasm32")]
+mod clock;
 #[cfg(target_arch = "wasm32")]
 mod config;
 #[cfg(target_arch = "wasm32")]

@@ -19,6 +19,7 @@
 //! A request answered here is never forwarded, and its body never touched:
 //! the runtime drops such a body without complaint (see `crate::body`).
 
+use crate::clock::now_ms;
 use crate::core::auth::{self, Identity};
 use crate::core::backend;
 use crate::core::error::HubError;
@@ -338,10 +339,6 @@ thread_local! {
     static POLL_CACHE: RefCell<Option<PollCache>> = const { RefCell::new(None) };
 }
 
-fn now_ms() -> u64 {
-    worker::js_sys::Date::now() as u64
-}
-
 /// The ETag to answer `304` with from this isolate's cache: only for an
 /// immediate poll with `If-None-Match` (a long poll or an unconditional
 /// poll always goes to the room), and only with `POLL_CACHE_MS` on. The
@@ -507,7 +504,7 @@ async fn authenticate(
         auth::Alg::Hs256 => jws.verify_hs256(&hs256)?,
         auth::Alg::Rs256 | auth::Alg::Es256 => crate::jwks::verify(&jws, settings).await?,
     }
-    let now_s = (worker::js_sys::Date::now() / 1000.0) as u64;
+    let now_s = now_ms() / 1000;
     let claims = jws.claims(&settings.token_rules, now_s)?;
     let identity = auth::authorize(
         &claims,

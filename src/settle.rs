@@ -11,6 +11,9 @@
 //! that is still pending becomes a promise (issue 19: this was most of
 //! what separated a room's `304` from the hand-written JavaScript floor's).
 //!
+//! The poll here is one synchronous stretch, so it runs in a
+//! `crate::clock` frame: the clock is read at most once in it.
+//!
 //! Invariant, for every future given to [`settle`]: each of its leaf
 //! futures registers the waker of *every* poll, not only the first one.
 //! The first poll runs with a no-op waker; the executor that takes a
@@ -32,7 +35,12 @@ where
 {
     let mut handling = Box::pin(handling);
     let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-    match handling.as_mut().poll(&mut cx) {
+    // The poll is one synchronous stretch: the clock is read once in it.
+    let polled = {
+        let _frame = crate::clock::frame();
+        handling.as_mut().poll(&mut cx)
+    };
+    match polled {
         Poll::Ready(Ok(value)) => value,
         Poll::Ready(Err(error)) => js_sys::Promise::reject(&error).into(),
         Poll::Pending => wasm_bindgen_futures::future_to_promise(handling).into(),
