@@ -48,12 +48,7 @@ fn respond(
     described: Result<RoomRequest, HubError>,
     read_ahead: Option<JsValue>,
 ) -> JsValue {
-    settle(async move {
-        room.fetch(req, described, read_ahead)
-            .await
-            .map(|resp| web_sys::Response::from(resp).into())
-            .map_err(JsValue::from)
-    })
+    settle(async move { Ok(room.fetch(req, described, read_ahead).await.into()) })
 }
 
 #[wasm_bindgen(js_name = RoomObject)]
@@ -92,10 +87,8 @@ impl RoomBinding {
     pub fn alarm(&self) -> JsValue {
         let room = self.room.clone();
         settle(async move {
-            room.alarm()
-                .await
-                .map(|resp| web_sys::Response::from(resp).into())
-                .map_err(JsValue::from)
+            room.alarm().await;
+            Ok(JsValue::UNDEFINED)
         })
     }
 

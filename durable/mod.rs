@@ -76,7 +76,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{
-    js_sys, web_sys, worker_sys::WebSocketRequestResponsePair, Env, Response, ScheduledTime, State,
+    js_sys, web_sys, worker_sys::WebSocketRequestResponsePair, Env, ScheduledTime, State,
     WebSocket, WebSocketIncomingMessage,
 };
 
@@ -163,7 +163,7 @@ impl RoomObject {
         req: web_sys::Request,
         described: Result<RoomRequest, HubError>,
         read_ahead: Option<JsValue>,
-    ) -> worker::Result<Response> {
+    ) -> web_sys::Response {
         self.event_began();
         self.meter.borrow_mut().request();
         // The Worker sends a body with a publish only (`crate::rooms_call`),
@@ -176,13 +176,13 @@ impl RoomObject {
             crate::body::discard(&req).await;
         }
         self.after_event().await;
-        Ok(resp)
+        resp
     }
 
     /// The room's clock: delivers the webhook events due, ends the
     /// connections whose token expired, then sets the alarm for what is
     /// next.
-    async fn alarm(&self) -> worker::Result<Response> {
+    async fn alarm(&self) {
         self.alarm_ms.set(None);
         self.deadlines_seen.set(true);
         self.event_began();
@@ -195,7 +195,6 @@ impl RoomObject {
         self.retention_alarm().await;
         self.arm_alarm().await;
         self.event_ended();
-        Response::empty()
     }
 
     async fn websocket_message(
@@ -284,7 +283,7 @@ impl RoomObject {
         req: &web_sys::Request,
         described: Result<RoomRequest, HubError>,
         read_ahead: Option<JsValue>,
-    ) -> Response {
+    ) -> web_sys::Response {
         let request = match described {
             Ok(r) => r,
             Err(e) => return respond::error(&e, &Cors::None),
@@ -317,7 +316,7 @@ impl RoomObject {
         read_ahead: Option<JsValue>,
         settings: &Settings,
         cors: &Cors,
-    ) -> Result<Response, HubError> {
+    ) -> Result<web_sys::Response, HubError> {
         self.load(&request.room)?;
         if request.action.opens_connection() {
             self.admit(request)?;
@@ -480,7 +479,7 @@ impl RoomObject {
         (idempotency_key, body_len): (Option<&str>, Option<u64>),
         settings: &Settings,
         cors: &Cors,
-    ) -> Result<Response, HubError> {
+    ) -> Result<web_sys::Response, HubError> {
         if !request.identity.can_publish() {
             return Err(HubError::Forbidden("the token does not grant publish"));
         }
@@ -525,17 +524,17 @@ impl RoomObject {
             id: accepted.id.0,
             ts: accepted.ts_ms,
         };
-        let resp = respond::json(201, &published, cors)?;
-        if accepted.stored.is_none() {
-            resp.headers().set("Idempotent-Replayed", "true")?;
-        }
-        Ok(resp)
+        let replayed: &[(&str, &str)] = match accepted.stored {
+            Some(_) => &[],
+            None => &[("Idempotent-Replayed", "true")],
+        };
+        respond::json_with(201, &published, replayed, cors)
     }
 
     /// `POST /rooms/{room}/disconnect`: ends every live connection of
     /// `user`, on every transport (`4003 disconnected`).
     /// Their outstanding connect tickets are revoked too.
-    fn on_disconnect(&self, user: &str, cors: &Cors) -> Result<Response, HubError> {
+    fn on_disconnect(&self, user: &str, cors: &Cors) -> Result<web_sys::Response, HubError> {
         self.tickets.borrow_mut().revoke_user(user);
         let identity = Identity::User {
             sub: user.to_owned(),
@@ -543,25 +542,23 @@ impl RoomObject {
         };
         let key = crate::core::auth::connection_key(&identity).unwrap_or_default();
         let closed = transport::end(&self.hubs(), &transport::Ending::User { key: &key });
-        Ok(respond::json(
-            200,
-            &serde_json::json!({ "closed": closed }),
-            cors,
-        )?)
+        respond::json(200, &serde_json::json!({ "closed": closed }), cors)
     }
 
     /// `DELETE /rooms/{room}`: ends every live connection (`4004
     /// room_deleted`), then erases the log, idempotency keys and the alarm.
     /// The next publish starts a new log under a new epoch, so an old
     /// cursor gets `reset cursor_ahead` and an old ETag never matches.
-    async fn on_delete_room(&self, cors: &Cors) -> Result<Response, HubError> {
+    async fn on_delete_room(&self, cors: &Cors) -> Result<web_sys::Response, HubError> {
         self.erase().await?;
-        let resp = Response::empty()?.with_status(204);
-        cors.apply_to(resp.headers())?;
-        Ok(resp)
+        Ok(respond::empty(204, cors))
     }
 
-    fn on_read_state(&self, request: &RoomRequest, cors: &Cors) -> Result<Response, HubError> {
+    fn on_read_state(
+        &self,
+        request: &RoomRequest,
+        cors: &Cors,
+    ) -> Result<web_sys::Response, HubError> {
         // What this reports is what a restart would find.
         self.save_meter(true);
         let report = self.meter_report();
@@ -590,6 +587,6 @@ impl RoomObject {
             })
             .map_err(|e| HubError::Internal(e.to_string()))
         })??;
-        Ok(respond::json_text(200, body, cors)?)
+        Ok(respond::json_text(200, &body, cors))
     }
 }

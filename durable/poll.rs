@@ -36,7 +36,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use worker::Response;
+use worker::web_sys;
 
 /// One held long poll: whose it is, until when its token holds, and how
 /// to wake it.
@@ -176,7 +176,7 @@ impl RoomObject {
         query: &PollQuery,
         validator: Option<&str>,
         cors: &Cors,
-    ) -> Result<Response, HubError> {
+    ) -> Result<web_sys::Response, HubError> {
         let deadline_ms = now_ms() + u64::from(query.wait_secs) * 1000;
         let mut holding = false;
         loop {
@@ -196,7 +196,7 @@ impl RoomObject {
             let waiting = !matches!(answer, Answer::Messages) && now < deadline_ms;
             if !waiting {
                 return match answer {
-                    Answer::NotModified(etag) => Ok(respond::not_modified(&etag, cors)?),
+                    Answer::NotModified(etag) => Ok(respond::not_modified(&etag, cors)),
                     _ => self.messages(query, cors),
                 };
             }
@@ -220,7 +220,7 @@ impl RoomObject {
 
     /// The `200` answer: messages after the cursor (with `reset` when it is
     /// older than the kept history), or the newest `limit` without one.
-    fn messages(&self, query: &PollQuery, cors: &Cors) -> Result<Response, HubError> {
+    fn messages(&self, query: &PollQuery, cors: &Cors) -> Result<web_sys::Response, HubError> {
         let key = (query.cursor, query.limit);
         let (body, etag, count) = self.with_log(|l| -> Result<_, HubError> {
             let etag = l.position.etag();
@@ -242,8 +242,11 @@ impl RoomObject {
         self.meter
             .borrow_mut()
             .delivered(TransportKind::Poll, count as usize, body.len() as u64);
-        let resp = respond::json_text(200, body, cors)?;
-        resp.headers().set("ETag", &etag)?;
-        Ok(resp)
+        Ok(respond::json_text_with(
+            200,
+            &body,
+            &[("ETag", &etag)],
+            cors,
+        ))
     }
 }

@@ -47,7 +47,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::DurableObjectState;
-use worker::{Response, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+use worker::{web_sys, Response, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 /// The room's WebSockets as the room counts them: presence, the
 /// connections of each connection key (for `MAX_CONNECTIONS_PER_USER`), and
@@ -383,7 +383,7 @@ impl RoomObject {
         &self,
         request: &RoomRequest,
         since: Option<Seq>,
-    ) -> Result<Response, HubError> {
+    ) -> Result<web_sys::Response, HubError> {
         let settings = self.settings()?;
         let mut meta = SocketMeta::new(
             request.room.as_str().to_owned(),
@@ -418,7 +418,7 @@ impl RoomObject {
         // The new socket learnt presence from its welcome.
         self.sockets
             .announce(announce, &meta.presence_name(), &meta.conn);
-        Ok(Response::from_websocket(client)?)
+        Ok(Response::from_websocket(client)?.into())
     }
 
     /// A frame from a client.

@@ -48,7 +48,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use worker::{wasm_bindgen_futures, Delay, Headers, Response};
+use worker::{wasm_bindgen_futures, web_sys, Delay, Headers, Response};
 
 /// How long a browser waits before reconnecting a dropped stream.
 const RETRY_MS: u32 = 1000;
@@ -357,7 +357,7 @@ impl RoomObject {
         request: &RoomRequest,
         cursor: Cursor,
         cors: &Cors,
-    ) -> Result<Response, HubError> {
+    ) -> Result<web_sys::Response, HubError> {
         let settings = self.settings()?;
         let mut buffer = SseBuffer::new(stream_buffer_bytes(settings.max_message_bytes));
         let tick = self.streams.tick();
@@ -383,7 +383,7 @@ impl RoomObject {
         headers.set("X-Accel-Buffering", "no")?;
         let resp = Response::from_stream(SseBody { sub })?.with_headers(headers);
         cors.apply_to(resp.headers())?;
-        Ok(resp)
+        Ok(resp.into())
     }
 
     /// Queues the reset signal and the replay for `cursor`. Returns `false`

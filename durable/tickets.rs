@@ -10,7 +10,7 @@ use crate::core::request::RoomRequest;
 use crate::respond::{self, Cors};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
-use worker::Response;
+use worker::web_sys;
 
 #[wasm_bindgen(inline_js = r#"
 export function random_ticket() {
@@ -36,7 +36,7 @@ impl RoomObject {
         &self,
         request: &RoomRequest,
         cors: &Cors,
-    ) -> Result<Response, HubError> {
+    ) -> Result<web_sys::Response, HubError> {
         // A ticket stands for a user's token; the backend's key is not one
         // to hand to a browser (no deadline, no user to disconnect).
         if request.identity == Identity::Backend {
@@ -51,10 +51,13 @@ impl RoomObject {
             request.expires_s,
             now_ms(),
         )?;
-        let resp = respond::json(200, &Issued { ticket, expires_in }, cors)?;
         // A ticket is a credential: never cached.
-        resp.headers().set("Cache-Control", "no-store")?;
-        Ok(resp)
+        respond::json_with(
+            200,
+            &Issued { ticket, expires_in },
+            &[("Cache-Control", "no-store")],
+            cors,
+        )
     }
 
     /// The request a `?ticket=` stands for: its identity and deadline

@@ -49,7 +49,7 @@ pub async fn handle(
         }
     });
     let results: Vec<Value> = join_all(calls).await;
-    Ok(crate::respond::json(200, &json!({ "results": results }), cors)?.into())
+    crate::respond::json(200, &json!({ "results": results }), cors)
 }
 
 /// Publishes to one room as the backend; the stored id, or the error body

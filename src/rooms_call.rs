@@ -29,20 +29,24 @@ use worker::worker_sys::DurableObjectNamespace;
 use worker::{js_sys, web_sys, Env, Method};
 
 #[wasm_bindgen(inline_js = r#"
-export function call_room(rooms, room, url, method, headerName, described, body, contentType, upgrade) {
+export function call_room(rooms, room, url, method, headerName, described, body, contentType, upgrade, onAnswer, onFailure) {
   const headers = new Headers();
   headers.set(headerName, described);
   if (contentType !== undefined) headers.set('Content-Type', contentType);
   if (upgrade) headers.set('Upgrade', 'websocket');
   const init = { method, headers };
-  if (body !== undefined) init.body = body;
-  return rooms.getByName(room).fetch(new Request(url, init));
+  if (body instanceof Request) init.body = body.body;
+  else if (body !== undefined) init.body = body;
+  const answer = rooms.getByName(room).fetch(new Request(url, init));
+  return onFailure === undefined ? answer : answer.then(onAnswer, onFailure);
 }
 "#)]
 extern "C" {
     /// Sends room `room` a request: `method` on `url`, the description in
-    /// the header `header_name`, and the body, its type and `Upgrade` when
-    /// given. Returns the stub's promise of the room's `Response`.
+    /// the header `header_name`, and the body (a string, or the body of a
+    /// `Request`), its type and `Upgrade` when given. Returns the stub's
+    /// promise of the room's `Response`, followed by
+    /// `then(on_answer, on_failure)` when `on_failure` is given.
     #[wasm_bindgen(catch)]
     #[allow(clippy::too_many_arguments)]
     fn call_room(
@@ -52,9 +56,11 @@ extern "C" {
         method: &str,
         header_name: &str,
         described: &str,
-        body: JsValue,
+        body: &JsValue,
         content_type: Option<&str>,
         upgrade: bool,
+        on_answer: &JsValue,
+        on_failure: &JsValue,
     ) -> Result<js_sys::Promise, JsValue>;
 }
 
@@ -65,23 +71,37 @@ thread_local! {
 
 /// Sends the room the client's request `req` (its `method` and `url`,
 /// already read) as `described`; returns the stub's promise of the room's
-/// own `Response` (the Worker hands it to the runtime as it is).
+/// own `Response` (the Worker hands it to the runtime as it is), followed
+/// by `then(on_answer, on_failure)`.
 pub fn forward(
     env: &Env,
     req: &web_sys::Request,
     method: &str,
     url: &str,
     described: &RoomRequest,
+    on_answer: &JsValue,
+    on_failure: &JsValue,
 ) -> Result<js_sys::Promise, HubError> {
-    let (body, upgrade) = match described.action {
+    let (body, upgrade): (&JsValue, bool) = match described.action {
         // The room reads the body itself (bounded, to its end).
-        RoomAction::Publish { .. } => (req.body().into(), false),
+        RoomAction::Publish { .. } => (req, false),
         // The runtime hands the room's WebSocket back to the client only
         // for a request that asked for an upgrade.
-        RoomAction::OpenSocket { .. } => (JsValue::UNDEFINED, true),
-        _ => (JsValue::UNDEFINED, false),
+        RoomAction::OpenSocket { .. } => (&JsValue::UNDEFINED, true),
+        _ => (&JsValue::UNDEFINED, false),
     };
-    start(env, url, method, body, None, upgrade, described)
+    let then = Then {
+        on_answer,
+        on_failure,
+    };
+    start(env, url, method, body, None, upgrade, described, then)
+}
+
+/// What follows the room's answer: `then(on_answer, on_failure)`, or
+/// nothing when `on_failure` is `undefined`.
+struct Then<'a> {
+    on_answer: &'a JsValue,
+    on_failure: &'a JsValue,
 }
 
 /// Sends the room a request of the Worker's own making (`method`, a JSON
@@ -97,14 +117,19 @@ pub async fn send(
         Some(json) => (JsValue::from(json), Some("application/json")),
         None => (JsValue::UNDEFINED, None),
     };
+    let nothing = Then {
+        on_answer: &JsValue::UNDEFINED,
+        on_failure: &JsValue::UNDEFINED,
+    };
     let call = start(
         env,
         url,
         method.as_ref(),
-        body,
+        &body,
         content_type,
         false,
         described,
+        nothing,
     )?;
     let answer = JsFuture::from(call)
         .await
@@ -133,15 +158,18 @@ fn rooms(env: &Env) -> Result<DurableObjectNamespace, HubError> {
     Ok(ns)
 }
 
-/// Starts the call: the stub's promise of the room's `Response`.
+/// Starts the call: the stub's promise of the room's `Response`
+/// (followed by `then`).
+#[allow(clippy::too_many_arguments)]
 fn start(
     env: &Env,
     url: &str,
     method: &str,
-    body: JsValue,
+    body: &JsValue,
     content_type: Option<&str>,
     upgrade: bool,
     described: &RoomRequest,
+    then: Then<'_>,
 ) -> Result<js_sys::Promise, HubError> {
     call_room(
         &rooms(env)?,
@@ -153,6 +181,8 @@ fn start(
         body,
         content_type,
         upgrade,
+        then.on_answer,
+        then.on_failure,
     )
     .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))
 }

@@ -34,7 +34,7 @@ use crate::respond::{self, Cors};
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::prelude::{wasm_bindgen, Closure, JsValue};
 use wasm_bindgen::JsCast;
-use worker::{event, js_sys, web_sys, Env, Response};
+use worker::{event, web_sys, Env};
 
 thread_local! {
     /// Whether this isolate already said that the hub runs open.
@@ -63,7 +63,7 @@ fn start() {
 pub fn fetch(req: web_sys::Request, env: Env, _ctx: JsValue) -> JsValue {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
-        Err(e) => return answered(respond::error(&e, &Cors::None).into()),
+        Err(e) => return answered(respond::error(&e, &Cors::None)),
     };
     let incoming = Incoming::read(req);
     let origin = incoming.header("Origin");
@@ -103,62 +103,50 @@ fn finish(
     let described = match outcome {
         Ok(Outcome::Answer(resp)) => return answered(resp),
         Ok(Outcome::Room(described)) => described,
-        Err(e) => return answered(respond::error(&e, cors).into()),
+        Err(e) => return answered(respond::error(&e, cors)),
     };
     if let Some(etag) = cached_etag(settings, &described) {
-        return match respond::not_modified(&etag, cors) {
-            Ok(resp) => answered(resp.into()),
-            Err(e) => answered(respond::error(&HubError::from(e), cors).into()),
-        };
+        return answered(respond::not_modified(&etag, cors));
     }
     let sent_at_ms = now_ms();
-    let answer = match crate::rooms_call::forward(
-        env,
-        &req.req,
-        &req.head.method,
-        &req.head.url,
-        &described,
-    ) {
-        Ok(promise) => promise,
-        Err(e) => return answered(respond::error(&e, cors).into()),
-    };
     let on_answer = match (settings.poll_cache_ms, &described.action) {
         (0, _) => JsValue::UNDEFINED,
         (_, RoomAction::Poll { .. } | RoomAction::Publish { .. } | RoomAction::DeleteRoom) => {
             let ttl = settings.poll_cache_ms;
+            let room = described.room.as_str().to_owned();
+            let is_poll = matches!(described.action, RoomAction::Poll { .. });
             Closure::once_into_js(move |resp: JsValue| -> JsValue {
-                note_room_answer(ttl, &described, resp.dyn_ref(), sent_at_ms);
+                note_room_answer(ttl, &room, is_poll, resp.dyn_ref(), sent_at_ms);
                 resp
             })
         }
         _ => JsValue::UNDEFINED,
     };
     let on_failure = room_failure_handler(cors);
-    answer
-        .unchecked_ref::<Thenable>()
-        .then(&on_answer, &on_failure)
-        .into()
-}
-
-#[wasm_bindgen]
-extern "C" {
-    /// A promise, seen through its `then(onFulfilled, onRejected)`.
-    type Thenable;
-
-    #[wasm_bindgen(method)]
-    fn then(this: &Thenable, on_fulfilled: &JsValue, on_rejected: &JsValue) -> js_sys::Promise;
+    match crate::rooms_call::forward(
+        env,
+        &req.req,
+        &req.head.method,
+        &req.head.url,
+        &described,
+        &on_answer,
+        &on_failure,
+    ) {
+        Ok(promise) => promise.into(),
+        Err(e) => answered(respond::error(&e, cors)),
+    }
 }
 
 thread_local! {
     /// The handler of a failed room call without CORS headers, made once.
     static ROOM_FAILURE: JsValue = Closure::<dyn Fn(JsValue) -> JsValue>::new(|e: JsValue| {
-        JsValue::from(web_sys::Response::from(room_failure(&e, &Cors::None)))
+        JsValue::from(room_failure(&e, &Cors::None))
     })
     .into_js_value();
 }
 
 /// The JSON `500` for a room call that failed (the runtime rejected it).
-fn room_failure(e: &JsValue, cors: &Cors) -> worker::Response {
+fn room_failure(e: &JsValue, cors: &Cors) -> web_sys::Response {
     respond::error(&HubError::Internal(format!("room fetch: {e:?}")), cors)
 }
 
@@ -170,7 +158,7 @@ fn room_failure_handler(cors: &Cors) -> JsValue {
         _ => {
             let cors = cors.clone();
             Closure::once_into_js(move |e: JsValue| -> JsValue {
-                JsValue::from(web_sys::Response::from(room_failure(&e, &cors)))
+                JsValue::from(room_failure(&e, &cors))
             })
         }
     }
@@ -246,7 +234,7 @@ async fn handle(
     let path = req.parts().path;
     let method = Method::parse(&req.head.method);
     if let Some(asset) = crate::assets::asset(path) {
-        return serve_asset(method, asset).map(|r| Outcome::Answer(r.into()));
+        return serve_asset(method, asset).map(Outcome::Answer);
     }
     if path == "/publish" {
         return publish_many(req, env, settings, origin, cors, method)
@@ -260,7 +248,7 @@ async fn handle(
         return Err(HubError::OriginNotAllowed);
     }
     if method == Method::Options {
-        return Ok(Outcome::Answer(cors.preflight(endpoint.allow())?.into()));
+        return Ok(Outcome::Answer(cors.preflight(endpoint.allow())));
     }
     let action = endpoint.action(method)?;
     // A ticket stands in for a token on live connections; the room that
@@ -366,36 +354,31 @@ fn cached_etag(settings: &Settings, described: &RoomRequest) -> Option<String> {
     })
 }
 
-/// Keeps the cache (TTL `ttl_ms`) in step with what went to the room: a
+/// Keeps the cache (TTL `ttl_ms`) in step with what went to `room`: a
 /// poll's answer (`200` or `304` with the room's ETag, as of `sent_at_ms`)
 /// is remembered; a publish or a delete that was answered makes the room's
 /// ETag unknown.
 fn note_room_answer(
     ttl_ms: u32,
-    described: &RoomRequest,
+    room: &str,
+    is_poll: bool,
     answer: Option<&web_sys::Response>,
     sent_at_ms: u64,
 ) {
-    let room = described.room.as_str();
-    match &described.action {
-        RoomAction::Poll { .. } => {
-            let Some(resp) = answer.filter(|r| matches!(r.status(), 200 | 304)) else {
-                return;
-            };
-            let Ok(Some(etag)) = resp.headers().get("ETag") else {
-                return;
-            };
-            POLL_CACHE.with(|c| {
-                c.borrow_mut()
-                    .get_or_insert_with(|| {
-                        PollCache::new(u64::from(ttl_ms), poll_cache::MAX_ENTRIES)
-                    })
-                    .record(room, &etag, sent_at_ms);
-            });
-        }
-        RoomAction::Publish { .. } | RoomAction::DeleteRoom => forget_etag(room),
-        _ => {}
+    if !is_poll {
+        return forget_etag(room);
     }
+    let Some(resp) = answer.filter(|r| matches!(r.status(), 200 | 304)) else {
+        return;
+    };
+    let Ok(Some(etag)) = resp.headers().get("ETag") else {
+        return;
+    };
+    POLL_CACHE.with(|c| {
+        c.borrow_mut()
+            .get_or_insert_with(|| PollCache::new(u64::from(ttl_ms), poll_cache::MAX_ENTRIES))
+            .record(room, &etag, sent_at_ms);
+    });
 }
 
 /// Forgets `room`'s ETag in this isolate's cache, if there is one: a
@@ -422,7 +405,7 @@ async fn publish_many(
         return Err(HubError::OriginNotAllowed);
     }
     match method {
-        Method::Options => return Ok(cors.preflight(ALLOW)?.into()),
+        Method::Options => return Ok(cors.preflight(ALLOW)),
         Method::Post => {}
         _ => return Err(HubError::MethodNotAllowed { allow: ALLOW }),
     }
@@ -516,17 +499,17 @@ async fn authenticate(
 }
 
 /// Serves an embedded asset to `GET`/`HEAD`; any other method gets 405.
-fn serve_asset(method: Method, asset: crate::assets::Asset) -> Result<Response, HubError> {
+fn serve_asset(method: Method, asset: crate::assets::Asset) -> Result<web_sys::Response, HubError> {
     match method {
         Method::Get | Method::Head => {}
         _ => return Err(HubError::MethodNotAllowed { allow: "GET, HEAD" }),
     }
-    let headers = worker::Headers::new();
-    headers.set("Content-Type", asset.content_type)?;
+    let mut headers = respond::HeaderLines::default();
+    headers.set("Content-Type", asset.content_type);
     // Short: a deploy changes the client, and pages should pick it up soon.
-    headers.set("Cache-Control", "public, max-age=300")?;
-    headers.set("Access-Control-Allow-Origin", "*")?;
-    Ok(Response::ok(asset.body)?.with_headers(headers))
+    headers.set("Cache-Control", "public, max-age=300");
+    headers.set("Access-Control-Allow-Origin", "*");
+    Ok(respond::build(200, &headers, Some(asset.body.as_bytes())))
 }
 
 fn is_websocket_upgrade(req: &Incoming) -> bool {
