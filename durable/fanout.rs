@@ -23,7 +23,7 @@ use super::sse::stream_buffer_bytes;
 use crate::core::error::HubError;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsValue;
-use worker::{js_sys, web_sys, WebSocket};
+use worker::{web_sys, WebSocket};
 
 #[wasm_bindgen(inline_js = r#"
 // Per socket: bytes sent since its last sign of life, and the runtime's
@@ -57,13 +57,7 @@ function pongTime(state, ws) {
 }
 
 // How many sockets the last broadcast sent to (read right after it).
-let lastSent = 0;
-
-export function last_sent() {
-  return lastSent;
-}
-
-export function broadcast_text(state, text, exceptConn, skipCatchingUp, limit, closeCode, closeReason) {
+export function broadcast_text(state, text, exceptConn, skipCatchingUp, limit, closeCode, closeReason, sentOut) {
   const dropped = [];
   let sent = 0;
   for (const ws of state.getWebSockets()) {
@@ -76,7 +70,7 @@ export function broadcast_text(state, text, exceptConn, skipCatchingUp, limit, c
     if (send_within(state, ws, text, limit, closeCode, closeReason)) sent++;
     else dropped.push(ws);
   }
-  lastSent = sent;
+  sentOut[0] = sent;
   return dropped;
 }
 
@@ -115,7 +109,8 @@ extern "C" {
         limit: f64,
         close_code: u16,
         close_reason: &str,
-    ) -> js_sys::Array;
+        sent_out: &mut [f64],
+    ) -> Vec<JsValue>;
     fn send_text(state: &JsValue, ws: &JsValue, text: &str);
     #[wasm_bindgen(js_name = send_within)]
     fn send_within_js(
@@ -128,7 +123,6 @@ extern "C" {
     ) -> bool;
     #[wasm_bindgen(js_name = seen)]
     fn seen_js(ws: &JsValue);
-    fn last_sent() -> f64;
 }
 
 /// Bytes the room sends one socket without a sign of life before it
@@ -150,6 +144,9 @@ pub fn broadcast(
     max_message_bytes: usize,
 ) -> (Vec<WebSocket>, usize) {
     let err = HubError::SlowConsumer;
+    // The count comes back through `sent`, the closed sockets as the
+    // value: one crossing.
+    let mut sent = [0.0];
     let dropped = broadcast_text(
         state.as_raw().as_ref(),
         text,
@@ -158,11 +155,12 @@ pub fn broadcast(
         slow_socket_bytes(max_message_bytes) as f64,
         err.close_code(),
         err.close_reason(),
+        &mut sent,
     )
-    .iter()
+    .into_iter()
     .map(|ws| WebSocket::from(web_sys::WebSocket::from(ws)))
     .collect();
-    (dropped, last_sent() as usize)
+    (dropped, sent[0] as usize)
 }
 
 /// Sends `text` to one socket, counting it toward that socket's bound.

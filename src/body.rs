@@ -87,30 +87,30 @@ pub fn reads_in_one_piece(declared: Option<u64>, max: usize) -> bool {
 /// `TooLarge` past `max`. Anything but an `ArrayBuffer` means the read
 /// failed: an internal error.
 pub fn read_ahead(buffer: &JsValue, max: usize) -> Result<Vec<u8>, HubError> {
-    let length = buffer_length(buffer);
-    if length < 0.0 {
+    if let Some(bytes) = bytes_within(buffer, max as f64) {
+        return Ok(bytes);
+    }
+    if buffer_length(buffer) < 0.0 {
         return Err(HubError::Internal("body: reading it failed".into()));
     }
-    if length > max as f64 {
-        return Err(HubError::TooLarge { limit: max });
-    }
-    Ok(buffer_bytes(buffer))
+    Err(HubError::TooLarge { limit: max })
 }
 
 #[wasm_bindgen(inline_js = r#"
 export function buffer_length(value) {
   return value instanceof ArrayBuffer ? value.byteLength : -1;
 }
-export function buffer_bytes(buffer) {
-  return new Uint8Array(buffer);
+export function bytes_within(value, max) {
+  return value instanceof ArrayBuffer && value.byteLength <= max ? new Uint8Array(value) : undefined;
 }
 "#)]
 extern "C" {
     /// The length of `value` if it is an `ArrayBuffer`, else -1.
     fn buffer_length(value: &JsValue) -> f64;
-    /// A copy of an `ArrayBuffer`'s bytes, in one crossing (a
-    /// `Uint8Array` view, its length and its copy are three).
-    fn buffer_bytes(buffer: &JsValue) -> Vec<u8>;
+    /// A copy of the bytes of `value` if it is an `ArrayBuffer` of at
+    /// most `max` bytes, in one crossing (a `Uint8Array` view, its length
+    /// and its copy are three).
+    fn bytes_within(value: &JsValue, max: f64) -> Option<Vec<u8>>;
 }
 
 /// Reads the body of `req` to its end and drops it, if it has one that

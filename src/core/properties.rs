@@ -1,7 +1,7 @@
 //! Property tests of the pure parsers: whatever bytes arrive, they never
 //! panic, and what they accept keeps the invariants the transports rely on.
 
-use super::auth::{mint, token_from, verify, Alg, Claims, Jws};
+use super::auth::{mint, token_from, verify, Alg, Claims, Identity, Jws};
 use super::cursor::Epoch;
 use super::cursor::{parse_seq, sse_cursor, Seq};
 use super::error::HubError;
@@ -10,6 +10,7 @@ use super::jwks::JwkSet;
 use super::names::{EventName, RoomName};
 use super::protocol::Publish;
 use super::query::PollQuery;
+use super::request::{RoomAction, RoomRequest};
 use super::session::{on_text_frame, SocketMeta};
 use super::settings::Settings;
 use super::sse::encode_event;
@@ -100,6 +101,24 @@ proptest! {
     #[test]
     fn token_sources_never_panic(h in proptest::option::of(".{0,100}"), q in proptest::option::of(".{0,100}")) {
         let _ = token_from(h.as_deref(), q.as_deref());
+    }
+
+    /// Any `sub` and origin (any Unicode, control characters included)
+    /// cross to the room in a valid header value and come back equal.
+    #[test]
+    fn room_descriptions_survive_the_header(sub in "\\PC{0,40}|.{0,40}|[\\x00-\\x7f]{0,40}", origin in proptest::option::of(".{0,40}")) {
+        let req = RoomRequest {
+            room: RoomName::parse("lobby").unwrap(),
+            action: RoomAction::ReadState,
+            identity: Identity::User { sub, can_publish: true },
+            addr: None,
+            origin,
+            expires_s: None,
+            ticket: None,
+        };
+        let header = req.to_header();
+        prop_assert!(header.bytes().all(|b| (b' '..=b'~').contains(&b)), "{}", header);
+        prop_assert_eq!(RoomRequest::from_header(Some(&header)), Ok(req));
     }
 
     #[test]

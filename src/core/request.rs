@@ -2,9 +2,10 @@
 //!
 //! The Worker routes the path, checks the method, authenticates the caller
 //! and reads the query and the headers the action needs; it then sends the
-//! room one [`RoomRequest`] in one internal header ([`ROOM_REQUEST_HEADER`],
-//! base64url-encoded JSON, so every byte of a `sub` arrives as sent). The
-//! room never parses the path, the query or identity headers again.
+//! room one [`RoomRequest`] in one internal header ([`ROOM_REQUEST_HEADER`]:
+//! JSON in printable ASCII, every other character a `\u` escape, so any
+//! `sub` is a valid header value and arrives as sent). The room never
+//! parses the path, the query or identity headers again.
 //!
 //! Invariants:
 //! - The Worker always writes the header, over anything a client sent under
@@ -23,8 +24,6 @@ use super::names::RoomName;
 use super::protocol::idempotency_key;
 use super::query::PollQuery;
 use super::route::Action;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// The internal header that carries a [`RoomRequest`] to the room.
@@ -149,16 +148,18 @@ impl RoomAction {
 impl RoomRequest {
     /// The value of [`ROOM_REQUEST_HEADER`].
     pub fn to_header(&self) -> String {
-        // Serializing plain data cannot fail.
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        let mut out = Vec::with_capacity(256);
+        let mut json = serde_json::Serializer::with_formatter(&mut out, PrintableAscii);
+        // Serializing plain data cannot fail; the output is ASCII.
+        let _ = self.serialize(&mut json);
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Reads [`ROOM_REQUEST_HEADER`] back in the room. A value the Worker
     /// could not have written is an internal error, never a guess.
     pub fn from_header(value: Option<&str>) -> Result<RoomRequest, HubError> {
         value
-            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .and_then(|v| serde_json::from_str(v).ok())
             .ok_or_else(|| HubError::Internal("unreadable room request header".into()))
     }
 
@@ -170,6 +171,33 @@ impl RoomRequest {
     /// The publish budget key of the caller (see `auth::budget_key`).
     pub fn budget_key(&self) -> Option<String> {
         super::auth::budget_key(&self.identity, self.addr.as_deref())
+    }
+}
+
+/// Compact JSON whose strings hold printable ASCII only: any other
+/// character is written as `\u` escapes (two for one outside the BMP), as
+/// JSON allows. serde_json already escapes control characters, `"` and `\`.
+struct PrintableAscii;
+
+impl serde_json::ser::Formatter for PrintableAscii {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut plain = 0;
+        for (at, c) in fragment.char_indices() {
+            if (' '..='~').contains(&c) {
+                continue;
+            }
+            writer.write_all(&fragment.as_bytes()[plain..at])?;
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(writer, "\\u{unit:04x}")?;
+            }
+            plain = at + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[plain..])
     }
 }
 
@@ -192,6 +220,8 @@ mod tests {
             " ",
             "ålice ✓",
             "a\"b\\c",
+            "del\u{7f} nul\u{0} line\nbreak",
+            "astral 🦀 \u{10ffff}",
         ];
         for sub in subs {
             let req = RoomRequest {
@@ -210,22 +240,23 @@ mod tests {
                 ticket: None,
             };
             let header = req.to_header();
-            assert!(header.bytes().all(|b| b.is_ascii_graphic()), "{header}");
+            assert!(
+                header.bytes().all(|b| (b' '..=b'~').contains(&b)),
+                "{header}"
+            );
             assert_eq!(RoomRequest::from_header(Some(&header)), Ok(req), "{sub:?}");
         }
     }
 
     #[test]
     fn a_header_the_worker_could_not_have_written_is_internal() {
-        for bad in [None, Some("alice"), Some("e30"), Some("!!")] {
+        for bad in [None, Some("alice"), Some("e30"), Some("!!"), Some("{}")] {
             let err = RoomRequest::from_header(bad).unwrap_err();
             assert_eq!(err.code(), "internal", "{bad:?}");
         }
         // A room name that does not validate is refused too.
-        let forged = URL_SAFE_NO_PAD.encode(
-            br#"{"room":"a/b","action":{"do":"read_state"},"identity":"Anonymous","addr":null,"origin":null}"#,
-        );
-        assert!(RoomRequest::from_header(Some(&forged)).is_err());
+        let forged = r#"{"room":"a/b","action":{"do":"read_state"},"identity":"Anonymous","addr":null,"origin":null}"#;
+        assert!(RoomRequest::from_header(Some(forged)).is_err());
     }
 
     #[test]
