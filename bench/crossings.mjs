@@ -32,7 +32,7 @@ const FETCH_COUNTED = `fetch(request,env,ctx){if(new URL(request.url).pathname==
 const dir = mkdtempSync(join(tmpdir(), 'crossings-'));
 const source = readFileSync(join(buildDir(), 'index.js'), 'utf8');
 if (!source.includes(INSTANCE) || !source.includes(FETCH)) {
-  throw new Error('build/index.js does not have the shape this tool patches (see scripts/build.sh)');
+  throw new Error(`${join(buildDir(), 'index.js')} does not have the shape this tool patches (a build of scripts/build.sh, names kept)`);
 }
 writeFileSync(join(dir, 'index.js'), source.replaceAll(INSTANCE, COUNTED).replace(FETCH, FETCH_COUNTED));
 copyFileSync(join(buildDir(), 'index_bg.wasm'), join(dir, 'index_bg.wasm'));
