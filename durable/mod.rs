@@ -167,9 +167,13 @@ impl RoomObject {
         self.event_began();
         self.meter.borrow_mut().request();
         // The Worker sends a body with a publish only (`crate::rooms_call`),
-        // and a body read ahead was read whole: only then can one be left.
-        let may_leave_body = read_ahead.is_none()
-            && !matches!(&described, Ok(r) if !matches!(r.action, RoomAction::Publish { .. }));
+        // and a body read ahead was read whole: only a publish not read
+        // ahead (or a request the room cannot read) may leave one unread.
+        let sent_with_body = match &described {
+            Ok(r) => matches!(r.action, RoomAction::Publish { .. }),
+            Err(_) => true,
+        };
+        let may_leave_body = sent_with_body && read_ahead.is_none();
         let resp = self.answer(&req, described, read_ahead).await;
         if may_leave_body {
             // A body that no handler read is read to its end (see `crate::body`).
