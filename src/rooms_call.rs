@@ -14,10 +14,11 @@
 //! request carries the description, the body when the room needs it, and
 //! `Upgrade` for a socket, nothing else. It is made and sent in one call
 //! into JavaScript ([`call_room`]: the stub, its `Headers`, the `Request`,
-//! the stub's `fetch`), where building them from Rust took a boundary
-//! crossing per step. (Headers given as a plain object, or
-//! `fetch(url, init)`, measured slower: the runtime converts them.) The
-//! namespace binding is looked up once per isolate.
+//! the stub's `fetch`, the body and the `then` that follows the answer),
+//! where building them from Rust took a boundary crossing per step.
+//! (Headers given as a plain object, or `fetch(url, init)`, measured
+//! slower: the runtime converts them.) The namespace binding is looked up
+//! once per isolate.
 
 use crate::core::error::HubError;
 use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
