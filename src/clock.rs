@@ -9,7 +9,8 @@
 //! later one; outside a frame (a future resumed after an await) every call
 //! reads the runtime's clock.
 //!
-//! Invariant: a frame is closed before the call that opened it returns to
+//! Invariants: every read of the runtime's clock in the crate goes through
+//! [`now_ms`]; a frame is closed before the call that opened it returns to
 //! JavaScript, so a kept time is never served across an await.
 
 use std::cell::Cell;

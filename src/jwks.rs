@@ -119,7 +119,7 @@ async fn choose_key(jws: &Jws<'_>, settings: &Settings) -> Result<Jwk, HubError>
     let Some(url) = settings.jwks_url.as_deref() else {
         return Err(no_key);
     };
-    let now = js_sys::Date::now();
+    let now = crate::clock::now_ms() as f64;
     let cached = FETCHED.with(|f| f.borrow().clone());
     let fresh = cached.as_ref().is_some_and(|c| now - c.at_ms < KEYS_TTL_MS);
     let choice = cached.as_ref().map(|c| c.set.choose(jws.alg, kid));
@@ -161,7 +161,7 @@ async fn fetch_shared(url: &str) -> Result<Rc<JwkSet>, String> {
     let pending = match pending {
         Some(p) => p,
         None => {
-            LAST_FETCH_MS.with(|t| t.set(js_sys::Date::now()));
+            LAST_FETCH_MS.with(|t| t.set(crate::clock::now_ms() as f64));
             let url = url.to_owned();
             let fut = async move { fetch_set(&url).await.map(Rc::new) }
                 .boxed_local()
@@ -176,7 +176,7 @@ async fn fetch_shared(url: &str) -> Result<Rc<JwkSet>, String> {
         Ok(set) => FETCHED.with(|f| {
             *f.borrow_mut() = Some(Fetched {
                 set: set.clone(),
-                at_ms: js_sys::Date::now(),
+                at_ms: crate::clock::now_ms() as f64,
             })
         }),
         Err(e) => worker::console_error!("JWKS_URL: {}", e),

@@ -127,7 +127,7 @@ impl Cors {
     }
 
     /// Adds this decision's CORS headers to a response built here.
-    pub fn add_to(&self, headers: &mut HeaderLines) {
+    fn add_to(&self, headers: &mut HeaderLines) {
         for (name, value) in self.headers() {
             headers.set(name, value);
         }
