@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildDir } from '../scripts/launch/paths.mjs';
 import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
-import { HUB_BENCH_VARS } from './harness.mjs';
+import { HUB_BENCH_VARS, requestKinds } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : dflt);
@@ -40,16 +40,7 @@ process.env.HUB_BUILD_DIR = dir;
 
 const hub = await startWorkerdHub({ vars: HUB_BENCH_VARS });
 try {
-  const room = `${hub.url}/rooms/crossings/messages`;
-  const publish = () =>
-    fetch(room, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"event":"chat","data":{"text":"hello"}}' }).then((r) => r.text());
-  for (let i = 0; i < 20; i++) await publish();
-  const etag = (await fetch(room)).headers.get('ETag');
-  const one = {
-    publish,
-    304: () => fetch(room, { headers: { 'If-None-Match': etag } }).then((r) => r.text()),
-    200: () => fetch(room).then((r) => r.text()),
-  }[kind];
+  const one = (await requestKinds(`${hub.url}/rooms/crossings`))[kind];
   if (!one) throw new Error(`unknown --kind ${kind}`);
   await fetch(`${hub.url}${COUNTS_PATH}`).then((r) => r.text());
   for (let i = 0; i < requests; i++) await one();

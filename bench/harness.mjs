@@ -1,6 +1,8 @@
-// What bench/run.mjs, bench/ab.mjs and bench/profile.mjs share: the hub's
-// benchmark settings, the one way to run the load generator
-// (bench/loadgen/, built by bench/run.sh), and the warm-up.
+// What bench/run.mjs, bench/ab.mjs, bench/profile.mjs and
+// bench/crossings.mjs share: the hub's benchmark settings, the one way to
+// run the load generator (bench/loadgen/, built by bench/run.sh), the
+// warm-up, and the single requests the profiler and the crossing counter
+// repeat (`requestKinds`).
 //
 //   const result = await runLoadgen(['cost304', '--secs', 5, '--system', 'hub', '--url', url, '--pid', pid]);
 //
@@ -50,4 +52,36 @@ export function runLoadgen(argv, { onStderr = () => {}, timeoutMs = 240_000 } = 
  */
 export function warmUp(protocol, server) {
   return runLoadgen(['cost304', '--concurrency', 8, '--secs', 2, '--system', protocol, '--url', server.url, '--pid', server.pid, '--label', 'warm-up']);
+}
+
+/**
+ * One request of each kind that bench/profile.mjs and bench/crossings.mjs
+ * repeat, on the room at `room` (`…/rooms/NAME`): `publish`, `304` (a
+ * poll of the newest 50 with the current ETag) and `200` (the same poll
+ * without it). Publishes 50 messages first, so the page is full. Each
+ * request reads its body and throws on an unexpected status.
+ */
+export async function requestKinds(room) {
+  const publish = async (i) => {
+    const r = await fetch(`${room}/messages`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ data: { i, text: 'hello from the benchmark' } }),
+    });
+    await r.arrayBuffer();
+    if (r.status !== 201) throw new Error(`publish: ${r.status}`);
+  };
+  const poll = async (headers, expected) => {
+    const r = await fetch(`${room}/messages?limit=50`, { headers });
+    await r.arrayBuffer();
+    if (r.status !== expected) throw new Error(`expected ${expected}, got ${r.status}`);
+    return r;
+  };
+  for (let i = 0; i < 50; i++) await publish(i);
+  const etag = (await poll({}, 200)).headers.get('etag');
+  return {
+    publish: () => publish(0),
+    304: () => poll({ 'If-None-Match': etag }, 304),
+    200: () => poll({}, 200),
+  };
 }

@@ -22,7 +22,7 @@ import WebSocket from 'ws';
 import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
-import { HUB_BENCH_VARS, runLoadgen } from './harness.mjs';
+import { HUB_BENCH_VARS, requestKinds, runLoadgen } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -67,34 +67,8 @@ const server =
     : await startWorkerdHub({ port, stateDir: join(dir, 'do'), vars: HUB_BENCH_VARS, extraArgs });
 const room = `${server.url}/rooms/profile`;
 
-async function publish(i) {
-  const r = await fetch(`${room}/messages`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ data: { i, text: 'hello from the profiler' } }),
-  });
-  await r.arrayBuffer();
-  if (r.status !== 201) throw new Error(`publish: ${r.status}`);
-}
-
 try {
-  for (let i = 0; i < 50; i++) await publish(i);
-  const first = await fetch(`${room}/messages?limit=50`);
-  await first.arrayBuffer();
-  const etag = first.headers.get('etag');
-  const once = {
-    304: async () => {
-      const r = await fetch(`${room}/messages?limit=50`, { headers: { 'If-None-Match': etag } });
-      await r.arrayBuffer();
-      if (r.status !== 304) throw new Error(`expected 304, got ${r.status}`);
-    },
-    200: async () => {
-      const r = await fetch(`${room}/messages?limit=50`);
-      await r.arrayBuffer();
-      if (r.status !== 200) throw new Error(`expected 200, got ${r.status}`);
-    },
-    publish: () => publish(0),
-  }[kind];
+  const once = (await requestKinds(room))[kind];
   if (!once) throw new Error(`unknown --kind ${kind}`);
   // Warm the isolate's JIT before recording.
   for (let i = 0; i < 500; i++) await once();
