@@ -40,7 +40,7 @@ function metrics(r) {
   if (r.per_sec !== undefined) return { per_sec: r.per_sec, cpu_ms: r.server_cpu_ms };
   if (r.result?.latency_ms) {
     const l = r.result.latency_ms;
-    return { p50: l.p50, p99: l.p99, rate: r.published / r.publish_secs, completeness: r.result.completeness };
+    return { p50: l.p50, p99: l.p99, rate: r.published / r.publish_secs, completeness: r.result.completeness, settle_s: r.settle_secs };
   }
   return { raw: JSON.stringify(r).slice(0, 200) };
 }

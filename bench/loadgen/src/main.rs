@@ -79,6 +79,28 @@ async fn main() {
     println!("{out}");
 }
 
+/// When any subscriber last received anything (µs, `proto::now_us`).
+static LAST_FRAME_US: AtomicU64 = AtomicU64::new(0);
+
+fn heard_from_server() {
+    LAST_FRAME_US.store(proto::now_us(), Ordering::Relaxed);
+}
+
+/// Waits until the subscribers have received nothing for `quiet` (at most
+/// `bound`); returns how long that took. The connect phase has traffic of
+/// its own (the hub announces each join to every member), which a fan-out
+/// measurement should not count against the messages it publishes.
+async fn until_quiet(quiet: Duration, bound: Duration) -> f64 {
+    let started = Instant::now();
+    loop {
+        let since_last = proto::now_us().saturating_sub(LAST_FRAME_US.load(Ordering::Relaxed));
+        if since_last >= quiet.as_micros() as u64 || started.elapsed() >= bound {
+            return started.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Opens `n` subscribers over `transport`; each records what it receives
 /// until `stop` flips. Returns once all are subscribed.
 async fn subscribers(
@@ -123,6 +145,7 @@ async fn subscribers(
                             _ = stop.changed() => break,
                             msg = ws.next() => match msg {
                                 Some(Ok(Message::Text(t))) => {
+                                    heard_from_server();
                                     let now = proto::now_us();
                                     if proto::is_socketio_ping(system, &t) {
                                         let _ = ws.send(Message::text("3")).await;
@@ -152,6 +175,7 @@ async fn subscribers(
                             _ = stop.changed() => break,
                             chunk = body.next() => match chunk {
                                 Some(Ok(bytes)) => {
+                                    heard_from_server();
                                     let now = proto::now_us();
                                     buf.push_str(&String::from_utf8_lossy(&bytes));
                                     while let Some(end) = buf.find("\n\n") {
@@ -246,6 +270,7 @@ async fn fanout(system: System, base: &str, room: &str, args: &Args) -> Value {
     let total = (rate * secs) as usize;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (handles, failed) = subscribers(system, transport, base, room, n, total + 1, stop_rx).await;
+    let settle_secs = until_quiet(Duration::from_millis(500), Duration::from_secs(60)).await;
     // A mark for tools that watch the run (bench/profile.mjs profiles from here).
     eprintln!("subscribed: publishing");
     let mut publisher = Publisher::new(system, base, 0).await;
@@ -266,7 +291,7 @@ async fn fanout(system: System, base: &str, room: &str, args: &Args) -> Value {
     let all: Vec<SubStats> = drain(handles, stop_tx, Duration::from_secs(5), expected).await;
     let totals = Totals::merge(&all);
     json!({"transport": args.s("transport", "ws"), "subs": n, "failed_subs": failed, "rate": rate, "secs": secs,
-           "published": published, "publish_secs": publish_secs, "result": totals.json(expected)})
+           "settle_secs": settle_secs, "published": published, "publish_secs": publish_secs, "result": totals.json(expected)})
 }
 
 /// Stops the subscribers once deliveries stop growing (or all arrived).
