@@ -16,6 +16,7 @@
 use super::RoomObject;
 use crate::core::error::HubError;
 use crate::core::request::{RoomRequest, ROOM_REQUEST_HEADER};
+use crate::js_text::js_text;
 use crate::settle::settle;
 use std::rc::Rc;
 use wasm_bindgen::prelude::{wasm_bindgen, Closure};
@@ -32,7 +33,7 @@ export function header_of(req, name) {
 "#)]
 extern "C" {
     /// `req`'s header `name`, in one crossing (`req.headers().get()` is two).
-    fn header_of(req: &web_sys::Request, name: &str) -> Option<String>;
+    fn header_of(req: &web_sys::Request, name: &JsValue) -> Option<String>;
 
     /// Reads `req`'s body in one piece and calls `then` with its
     /// `ArrayBuffer` (or `undefined` if reading failed); returns the
@@ -68,7 +69,8 @@ impl RoomBinding {
     /// `Response | Promise<Response>`.
     pub fn fetch(&self, req: web_sys::Request) -> JsValue {
         let room = self.room.clone();
-        let described = RoomRequest::from_header(header_of(&req, ROOM_REQUEST_HEADER).as_deref());
+        let described =
+            RoomRequest::from_header(header_of(&req, js_text(ROOM_REQUEST_HEADER)).as_deref());
         if matches!(&described, Ok(r) if room.reads_body_first(r)) {
             // A publish: its body is read by one promise reaction that
             // runs the rest on the spot, where a Rust future awaiting it

@@ -21,6 +21,7 @@
 
 use super::sse::stream_buffer_bytes;
 use crate::core::error::HubError;
+use crate::js_text::js_text;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsValue;
 use worker::{web_sys, WebSocket};
@@ -108,7 +109,7 @@ extern "C" {
         skip_catching_up: bool,
         limit: f64,
         close_code: u16,
-        close_reason: &str,
+        close_reason: &JsValue,
         sent_out: &mut [f64],
     ) -> Vec<JsValue>;
     fn send_text(state: &JsValue, ws: &JsValue, text: &str);
@@ -154,7 +155,7 @@ pub fn broadcast(
         skip_catching_up,
         slow_socket_bytes(max_message_bytes) as f64,
         err.close_code(),
-        err.close_reason(),
+        js_text(err.close_reason()),
         &mut sent,
     )
     .into_iter()

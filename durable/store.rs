@@ -29,6 +29,7 @@ use crate::core::error::HubError;
 use crate::core::meter::Counters;
 use crate::core::transport::StoredMessage;
 use crate::core::webhooks::WebhookCounts;
+use crate::js_text::js_text;
 use serde::Deserialize;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -51,7 +52,7 @@ extern "C" {
     fn run_message_row(
         sql: &JsValue,
         counts: &mut [f64],
-        query: &str,
+        query: &JsValue,
         id: f64,
         event: &str,
         body: &str,
@@ -62,7 +63,7 @@ extern "C" {
     fn run_key_row(
         sql: &JsValue,
         counts: &mut [f64],
-        query: &str,
+        query: &JsValue,
         scope: &str,
         key: &str,
         id: f64,
@@ -70,7 +71,12 @@ extern "C" {
     ) -> Result<(), JsValue>;
     /// Runs `query` with one id.
     #[wasm_bindgen(catch, js_name = run_counted)]
-    fn run_with_id(sql: &JsValue, counts: &mut [f64], query: &str, id: f64) -> Result<(), JsValue>;
+    fn run_with_id(
+        sql: &JsValue,
+        counts: &mut [f64],
+        query: &JsValue,
+        id: f64,
+    ) -> Result<(), JsValue>;
 }
 
 const SCHEMA: &[&str] = &[
@@ -599,7 +605,7 @@ impl Store {
             run_message_row(
                 sql,
                 counts,
-                "INSERT INTO hub_messages (id, event, body, ts) VALUES (?, ?, ?, ?)",
+                js_text("INSERT INTO hub_messages (id, event, body, ts) VALUES (?, ?, ?, ?)"),
                 id,
                 msg.message.event.as_str(),
                 msg.message.envelope.as_str(),
@@ -611,7 +617,7 @@ impl Store {
                 run_key_row(
                     sql,
                     counts,
-                    "INSERT INTO hub_idempotency (scope, key, id, ts) VALUES (?, ?, ?, ?)",
+                    js_text("INSERT INTO hub_idempotency (scope, key, id, ts) VALUES (?, ?, ?, ?)"),
                     scope,
                     key,
                     id,
@@ -624,7 +630,7 @@ impl Store {
                 run_with_id(
                     sql,
                     counts,
-                    "DELETE FROM hub_messages WHERE id <= ?",
+                    js_text("DELETE FROM hub_messages WHERE id <= ?"),
                     through.0 as f64,
                 )
             })?;

@@ -14,6 +14,8 @@
 //! - `publish_many` (wasm32): `POST /publish`, the backend's fan-out.
 //! - `jwks` (wasm32): RS256/ES256 keys from `JWKS`/`JWKS_URL`, checked by
 //!   the runtime's WebCrypto.
+//! - `js_text` (wasm32): constant strings made in JavaScript once, passed
+//!   by reference on every request.
 //! - `clock` (wasm32): the runtime's clock, read once per synchronous
 //!   stretch.
 //! - `settle` (wasm32): runs an export's handling on the spot, a promise
@@ -33,6 +35,8 @@ mod body;
 mod clock;
 #[cfg(target_arch = "wasm32")]
 mod config;
+#[cfg(target_arch = "wasm32")]
+mod js_text;
 #[cfg(target_arch = "wasm32")]
 mod jwks;
 #[cfg(target_arch = "wasm32")]

@@ -22,6 +22,7 @@
 
 use crate::core::error::HubError;
 use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
+use crate::js_text::js_text;
 use std::cell::RefCell;
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -30,22 +31,23 @@ use worker::worker_sys::DurableObjectNamespace;
 use worker::{js_sys, web_sys, Env, Method};
 
 #[wasm_bindgen(inline_js = r#"
-export function call_room(rooms, room, url, method, headerName, described, body, contentType, upgrade, onAnswer, onFailure) {
+export function call_room(rooms, room, origin, url, method, headerName, described, body, contentType, upgrade, onAnswer, onFailure) {
   const headers = new Headers();
   headers.set(headerName, described);
   if (contentType !== undefined) headers.set('Content-Type', contentType);
   if (upgrade) headers.set('Upgrade', 'websocket');
-  const init = { method, headers };
+  const init = { method: method ?? origin.method, headers };
   if (body instanceof Request) init.body = body.body;
   else if (body !== undefined) init.body = body;
-  const answer = rooms.getByName(room).fetch(new Request(url, init));
+  const answer = rooms.getByName(room).fetch(new Request(url ?? origin.url, init));
   return onFailure === undefined ? answer : answer.then(onAnswer, onFailure);
 }
 "#)]
 extern "C" {
-    /// Sends room `room` a request: `method` on `url`, the description in
-    /// the header `header_name`, and the body (a string, or the body of a
-    /// `Request`), its type and `Upgrade` when given. Returns the stub's
+    /// Sends room `room` a request: `method` on `url` (when not given, the
+    /// method and URL of `origin`, the client's request), the description
+    /// in the header `header_name`, and the body (a string, or the body of
+    /// a `Request`), its type and `Upgrade` when given. Returns the stub's
     /// promise of the room's `Response`, followed by
     /// `then(on_answer, on_failure)` when `on_failure` is given.
     #[wasm_bindgen(catch)]
@@ -53,9 +55,10 @@ extern "C" {
     fn call_room(
         rooms: &DurableObjectNamespace,
         room: &str,
-        url: &str,
-        method: &str,
-        header_name: &str,
+        origin: &JsValue,
+        url: Option<&str>,
+        method: Option<&str>,
+        header_name: &JsValue,
         described: &str,
         body: &JsValue,
         content_type: Option<&str>,
@@ -70,15 +73,14 @@ thread_local! {
     static ROOMS: RefCell<Option<DurableObjectNamespace>> = const { RefCell::new(None) };
 }
 
-/// Sends the room the client's request `req` (its `method` and `url`,
-/// already read) as `described`; returns the stub's promise of the room's
+/// Sends the room the client's request `req` (its method and URL, read
+/// from it in JavaScript rather than copied back out of the module) as
+/// `described`; returns the stub's promise of the room's
 /// own `Response` (the Worker hands it to the runtime as it is), followed
 /// by `then(on_answer, on_failure)`.
 pub fn forward(
     env: &Env,
     req: &web_sys::Request,
-    method: &str,
-    url: &str,
     described: &RoomRequest,
     on_answer: &JsValue,
     on_failure: &JsValue,
@@ -95,7 +97,20 @@ pub fn forward(
         on_answer,
         on_failure,
     };
-    start(env, url, method, body, None, upgrade, described, then)
+    let target = Target {
+        origin: req,
+        url: None,
+        method: None,
+    };
+    start(env, target, body, None, upgrade, described, then)
+}
+
+/// Where the room's request goes: `method` on `url`, or where `origin`
+/// (the client's request) went for each not given.
+struct Target<'a> {
+    origin: &'a JsValue,
+    url: Option<&'a str>,
+    method: Option<&'a str>,
 }
 
 /// What follows the room's answer: `then(on_answer, on_failure)`, or
@@ -122,16 +137,12 @@ pub async fn send(
         on_answer: &JsValue::UNDEFINED,
         on_failure: &JsValue::UNDEFINED,
     };
-    let call = start(
-        env,
-        url,
-        method.as_ref(),
-        &body,
-        content_type,
-        false,
-        described,
-        nothing,
-    )?;
+    let target = Target {
+        origin: &JsValue::UNDEFINED,
+        url: Some(url),
+        method: Some(method.as_ref()),
+    };
+    let call = start(env, target, &body, content_type, false, described, nothing)?;
     let answer = JsFuture::from(call)
         .await
         .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
@@ -164,8 +175,7 @@ fn rooms(env: &Env) -> Result<DurableObjectNamespace, HubError> {
 #[allow(clippy::too_many_arguments)]
 fn start(
     env: &Env,
-    url: &str,
-    method: &str,
+    target: Target<'_>,
     body: &JsValue,
     content_type: Option<&str>,
     upgrade: bool,
@@ -175,9 +185,10 @@ fn start(
     call_room(
         &rooms(env)?,
         described.room.as_str(),
-        url,
-        method,
-        ROOM_REQUEST_HEADER,
+        target.origin,
+        target.url,
+        target.method,
+        js_text(ROOM_REQUEST_HEADER),
         &described.to_header(),
         body,
         content_type,

@@ -30,6 +30,7 @@ use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::core::tickets::looks_like_ticket;
 use crate::core::url::UrlParts;
+use crate::js_text::js_text;
 use crate::respond::{self, Cors};
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::prelude::{wasm_bindgen, Closure, JsValue};
@@ -123,15 +124,7 @@ fn finish(
         _ => JsValue::UNDEFINED,
     };
     let on_failure = room_failure_handler(cors);
-    match crate::rooms_call::forward(
-        env,
-        &req.req,
-        &req.head.method,
-        &req.head.url,
-        &described,
-        &on_answer,
-        &on_failure,
-    ) {
+    match crate::rooms_call::forward(env, &req.req, &described, &on_answer, &on_failure) {
         Ok(promise) => promise.into(),
         Err(e) => answered(respond::error(&e, cors)),
     }
@@ -184,7 +177,7 @@ export function read_head(req, list) {
 extern "C" {
     /// The request's method, URL and the headers named in `list`, packed
     /// as `core::request_head` reads them.
-    fn read_head(req: &web_sys::Request, list: &str) -> String;
+    fn read_head(req: &web_sys::Request, list: &JsValue) -> String;
 }
 
 /// The client's request, read once: its method, URL and the headers the
@@ -200,7 +193,7 @@ impl Incoming {
     fn read(req: web_sys::Request) -> Incoming {
         // A head that does not parse cannot happen (see
         // `core::request_head`); then every header is asked of the runtime.
-        let head = RequestHead::parse(&read_head(&req, READ_HEADERS))
+        let head = RequestHead::parse(&read_head(&req, js_text(READ_HEADERS)))
             .unwrap_or_else(|| RequestHead::without_headers(req.method(), req.url()));
         let pairs = UrlParts::split(&head.url).pairs();
         Incoming { req, head, pairs }
