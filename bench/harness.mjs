@@ -48,9 +48,10 @@ export function runLoadgen(argv, { onStderr = () => {}, timeoutMs = 240_000 } = 
  * WebSocket fan-out to 50 subscribers. A fresh isolate first runs its code
  * in the baseline tiers and compiles the hot functions in the background
  * (for the hub's WebAssembly ~300 ms of CPU on a V8 worker thread, once
- * per isolate); a deployed isolate lives long. Without the fan-out, the
- * first broadcasts of a measured fan-out ran the send loop unoptimized,
- * and those few messages made its p99. `protocol`: 'hub' or 'floor'.
+ * per isolate); a deployed isolate lives long. Without the fan-out, a
+ * measured fan-out's first broadcasts ran the send loop in the baseline
+ * tiers (the likely cause of the hub's higher p99 at 100 subscribers in
+ * the rounds before it; see the README). `protocol`: 'hub' or 'floor'.
  */
 export async function warmUp(protocol, server) {
   const common = ['--system', protocol, '--url', server.url, '--pid', server.pid, '--label', 'warm-up'];
