@@ -234,17 +234,18 @@ async fn subscribers(
 /// A publisher over each system's own publish path.
 enum Publisher {
     Http(System, reqwest::Client),
-    SocketIo(proto::SocketIoPublisher),
+    // Boxed: the Socket.IO publisher is a whole socket, the HTTP one a handle.
+    SocketIo(Box<proto::SocketIoPublisher>),
 }
 
 impl Publisher {
     async fn new(system: System, base: &str, i: usize) -> Publisher {
         match system {
-            System::SocketIo => Publisher::SocketIo(
+            System::SocketIo => Publisher::SocketIo(Box::new(
                 proto::SocketIoPublisher::connect(base, 1000 + i)
                     .await
                     .expect("socket.io publisher"),
-            ),
+            )),
             _ => Publisher::Http(system, proto::clients(1).remove(0)),
         }
     }
@@ -331,7 +332,7 @@ async fn idle(system: System, base: &str, room: &str, pid: u32, args: &Args) -> 
     }
     json!({"transport": args.s("transport", "ws"), "subs": n, "held": held, "open_secs": open_secs,
            "rss_before": before, "rss_after": after,
-           "bytes_per_conn": if held > 0 { (after.saturating_sub(before)) / held } else { 0 }})
+           "bytes_per_conn": after.saturating_sub(before).checked_div(held).unwrap_or(0)})
 }
 
 async fn interval_poll(system: System, base: &str, room: &str, pid: u32, args: &Args) -> Value {
