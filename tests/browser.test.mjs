@@ -774,10 +774,14 @@ describe('the browser client in Chromium: expired tokens, 403 and 429 are told o
   test('a token that expires mid-session: the hub ends the socket, a token function refreshes it; a string token is told token_expired', async () => {
     const name = roomName('auth-midway');
     const page = await openPage(browser, proxy.url);
-    const short = mint({ exp: nowS() + 2 });
+    // Both short tokens end at `exp`, at least 3 s away: opening two rooms
+    // on a loaded machine must not outlast them (with `nowS() + 2` it
+    // could be 1 s, and a slow CI open failed). Then wait until past it.
+    const exp = nowS() + 4;
+    const short = mint({ exp });
     await openRoom(page, 's', roomUrl(name), { transport: 'ws', token: short, backoff: { baseMs: 100, capMs: 300 } });
-    await openRoom(page, 'f', roomUrl(name), { transport: 'ws', tokens: [mint({ sub: 'bob', exp: nowS() + 2 }), mint({ sub: 'bob' })], backoff: { baseMs: 100, capMs: 300 } });
-    await new Promise((r) => setTimeout(r, 3100));
+    await openRoom(page, 'f', roomUrl(name), { transport: 'ws', tokens: [mint({ sub: 'bob', exp }), mint({ sub: 'bob' })], backoff: { baseMs: 100, capMs: 300 } });
+    await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 + 1100 - Date.now())));
     proxy.drop('ws');
     await waitState(page, 's', 'closed');
     assert.deepEqual((await got(page, 'errors', 's')).map((e) => e.code), ['token_expired']);
