@@ -17,8 +17,9 @@
 //! the stub's `fetch`, the body and the `then` that follows the answer),
 //! where building them from Rust took a boundary crossing per step.
 //! (Headers given as a plain object, or `fetch(url, init)`, measured
-//! slower: the runtime converts them.) The namespace binding is looked up
-//! once per isolate.
+//! slower in issue 19's second pass and no faster in its fourth: the
+//! runtime builds the same request either way.) The namespace binding is
+//! looked up once per isolate.
 
 use crate::core::error::HubError;
 use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
@@ -97,20 +98,24 @@ pub fn forward(
         on_answer,
         on_failure,
     };
-    let target = Target {
-        origin: req,
-        url: None,
-        method: None,
-    };
-    start(env, target, body, None, upgrade, described, then)
+    start(
+        env,
+        Target::ClientRequest(req),
+        body,
+        None,
+        upgrade,
+        described,
+        then,
+    )
 }
 
-/// Where the room's request goes: `method` on `url`, or where `origin`
-/// (the client's request) went for each not given.
-struct Target<'a> {
-    origin: &'a JsValue,
-    url: Option<&'a str>,
-    method: Option<&'a str>,
+/// Where the room's request goes.
+enum Target<'a> {
+    /// Where the client's request went: its method and URL are read from
+    /// it in JavaScript, not copied back out of the module.
+    ClientRequest(&'a web_sys::Request),
+    /// `method` on `url`, a request of the Worker's own.
+    Own { url: &'a str, method: &'a str },
 }
 
 /// What follows the room's answer: `then(on_answer, on_failure)`, or
@@ -137,10 +142,9 @@ pub async fn send(
         on_answer: &JsValue::UNDEFINED,
         on_failure: &JsValue::UNDEFINED,
     };
-    let target = Target {
-        origin: &JsValue::UNDEFINED,
-        url: Some(url),
-        method: Some(method.as_ref()),
+    let target = Target::Own {
+        url,
+        method: method.as_ref(),
     };
     let call = start(env, target, &body, content_type, false, described, nothing)?;
     let answer = JsFuture::from(call)
@@ -172,7 +176,6 @@ fn rooms(env: &Env) -> Result<DurableObjectNamespace, HubError> {
 
 /// Starts the call: the stub's promise of the room's `Response`
 /// (followed by `then`).
-#[allow(clippy::too_many_arguments)]
 fn start(
     env: &Env,
     target: Target<'_>,
@@ -182,12 +185,16 @@ fn start(
     described: &RoomRequest,
     then: Then<'_>,
 ) -> Result<js_sys::Promise, HubError> {
+    let (origin, url, method): (&JsValue, _, _) = match target {
+        Target::ClientRequest(req) => (req, None, None),
+        Target::Own { url, method } => (&JsValue::UNDEFINED, Some(url), Some(method)),
+    };
     call_room(
         &rooms(env)?,
         described.room.as_str(),
-        target.origin,
-        target.url,
-        target.method,
+        origin,
+        url,
+        method,
         js_text(ROOM_REQUEST_HEADER),
         &described.to_header(),
         body,
