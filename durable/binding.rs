@@ -2,6 +2,10 @@
 //! JavaScript as `RoomObject` (the name `wrangler.toml` binds), in place of
 //! what `#[durable_object]` would generate.
 //!
+//! A request's description is its internal header, or, for an anonymous
+//! poll or publish that the Worker sent as the client sent it, read from
+//! the request itself (`core::request`).
+//!
 //! Each of the runtime's events is handed to [`RoomObject`] and run with
 //! [`settle`]: what completes without waiting (a `304`, every WebSocket
 //! frame) returns its value at once, the rest a promise. The generated
@@ -16,6 +20,8 @@
 use super::RoomObject;
 use crate::core::error::HubError;
 use crate::core::request::{RoomRequest, ROOM_REQUEST_HEADER};
+use crate::core::request_head::{RequestHead, READ_HEADERS};
+use crate::head::description_or_head;
 use crate::js_text::js_text;
 use crate::settle::settle;
 use std::rc::Rc;
@@ -27,14 +33,8 @@ use worker::{js_sys, web_sys, worker_sys, Env, State, WebSocketIncomingMessage};
 export function read_body_then(req, then) {
   return req.arrayBuffer().then(then, () => then(undefined));
 }
-export function header_of(req, name) {
-  return req.headers.get(name);
-}
 "#)]
 extern "C" {
-    /// `req`'s header `name`, in one crossing (`req.headers().get()` is two).
-    fn header_of(req: &web_sys::Request, name: &JsValue) -> Option<String>;
-
     /// Reads `req`'s body in one piece and calls `then` with its
     /// `ArrayBuffer` (or `undefined` if reading failed); returns the
     /// promise of what `then` returns.
@@ -50,6 +50,18 @@ fn respond(
     read_ahead: Option<JsValue>,
 ) -> JsValue {
     settle(async move { Ok(room.fetch(req, described, read_ahead).await.into()) })
+}
+
+/// What `req` asks of the room: the Worker's description, or, for a
+/// request the Worker sent as it came, the same read from the request.
+fn described(room: &RoomObject, req: &web_sys::Request) -> Result<RoomRequest, HubError> {
+    let found = description_or_head(req, js_text(ROOM_REQUEST_HEADER), js_text(READ_HEADERS));
+    if found.starts_with('{') {
+        return RoomRequest::from_header(Some(&found));
+    }
+    let head = RequestHead::parse(&found)
+        .ok_or_else(|| HubError::Internal("unreadable room request".into()))?;
+    RoomRequest::as_sent(&head, room.settings()?.long_poll_max_secs)
 }
 
 #[wasm_bindgen(js_name = RoomObject)]
@@ -69,8 +81,7 @@ impl RoomBinding {
     /// `Response | Promise<Response>`.
     pub fn fetch(&self, req: web_sys::Request) -> JsValue {
         let room = self.room.clone();
-        let described =
-            RoomRequest::from_header(header_of(&req, js_text(ROOM_REQUEST_HEADER)).as_deref());
+        let described = described(&room, &req);
         if matches!(&described, Ok(r) if room.reads_body_first(r)) {
             // A publish: its body is read by one promise reaction that
             // runs the rest on the spot, where a Rust future awaiting it

@@ -154,7 +154,8 @@ impl RoomObject {
     }
 
     /// The runtime's request as it is: the room reads only the description
-    /// header (in `binding`) and, for a publish, the body (a
+    /// header, or the head of a request that came without one (in
+    /// `binding`), and, for a publish, the body (a
     /// `worker::Request` would read the method, URL, headers and `cf`
     /// across the boundary first). `read_ahead`: the body, when the binding
     /// read it before the handling began ([`RoomObject::reads_body_first`]).

@@ -14,6 +14,8 @@
 //! - `publish_many` (wasm32): `POST /publish`, the backend's fan-out.
 //! - `jwks` (wasm32): RS256/ES256 keys from `JWKS`/`JWKS_URL`, checked by
 //!   the runtime's WebCrypto.
+//! - `head` (wasm32): a request's method, URL and headers read in one
+//!   crossing, by the Worker and by the room.
 //! - `js_text` (wasm32): constant strings made in JavaScript once, passed
 //!   by reference on every request.
 //! - `clock` (wasm32): the runtime's clock, read once per synchronous
@@ -35,6 +37,8 @@ mod body;
 mod clock;
 #[cfg(target_arch = "wasm32")]
 mod config;
+#[cfg(target_arch = "wasm32")]
+mod head;
 #[cfg(target_arch = "wasm32")]
 mod js_text;
 #[cfg(target_arch = "wasm32")]

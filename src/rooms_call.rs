@@ -1,11 +1,13 @@
 //! Calling a room's Durable Object from the Worker: the one place a
 //! described request ([`RoomRequest`]) crosses to the room.
 //!
-//! Invariants: the description always travels in the internal header,
-//! written here over anything a client sent under that name; a room gets
-//! the client's body only for a publish (the one action whose body the
-//! room reads), so every body the room is sent is read to its end there
-//! (see `crate::body`).
+//! Invariants: the description travels in the internal header, written
+//! here over anything a client sent under that name, except on a request
+//! sent as it came ([`forward_as_sent`]: an anonymous poll or publish
+//! whose client set no such header; the room reads its description from
+//! it); a room gets the client's body only for a publish (the one action
+//! whose body the room reads), so every body the room is sent is read to
+//! its end there (see `crate::body`).
 //!
 //! Costs (measured with workerd's V8 profiler, issue 19; see
 //! bench/profile.mjs): copying the client's request (`new Request(req)`)
@@ -43,6 +45,10 @@ export function call_room(rooms, room, origin, url, method, headerName, describe
   const answer = rooms.getByName(room).fetch(new Request(url ?? origin.url, init));
   return onFailure === undefined ? answer : answer.then(onAnswer, onFailure);
 }
+export function call_room_as_sent(rooms, room, req, bodyRead, onAnswer, onFailure) {
+  if (!bodyRead && req.body !== null) return null;
+  return rooms.getByName(room).fetch(req).then(onAnswer, onFailure);
+}
 "#)]
 extern "C" {
     /// Sends room `room` a request: `method` on `url` (when not given, the
@@ -67,6 +73,20 @@ extern "C" {
         on_answer: &JsValue,
         on_failure: &JsValue,
     ) -> Result<js_sys::Promise, JsValue>;
+
+    /// Sends room `room` the client's request `req` as it came, followed
+    /// by `then(on_answer, on_failure)`; or does nothing and returns
+    /// `null` when `req` has a body and `body_read` is false (the room
+    /// reads a body only where it expects one).
+    #[wasm_bindgen(catch)]
+    fn call_room_as_sent(
+        rooms: &DurableObjectNamespace,
+        room: &str,
+        req: &web_sys::Request,
+        body_read: bool,
+        on_answer: &JsValue,
+        on_failure: &JsValue,
+    ) -> Result<Option<js_sys::Promise>, JsValue>;
 }
 
 thread_local! {
@@ -107,6 +127,31 @@ pub fn forward(
         described,
         then,
     )
+}
+
+/// Sends the room the client's request `req` itself, for a description
+/// that travels as sent (`RoomRequest::travels_as_sent`: the room reads it
+/// back from the request, `RoomRequest::as_sent`), followed by
+/// `then(on_answer, on_failure)`. `None` when it cannot go as it came: a
+/// poll with a body (which the room would never read) goes by
+/// [`forward`].
+pub fn forward_as_sent(
+    env: &Env,
+    req: &web_sys::Request,
+    described: &RoomRequest,
+    on_answer: &JsValue,
+    on_failure: &JsValue,
+) -> Result<Option<js_sys::Promise>, HubError> {
+    let body_read = matches!(described.action, RoomAction::Publish { .. });
+    call_room_as_sent(
+        &rooms(env)?,
+        described.room.as_str(),
+        req,
+        body_read,
+        on_answer,
+        on_failure,
+    )
+    .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))
 }
 
 /// Where the room's request goes.

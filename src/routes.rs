@@ -24,7 +24,7 @@ use crate::core::auth::{self, Identity};
 use crate::core::backend;
 use crate::core::error::HubError;
 use crate::core::poll_cache::{self, PollCache};
-use crate::core::request::{RoomAction, RoomRequest};
+use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
 use crate::core::request_head::{RequestHead, READ_HEADERS};
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
@@ -124,6 +124,17 @@ fn finish(
         _ => JsValue::UNDEFINED,
     };
     let on_failure = room_failure_handler(cors);
+    // A client that set the description's header itself gets it
+    // overwritten: its request is never sent as it came.
+    let client_set_no_description = req.head.header(ROOM_REQUEST_HEADER) == Some(None);
+    if described.travels_as_sent() && client_set_no_description {
+        match crate::rooms_call::forward_as_sent(env, &req.req, &described, &on_answer, &on_failure)
+        {
+            Ok(Some(promise)) => return promise.into(),
+            Ok(None) => {}
+            Err(e) => return answered(respond::error(&e, cors)),
+        }
+    }
     match crate::rooms_call::forward(env, &req.req, &described, &on_answer, &on_failure) {
         Ok(promise) => promise.into(),
         Err(e) => answered(respond::error(&e, cors)),
@@ -157,29 +168,6 @@ fn room_failure_handler(cors: &Cors) -> JsValue {
     }
 }
 
-#[wasm_bindgen(inline_js = r#"
-let listed = '';
-let names = [];
-export function read_head(req, list) {
-  if (list !== listed) {
-    listed = list;
-    names = list.split('\n');
-  }
-  const headers = req.headers;
-  let out = req.method + '\n' + req.url;
-  for (const name of names) {
-    const value = headers.get(name);
-    out += value === null ? '\n-' : '\n+' + value;
-  }
-  return out;
-}
-"#)]
-extern "C" {
-    /// The request's method, URL and the headers named in `list`, packed
-    /// as `core::request_head` reads them.
-    fn read_head(req: &web_sys::Request, list: &JsValue) -> String;
-}
-
 /// The client's request, read once: its method, URL and the headers the
 /// Worker uses in one crossing (`core::request_head`), the query decoded
 /// once, in Rust.
@@ -193,7 +181,7 @@ impl Incoming {
     fn read(req: web_sys::Request) -> Incoming {
         // A head that does not parse cannot happen (see
         // `core::request_head`); then every header is asked of the runtime.
-        let head = RequestHead::parse(&read_head(&req, js_text(READ_HEADERS)))
+        let head = RequestHead::parse(&crate::head::read_head(&req, js_text(READ_HEADERS)))
             .unwrap_or_else(|| RequestHead::without_headers(req.method(), req.url()));
         let pairs = UrlParts::split(&head.url).pairs();
         Incoming { req, head, pairs }
@@ -292,19 +280,9 @@ async fn handle(
         body.as_deref(),
         settings.long_poll_max_secs,
     )?;
-    let addr = match identity {
-        Identity::Anonymous => req.header("CF-Connecting-IP"),
-        Identity::User { .. } | Identity::Backend => None,
-    };
-    let described = RoomRequest {
-        room,
-        action,
-        identity,
-        addr,
-        origin: origin.map(str::to_owned),
-        expires_s,
-        ticket,
-    };
+    let described = RoomRequest::new(room, action, identity, expires_s, ticket, |name| {
+        req.header(name)
+    });
     if body.is_some() {
         // The body was read here: the room gets the description alone.
         return crate::rooms_call::send(env, &req.head.url, worker::Method::Post, None, &described)

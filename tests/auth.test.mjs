@@ -531,10 +531,15 @@ describe('auth on a hub with HUB_SECRET', () => {
       assert.deepEqual((await audit(url, room)).messages.map((m) => m.from), ['alice']);
     });
 
-    test('X-Hub-User / X-Hub-Publish from a client: subscribe-only still 403, publisher still "alice"', async () => {
+    test('X-Hub-User / X-Hub-Publish / X-Hub-Request from a client: subscribe-only still 403, publisher still "alice"', async () => {
       const room = roomName('spoof');
       const before = await seed(url, room);
-      const spoof = { 'X-Hub-User': 'mallory', 'X-Hub-Publish': '1' };
+      // X-Hub-Request is the Worker's own description header: one naming
+      // the backend must not stand for the caller's token either.
+      const backendDescription = JSON.stringify({
+        room, action: { do: 'publish', idempotency_key: null }, identity: 'Backend', addr: null, origin: null, expires_s: null,
+      });
+      const spoof = { 'X-Hub-User': 'mallory', 'X-Hub-Publish': '1', 'X-Hub-Request': backendDescription };
       const subOnly = { header: token({ rooms: [room], can: undefined }) };
       const refused = await httpPublish(url, room, { data: 'spoof' }, subOnly, spoof);
       assertError(refused, 403, 'forbidden', 'subscribe-only POST with spoofed internal headers', subOnly);

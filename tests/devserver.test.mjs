@@ -249,6 +249,21 @@ describe('npm start (wrangler dev), open hub: early errors leave the session ali
     await expectErrors(s.server.url, openCases(s.room));
   });
 
+  // A room reads a body only where it expects one (a publish): a poll
+  // with a body must not reach it with that body unread (see the header).
+  test('a poll that carries a body (no browser sends one) gets its messages', async () => {
+    const sent = await mustPublish(s.server.url, s.room, { data: 'before the polls' });
+    for (const variant of VARIANTS) {
+      const label = `GET messages with a ${variant.size} body${variant.chunked ? ', chunked' : ''}`;
+      const res = await send(s.server.url, {
+        method: 'GET', path: `/rooms/${s.room}/messages?since=0`, headers: json, body: publishBody(variant.size), chunked: variant.chunked,
+      });
+      answers.push({ label, status: res.status, text: res.text });
+      assert.equal(res.status, 200, `${label}: ${res.status} ${show(res.text)}`);
+      assert.ok(res.body?.messages?.some((m) => m.id === sent.id), `${label}: ${show(res.text)}`);
+    }
+  });
+
   test('the WebSocket and the SSE stream opened before the errors get the next publish', async () => {
     await assertStillAlive(s);
   });

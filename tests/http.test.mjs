@@ -522,6 +522,53 @@ describe('HTTP API with default settings', () => {
     });
   });
 
+  // The Worker describes each room request in a header of its own
+  // (README, "Layout": core/request.rs); an anonymous poll or publish goes
+  // to the room as the client sent it, and the room reads that same
+  // description from it. A client that sets the header itself must never
+  // have it read as the Worker's.
+  describe("a client's own X-Hub-Request header", () => {
+    const forged = (room, action) => JSON.stringify({
+      room,
+      action,
+      identity: 'Backend',
+      addr: null,
+      origin: null,
+      expires_s: null,
+    });
+
+    test('on a publish: stored in the URL\'s room, from nobody, and the named room untouched', async () => {
+      const room = roomName('forged-pub');
+      const other = roomName('forged-other');
+      const header = { 'X-Hub-Request': forged(other, { do: 'publish', idempotency_key: null }) };
+      const res = await publish(url, room, { data: 'mine', from: 'root' }, header);
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      const page = await poll(url, room);
+      assert.deepEqual(page.body.messages.map((m) => [m.data, m.from]), [['mine', null]]);
+      assert.equal(await lastId(url, other), 0, 'nothing went to the room the header named');
+    });
+
+    test('on a poll: answered as the poll it is, and a "delete" in the header deletes nothing', async () => {
+      const room = roomName('forged-poll');
+      const sent = await mustPublish(url, room, { data: 'kept' });
+      const header = { 'X-Hub-Request': forged(room, { do: 'delete_room' }) };
+      const res = await poll(url, room, '?since=0', header);
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.deepEqual(res.body.messages.map((m) => m.id), [sent.id]);
+      const etag = res.headers.get('etag');
+      const again = await poll(url, room, '', { ...header, 'If-None-Match': etag });
+      assert.equal(again.status, 304);
+      assert.equal(await lastId(url, room), sent.id, 'the room still has its message');
+    });
+
+    test('a header that is not JSON changes nothing either', async () => {
+      const room = roomName('forged-junk');
+      const res = await publish(url, room, { data: 'x' }, { 'X-Hub-Request': 'GET https://elsewhere/rooms/z/messages' });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      assert.equal((await poll(url, room, '', { 'X-Hub-Request': '{' })).body.last_id, res.body.id);
+    });
+  });
+
   describe('room state', () => {
     test('GET /rooms/{room} reports last_id, first_id, connections, presence and open', async () => {
       const room = roomName('state');

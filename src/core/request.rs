@@ -5,12 +5,24 @@
 //! room one [`RoomRequest`] in one internal header ([`ROOM_REQUEST_HEADER`]:
 //! JSON in printable ASCII, every other character a `\u` escape, so any
 //! `sub` is a valid header value and arrives as sent). The room never
-//! parses the path, the query or identity headers again.
+//! parses the path, the query or identity headers again, but for one kind
+//! of request: an anonymous caller's poll or publish
+//! ([`RoomRequest::travels_as_sent`]) goes to the room as the client sent
+//! it, without the header, and the room reads the same description from
+//! it ([`RoomRequest::as_sent`]): making a request to carry the header
+//! cost the Worker more than the room's reading (issue 19).
 //!
 //! Invariants:
-//! - The Worker always writes the header, over anything a client sent under
-//!   that name, and a Durable Object is reachable only through the Worker:
-//!   a description the room reads was written by the Worker.
+//! - The Worker writes the header, over anything a client sent under that
+//!   name, on every request it does not send as it came; it sends one as
+//!   it came only when the client set no such header. A Durable Object is
+//!   reachable only through the Worker: a description the room reads was
+//!   written by the Worker, and a request without one is a client's
+//!   anonymous poll or publish that the Worker checked and let through.
+//! - [`RoomRequest::as_sent`] reads the request with the same functions the
+//!   Worker describes it with ([`RoomAction::describe`],
+//!   [`RoomRequest::new`]), so for a request that travels as sent the
+//!   room's description equals the Worker's.
 //! - A description names a valid room and carries only parameters that
 //!   already passed their checks (bad ones were answered `400` by the
 //!   Worker); a header the room cannot read is an internal error.
@@ -23,7 +35,9 @@ use super::error::HubError;
 use super::names::RoomName;
 use super::protocol::idempotency_key;
 use super::query::PollQuery;
-use super::route::Action;
+use super::request_head::RequestHead;
+use super::route::{route, Action, Method, Route};
+use super::url::UrlParts;
 use serde::{Deserialize, Serialize};
 
 /// The internal header that carries a [`RoomRequest`] to the room.
@@ -146,6 +160,80 @@ impl RoomAction {
 }
 
 impl RoomRequest {
+    /// The description of a caller's request for `room`: who the caller
+    /// is (`identity`, until `expires_s`, or the connect `ticket` it
+    /// presented), what it asks (`action`) and, from its headers
+    /// (`header`), its `Origin` and, for an anonymous caller only (whose
+    /// publish budget is per address), its `CF-Connecting-IP`.
+    pub fn new(
+        room: RoomName,
+        action: RoomAction,
+        identity: Identity,
+        expires_s: Option<u64>,
+        ticket: Option<String>,
+        header: impl Fn(&str) -> Option<String>,
+    ) -> RoomRequest {
+        let addr = match identity {
+            Identity::Anonymous => header("CF-Connecting-IP"),
+            Identity::User { .. } | Identity::Backend => None,
+        };
+        RoomRequest {
+            room,
+            action,
+            identity,
+            addr,
+            origin: header("Origin"),
+            expires_s,
+            ticket,
+        }
+    }
+
+    /// Whether the Worker may send the room the client's own request in
+    /// place of this description: an anonymous caller's poll or publish,
+    /// whose description the room reads from the request itself
+    /// ([`RoomRequest::as_sent`]), since nothing in it came from a token,
+    /// a ticket or a body the Worker read.
+    pub fn travels_as_sent(&self) -> bool {
+        matches!(
+            self.action,
+            RoomAction::Poll { .. } | RoomAction::Publish { .. }
+        ) && self.identity == Identity::Anonymous
+            && self.expires_s.is_none()
+            && self.ticket.is_none()
+    }
+
+    /// The description of a request that reached the room as the client
+    /// sent it (its `head`, read as the Worker reads it): what the Worker
+    /// described it as, by the same functions. Anything but a poll or a
+    /// publish never comes this way: it is an internal error.
+    pub fn as_sent(head: &RequestHead, long_poll_max_secs: u32) -> Result<RoomRequest, HubError> {
+        let parts = UrlParts::split(&head.url);
+        let Route { room, endpoint } = route(parts.path)?;
+        let action = endpoint.action(Method::parse(&head.method))?;
+        if !matches!(action, Action::Poll | Action::Publish) {
+            return Err(HubError::Internal(
+                "a room request without its description".into(),
+            ));
+        }
+        let header = |name: &str| head.header(name).flatten().map(str::to_owned);
+        let pairs = parts.pairs();
+        let action = RoomAction::describe(
+            action,
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            header,
+            None,
+            long_poll_max_secs,
+        )?;
+        Ok(RoomRequest::new(
+            room,
+            action,
+            Identity::Anonymous,
+            None,
+            None,
+            header,
+        ))
+    }
+
     /// The value of [`ROOM_REQUEST_HEADER`].
     pub fn to_header(&self) -> String {
         let mut out = Vec::with_capacity(256);
@@ -327,6 +415,127 @@ mod tests {
             RoomAction::describe(Action::Publish, [], bad_key, None, 30)
                 .unwrap_err()
                 .code(),
+            "invalid_param"
+        );
+    }
+
+    /// A head as the JavaScript side packs it: `headers` among
+    /// `READ_HEADERS`, the rest absent.
+    fn head(method: &str, url: &str, headers: &[(&str, &str)]) -> RequestHead {
+        let mut packed = format!("{method}\n{url}");
+        for name in crate::core::request_head::READ_HEADERS.split('\n') {
+            match headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                Some((_, value)) => packed.push_str(&format!("\n+{value}")),
+                None => packed.push_str("\n-"),
+            }
+        }
+        RequestHead::parse(&packed).unwrap()
+    }
+
+    #[test]
+    fn a_request_sent_as_it_came_reads_as_the_worker_described_it() {
+        let poll = head(
+            "GET",
+            "https://hub.example/rooms/lobby%2Ea/messages?since=4&wait=2&limit=7",
+            &[
+                ("Origin", "https://app.example"),
+                ("If-None-Match", "\"e:4\""),
+                ("CF-Connecting-IP", "203.0.113.9"),
+            ],
+        );
+        assert_eq!(
+            RoomRequest::as_sent(&poll, 30),
+            Ok(RoomRequest {
+                room: RoomName::parse("lobby.a").unwrap(),
+                action: RoomAction::Poll {
+                    query: PollQuery::parse([("since", "4"), ("wait", "2"), ("limit", "7")], 30)
+                        .unwrap(),
+                    if_none_match: Some("\"e:4\"".into()),
+                },
+                identity: Identity::Anonymous,
+                addr: Some("203.0.113.9".into()),
+                origin: Some("https://app.example".into()),
+                expires_s: None,
+                ticket: None,
+            })
+        );
+        let publish = head(
+            "POST",
+            "https://hub.example/rooms/lobby/messages",
+            &[("Idempotency-Key", "k-1"), ("Content-Length", "17")],
+        );
+        let described = RoomRequest::as_sent(&publish, 30).unwrap();
+        assert_eq!(
+            described.action,
+            RoomAction::Publish {
+                idempotency_key: Some("k-1".into()),
+                body_len: Some(17),
+            }
+        );
+        assert_eq!((described.addr, described.origin), (None, None));
+        // What the room reads, the Worker would have let travel as sent.
+        assert!(RoomRequest::as_sent(&poll, 30).unwrap().travels_as_sent());
+    }
+
+    #[test]
+    fn only_an_anonymous_poll_or_publish_travels_as_sent() {
+        let poll =
+            RoomRequest::as_sent(&head("GET", "https://h/rooms/a/messages", &[]), 30).unwrap();
+        assert!(poll.travels_as_sent());
+        let user = Identity::User {
+            sub: "alice".into(),
+            can_publish: true,
+        };
+        let not_sent_as_it_came = [
+            RoomRequest {
+                identity: user,
+                ..poll.clone()
+            },
+            RoomRequest {
+                identity: Identity::Backend,
+                ..poll.clone()
+            },
+            RoomRequest {
+                expires_s: Some(1),
+                ..poll.clone()
+            },
+            RoomRequest {
+                ticket: Some("t".into()),
+                ..poll.clone()
+            },
+            RoomRequest {
+                action: RoomAction::ReadState,
+                ..poll.clone()
+            },
+            RoomRequest {
+                action: RoomAction::OpenEvents {
+                    cursor: Cursor::Latest,
+                },
+                ..poll.clone()
+            },
+        ];
+        for request in not_sent_as_it_came {
+            assert!(!request.travels_as_sent(), "{request:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_without_a_description_is_a_poll_or_a_publish() {
+        for (method, path) in [
+            ("GET", "/rooms/a"),
+            ("GET", "/rooms/a/events"),
+            ("GET", "/rooms/a/ws"),
+            ("POST", "/rooms/a/ticket"),
+            ("DELETE", "/rooms/a"),
+        ] {
+            let url = format!("https://h{path}");
+            let err = RoomRequest::as_sent(&head(method, &url, &[]), 30).unwrap_err();
+            assert_eq!(err.code(), "internal", "{method} {path}");
+        }
+        // A parameter the Worker would have refused is refused alike.
+        let bad = head("GET", "https://h/rooms/a/messages?wait=31", &[]);
+        assert_eq!(
+            RoomRequest::as_sent(&bad, 30).unwrap_err().code(),
             "invalid_param"
         );
     }

@@ -18,8 +18,10 @@
 //! from the runtime.
 
 /// The headers the Worker may read from a client's request, in the order
-/// they are packed (joined by `\n` for the JavaScript side).
-pub const READ_HEADERS: &str = "Origin\nAuthorization\nIf-None-Match\nCF-Connecting-IP\nContent-Type\nContent-Length\nIdempotency-Key\nLast-Event-ID\nUpgrade";
+/// they are packed (joined by `\n` for the JavaScript side). The last is
+/// `core::request::ROOM_REQUEST_HEADER`: the Worker sends the room a
+/// client's own request only when the client did not set it.
+pub const READ_HEADERS: &str = "Origin\nAuthorization\nIf-None-Match\nCF-Connecting-IP\nContent-Type\nContent-Length\nIdempotency-Key\nLast-Event-ID\nUpgrade\nX-Hub-Request";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
@@ -135,6 +137,13 @@ mod tests {
         assert!(RequestHead::parse(&format!("{good}\n-")).is_none());
         assert!(RequestHead::parse(&good.replacen("\n-", "\n*", 1)).is_none());
         assert!(RequestHead::parse("").is_none());
+    }
+
+    #[test]
+    fn the_description_header_is_read_with_the_others() {
+        let listed = READ_HEADERS.split('\n');
+        let name = crate::core::request::ROOM_REQUEST_HEADER;
+        assert_eq!(listed.filter(|n| *n == name).count(), 1);
     }
 
     #[test]
