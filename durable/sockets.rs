@@ -43,7 +43,7 @@ use crate::core::session::{on_binary_frame, on_text_frame, SocketMeta, Step};
 use crate::core::settings::Settings;
 use crate::core::transport::{Ending, Handed, StoredMessage, Transport, TransportKind};
 use crate::core::webhooks::EventType;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::DurableObjectState;
@@ -126,6 +126,10 @@ pub struct SocketHub {
     state: State,
     /// Built on first use after a start or wake (see [`SocketHub::with_index`]).
     index: RefCell<Option<SocketIndex>>,
+    /// Sockets found without a readable attachment when the index was
+    /// built (none unless an attachment was written by another version):
+    /// they are not in the index but still get broadcasts.
+    unindexed: Cell<usize>,
     presence_limit: u32,
     max_message_bytes: usize,
     /// Members who came or went since the room last looked, with the room
@@ -150,6 +154,7 @@ impl SocketHub {
                 JsValue::from(state.as_raw()).unchecked_into::<DurableObjectState>(),
             ),
             index: RefCell::new(None),
+            unindexed: Cell::new(0),
             presence_limit: settings.presence_max_members,
             max_message_bytes: settings.max_message_bytes,
             member_changes: RefCell::new(Vec::new()),
@@ -163,11 +168,16 @@ impl SocketHub {
         let mut guard = self.index.borrow_mut();
         let index = guard.get_or_insert_with(|| {
             let mut index = SocketIndex::new(self.presence_limit);
+            let mut unindexed = 0;
             for ws in self.state.get_websockets() {
-                if let Ok(Some(meta)) = ws.deserialize_attachment::<SocketMeta>() {
-                    index.add(&meta);
+                match ws.deserialize_attachment::<SocketMeta>() {
+                    Ok(Some(meta)) => {
+                        index.add(&meta);
+                    }
+                    _ => unindexed += 1,
                 }
             }
+            self.unindexed.set(unindexed);
             index
         });
         f(index)
@@ -324,7 +334,13 @@ impl Transport for SocketHub {
     /// One `message` frame, built once, to every socket not catching up
     /// (those get it through their replay).
     fn deliver(&self, message: &StoredMessage) -> Handed {
-        let skip_catching_up = self.with_index(|s| s.anyone_catching_up());
+        let (nobody, skip_catching_up) =
+            self.with_index(|s| (s.connections() == 0, s.anyone_catching_up()));
+        if nobody && self.unindexed.get() == 0 {
+            // No frame to build and no call into the runtime: every other
+            // socket the room holds is in the index (see `accept`).
+            return Handed { count: 0, bytes: 0 };
+        }
         let text = ServerMsg::Message {
             envelope: &message.envelope,
         }

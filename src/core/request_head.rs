@@ -23,6 +23,21 @@
 /// client's own request only when the client did not set it.
 pub const READ_HEADERS: &str = "Origin\nAuthorization\nIf-None-Match\nCF-Connecting-IP\nContent-Type\nContent-Length\nIdempotency-Key\nLast-Event-ID\nUpgrade\nX-Hub-Request";
 
+/// [`READ_HEADERS`], one name each, for lookups (a test keeps the two the
+/// same): splitting the list at every lookup cost a request several µs.
+const READ_HEADER_NAMES: [&str; 10] = [
+    "Origin",
+    "Authorization",
+    "If-None-Match",
+    "CF-Connecting-IP",
+    "Content-Type",
+    "Content-Length",
+    "Idempotency-Key",
+    "Last-Event-ID",
+    "Upgrade",
+    "X-Hub-Request",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: String,
@@ -37,8 +52,8 @@ impl RequestHead {
         let mut lines = packed.split('\n');
         let method = lines.next()?.to_owned();
         let url = lines.next()?.to_owned();
-        let values = READ_HEADERS
-            .split('\n')
+        let values = READ_HEADER_NAMES
+            .iter()
             .map(|_| {
                 let line = lines.next()?;
                 match line.split_at_checked(1)? {
@@ -72,8 +87,8 @@ impl RequestHead {
     /// [`READ_HEADERS`] and was read: `Some(None)` when the request has no
     /// such header, `None` when this head cannot say.
     pub fn header(&self, name: &str) -> Option<Option<&str>> {
-        READ_HEADERS
-            .split('\n')
+        READ_HEADER_NAMES
+            .iter()
             .position(|listed| listed.eq_ignore_ascii_case(name))
             .and_then(|i| self.values.get(i))
             .map(|value| value.as_deref())
@@ -137,6 +152,11 @@ mod tests {
         assert!(RequestHead::parse(&format!("{good}\n-")).is_none());
         assert!(RequestHead::parse(&good.replacen("\n-", "\n*", 1)).is_none());
         assert!(RequestHead::parse("").is_none());
+    }
+
+    #[test]
+    fn the_names_looked_up_are_the_names_packed() {
+        assert_eq!(READ_HEADER_NAMES.join("\n"), READ_HEADERS);
     }
 
     #[test]
