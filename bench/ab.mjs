@@ -37,7 +37,12 @@ function metrics(r) {
   if (!r || r.error) return {};
   if (r.full_200) return { '200_us': r.full_200.server_cpu_us_per_request, '304_us': r.not_modified_304.server_cpu_us_per_request };
   if (r.cpu_ms_per_1000_requests !== undefined) return { cpu_per_1000: r.cpu_ms_per_1000_requests };
-  if (r.per_sec !== undefined) return { per_sec: r.per_sec, cpu_ms: r.server_cpu_ms };
+  // CPU per acknowledged publish as well as the rate: on a host that
+  // steals time from its guest the rate swings by half between rounds.
+  if (r.per_sec !== undefined) {
+    const each = r.acked ? { cpu_us_each: (r.server_cpu_ms * 1000) / r.acked } : {};
+    return { per_sec: r.per_sec, cpu_ms: r.server_cpu_ms, ...each };
+  }
   if (r.result?.latency_ms) {
     const l = r.result.latency_ms;
     return { p50: l.p50, p99: l.p99, rate: r.published / r.publish_secs, completeness: r.result.completeness, settle_s: r.settle_secs };
@@ -66,9 +71,25 @@ for (let round = 0; round < rounds; round++) {
 }
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 };
 for (const [name, ms] of all) {
   const keys = Object.keys(ms[0] ?? {});
   console.log(`median ${name}: ${keys.map((k) => `${k}=${Number(median(ms.map((m) => m[k]))).toFixed(1)}`).join(' ')}`);
+}
+// Each round's ratio to the floor's figure in the same round, and their
+// median: a host that drifts between rounds weighs on both sides of a
+// ratio alike, where the medians above compare different moments.
+const floorRounds = all.get('floor');
+if (floorRounds) {
+  for (const [name, ms] of all) {
+    if (name === 'floor') continue;
+    const keys = Object.keys(ms[0] ?? {}).filter((k) => typeof ms[0][k] === 'number' && k !== 'completeness' && k !== 'settle_s');
+    const parts = keys.map((k) => {
+      const ratios = ms.map((m, i) => m[k] / floorRounds[i]?.[k]).filter(Number.isFinite);
+      return `${k}=${median(ratios).toFixed(2)} (${ratios.map((r) => r.toFixed(2)).join(' ')})`;
+    });
+    console.log(`per-round ${name}/floor: ${parts.join(' ')}`);
+  }
 }
