@@ -10,8 +10,10 @@
 //! `Content-Type` or declared `Content-Length` the room would refuse
 //! (415/413). What is left is described once for the room
 //! (`core::request::RoomRequest`: room, action and its parameters,
-//! identity) in an internal header that the Worker always overwrites, so a
-//! client can never set it. Everything else is the room's, except, with
+//! identity) in an internal header that the Worker overwrites, so a client
+//! can never set it; an anonymous poll or publish whose client set no such
+//! header goes as it came, and the room reads the same description from it
+//! (`RoomRequest::travels_as_sent`). Everything else is the room's, except, with
 //! `POLL_CACHE_MS` on, a repeat conditional poll the isolate can answer
 //! `304` from its memory of the room's ETag (`core::poll_cache`; after
 //! authentication, with the headers the room would send).
