@@ -111,10 +111,11 @@ fn finish(
     if let Some(etag) = cached_etag(settings, &described) {
         return answered(respond::not_modified(&etag, cors));
     }
-    let sent_at_ms = now_ms();
     let on_answer = match (settings.poll_cache_ms, &described.action) {
         (0, _) => JsValue::UNDEFINED,
         (_, RoomAction::Poll { .. } | RoomAction::Publish { .. } | RoomAction::DeleteRoom) => {
+            // Read only here: without the cache the Worker needs no clock.
+            let sent_at_ms = now_ms();
             let ttl = settings.poll_cache_ms;
             let room = described.room.as_str().to_owned();
             let is_poll = matches!(described.action, RoomAction::Poll { .. });
