@@ -3,7 +3,7 @@
 //!
 //! Invariants: the description travels in the internal header, written
 //! here over anything a client sent under that name, except on a request
-//! sent as it came ([`forward_as_sent`]: an anonymous poll or publish
+//! sent as it came ([`forward`]: an anonymous poll or publish
 //! whose client set no such header; the room reads its description from
 //! it); a room gets the client's body only for a publish (the one action
 //! whose body the room reads), so every body the room is sent is read to
@@ -94,18 +94,40 @@ thread_local! {
     static ROOMS: RefCell<Option<DurableObjectNamespace>> = const { RefCell::new(None) };
 }
 
-/// Sends the room the client's request `req` (its method and URL, read
-/// from it in JavaScript rather than copied back out of the module) as
-/// `described`; returns the stub's promise of the room's
-/// own `Response` (the Worker hands it to the runtime as it is), followed
-/// by `then(on_answer, on_failure)`.
+/// Sends the room the client's request `req`: as it came when
+/// `described` travels as sent (`RoomRequest::travels_as_sent`; the room
+/// reads it back from the request, `RoomRequest::as_sent`) and the client
+/// set no description header of its own (`client_set_description`), else
+/// a request made here that carries `described` (its method and URL read
+/// from `req` in JavaScript rather than copied back out of the module).
+/// Returns the stub's promise of the room's own `Response` (the Worker
+/// hands it to the runtime as it is), followed by
+/// `then(on_answer, on_failure)`.
 pub fn forward(
     env: &Env,
     req: &web_sys::Request,
     described: &RoomRequest,
+    client_set_description: bool,
     on_answer: &JsValue,
     on_failure: &JsValue,
 ) -> Result<js_sys::Promise, HubError> {
+    if described.travels_as_sent() && !client_set_description {
+        // `None` for a poll with a body, which the room would never read:
+        // it goes in a request made here, without the body.
+        let body_read = matches!(described.action, RoomAction::Publish { .. });
+        let sent = call_room_as_sent(
+            &rooms(env)?,
+            described.room.as_str(),
+            req,
+            body_read,
+            on_answer,
+            on_failure,
+        )
+        .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
+        if let Some(promise) = sent {
+            return Ok(promise);
+        }
+    }
     let (body, upgrade): (&JsValue, bool) = match described.action {
         // The room reads the body itself (bounded, to its end).
         RoomAction::Publish { .. } => (req, false),
@@ -127,31 +149,6 @@ pub fn forward(
         described,
         then,
     )
-}
-
-/// Sends the room the client's request `req` itself, for a description
-/// that travels as sent (`RoomRequest::travels_as_sent`: the room reads it
-/// back from the request, `RoomRequest::as_sent`), followed by
-/// `then(on_answer, on_failure)`. `None` when it cannot go as it came: a
-/// poll with a body (which the room would never read) goes by
-/// [`forward`].
-pub fn forward_as_sent(
-    env: &Env,
-    req: &web_sys::Request,
-    described: &RoomRequest,
-    on_answer: &JsValue,
-    on_failure: &JsValue,
-) -> Result<Option<js_sys::Promise>, HubError> {
-    let body_read = matches!(described.action, RoomAction::Publish { .. });
-    call_room_as_sent(
-        &rooms(env)?,
-        described.room.as_str(),
-        req,
-        body_read,
-        on_answer,
-        on_failure,
-    )
-    .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))
 }
 
 /// Where the room's request goes.

@@ -127,18 +127,18 @@ fn finish(
         _ => JsValue::UNDEFINED,
     };
     let on_failure = room_failure_handler(cors);
-    // A client that set the description's header itself gets it
-    // overwritten: its request is never sent as it came.
-    let client_set_no_description = req.head.header(ROOM_REQUEST_HEADER) == Some(None);
-    if described.travels_as_sent() && client_set_no_description {
-        match crate::rooms_call::forward_as_sent(env, &req.req, &described, &on_answer, &on_failure)
-        {
-            Ok(Some(promise)) => return promise.into(),
-            Ok(None) => {}
-            Err(e) => return answered(respond::error(&e, cors)),
-        }
-    }
-    match crate::rooms_call::forward(env, &req.req, &described, &on_answer, &on_failure) {
+    // A client that set the description's header itself (or whose head
+    // could not say) gets it overwritten: its request is never sent as it
+    // came.
+    let client_set_description = req.head.header(ROOM_REQUEST_HEADER) != Some(None);
+    match crate::rooms_call::forward(
+        env,
+        &req.req,
+        &described,
+        client_set_description,
+        &on_answer,
+        &on_failure,
+    ) {
         Ok(promise) => promise.into(),
         Err(e) => answered(respond::error(&e, cors)),
     }
