@@ -6,6 +6,14 @@
 //
 // e.g. node bench/ab.mjs --builds old=build-old,new=build --floor -- cost304 --concurrency 16 --secs 3
 // (build-old: a copy of build/ made at an earlier commit)
+//
+// --reuse starts each system once, warms it up once, and then alternates
+// the measured runs on the running servers: a round costs only its
+// measurement, so many short rounds fit where a few long ones did, and
+// the systems' runs in one round are seconds apart. On a host that
+// steals time from this VM the per-round ratios to the floor then spread
+// much less (use it for per-request scenarios; a fan-out run leaves its
+// room with history and presence behind, so it starts fresh each round).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -51,21 +59,48 @@ function metrics(r) {
 }
 
 const all = new Map(variants.map((v) => [v.name, []]));
-for (let round = 0; round < rounds; round++) {
-  for (const v of variants) {
-    const dir = mkdtempSync(join(tmpdir(), 'ab-'));
-    const port = await freePort();
-    const server = await v.start(port, join(dir, 'do'));
-    try {
-      await warmUp(v.system, server);
-      const r = await runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'ab']);
-      if (r.error) console.error(`round ${round + 1} ${v.name}: ${r.error}`);
-      const m = metrics(r);
-      all.get(v.name).push(m);
-      console.log(`round ${round + 1} ${v.name}: ${JSON.stringify(m)}`);
-    } finally {
-      await server.stop();
-      rmSync(dir, { recursive: true, force: true });
+
+/** Starts `v` in a fresh state directory and warms it up. */
+async function launch(v) {
+  const dir = mkdtempSync(join(tmpdir(), 'ab-'));
+  const server = await v.start(await freePort(), join(dir, 'do'));
+  const stop = async () => {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const warm = await warmUp(v.system, server);
+  if (warm?.error) console.error(`warm-up of ${v.name}: ${warm.error}`);
+  return { server, stop };
+}
+
+/** One measured run of `v` on `server`, recorded as round `round`. */
+async function measure(v, server, round) {
+  const r = await runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'ab']);
+  if (r.error) console.error(`round ${round + 1} ${v.name}: ${r.error}`);
+  const m = metrics(r);
+  all.get(v.name).push(m);
+  console.log(`round ${round + 1} ${v.name}: ${JSON.stringify(m)}`);
+}
+
+if (own.includes('--reuse')) {
+  const running = [];
+  try {
+    for (const v of variants) running.push({ v, ...(await launch(v)) });
+    for (let round = 0; round < rounds; round++) {
+      for (const { v, server } of running) await measure(v, server, round);
+    }
+  } finally {
+    for (const { stop } of running) await stop();
+  }
+} else {
+  for (let round = 0; round < rounds; round++) {
+    for (const v of variants) {
+      const { server, stop } = await launch(v);
+      try {
+        await measure(v, server, round);
+      } finally {
+        await stop();
+      }
     }
   }
 }
@@ -88,7 +123,10 @@ if (floorRounds) {
     const keys = Object.keys(ms[0] ?? {}).filter((k) => typeof ms[0][k] === 'number' && k !== 'completeness' && k !== 'settle_s');
     const parts = keys.map((k) => {
       const ratios = ms.map((m, i) => m[k] / floorRounds[i]?.[k]).filter(Number.isFinite);
-      return `${k}=${median(ratios).toFixed(2)} (${ratios.map((r) => r.toFixed(2)).join(' ')})`;
+      const sorted = [...ratios].sort((a, b) => a - b);
+      const quartile = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+      const spread = sorted.length >= 8 ? ` middle half ${quartile(0.25).toFixed(2)}..${quartile(0.75).toFixed(2)}` : '';
+      return `${k}=${median(ratios).toFixed(2)}${spread} (${ratios.map((r) => r.toFixed(2)).join(' ')})`;
     });
     console.log(`per-round ${name}/floor: ${parts.join(' ')}`);
   }

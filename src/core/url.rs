@@ -32,7 +32,12 @@ impl<'a> UrlParts<'a> {
     /// Splits a URL as the runtime serializes it. A URL without `://` is
     /// taken as a path (with its query).
     pub fn split(url: &'a str) -> UrlParts<'a> {
-        let after_scheme = url.find("://").map_or(0, |i| i + 3);
+        // The scheme ends at the first `:`; a substring search for `://`
+        // cost more, and could match in the query of a URL without one.
+        let after_scheme = url
+            .find(':')
+            .filter(|&i| url[i..].starts_with("://"))
+            .map_or(0, |i| i + 3);
         let path_start = url[after_scheme..]
             .find(['/', '?'])
             .map_or(url.len(), |i| after_scheme + i);
@@ -118,6 +123,14 @@ mod tests {
                 ("https://hub.example", "/a", "b=c?d"),
             ),
             ("/rooms/a?x", ("", "/rooms/a", "x")),
+            (
+                "/rooms/chat:1/messages?next=https://x/y",
+                ("", "/rooms/chat:1/messages", "next=https://x/y"),
+            ),
+            (
+                "http://127.0.0.1:8787/rooms/chat:1?u=a://b",
+                ("http://127.0.0.1:8787", "/rooms/chat:1", "u=a://b"),
+            ),
         ];
         for (url, (base, path, query)) in table {
             assert_eq!(
