@@ -15,12 +15,11 @@ use worker::web_sys;
 #[wasm_bindgen(inline_js = r#"
 let listed = '';
 let names = [];
-export function read_head(req, list) {
+function pack(req, headers, list) {
   if (list !== listed) {
     listed = list;
     names = list.split('\n');
   }
-  const headers = req.headers;
   let out = req.method + '\n' + req.url;
   for (const name of names) {
     const value = headers.get(name);
@@ -28,9 +27,14 @@ export function read_head(req, list) {
   }
   return out;
 }
+export function read_head(req, list) {
+  return pack(req, req.headers, list);
+}
 export function description_or_head(req, name, list) {
-  const described = req.headers.get(name);
-  return described === null ? read_head(req, list) : described;
+  // `headers` read once: each read has the runtime look up its wrapper.
+  const headers = req.headers;
+  const described = headers.get(name);
+  return described === null ? pack(req, headers, list) : described;
 }
 "#)]
 extern "C" {
