@@ -2,7 +2,7 @@
 // scenario, in alternating rounds so that a noisy machine weighs on every
 // variant alike. Prints each round and the median per variant.
 //
-//   node bench/ab.mjs --builds name=dir,name=dir [--floor] [--rounds 3] -- <loadgen args…>
+//   node bench/ab.mjs --builds name=dir[+VAR=value…],… [--floor] [--null] [--reuse] [--threads] [--rounds 3] -- <loadgen args…>
 //
 // e.g. node bench/ab.mjs --builds old=build-old,new=build --floor -- cost304 --concurrency 16 --secs 3
 // (build-old: a copy of build/ made at an earlier commit)
@@ -10,16 +10,21 @@
 // --reuse starts each system once, warms it up once, and then alternates
 // the measured runs on the running servers: a round costs only its
 // measurement, so many short rounds fit where a few long ones did, and
-// the systems' runs in one round are seconds apart. On a host that
-// steals time from this VM the per-round ratios to the floor then spread
-// much less (use it for per-request scenarios; a fan-out run leaves its
-// room with history and presence behind, so it starts fresh each round).
-import { mkdtempSync, rmSync } from 'node:fs';
+// the systems' runs in one round are seconds apart: on this noisy host
+// the per-round ratios to the floor spread less (each run of the load
+// generator uses a room of its own).
+//
+// --threads adds, per run, the share of the server process's CPU spent on
+// its busiest thread (`main_share`: workerd runs the isolate, its event
+// loop, HTTP and SQLite on one thread; V8's helper threads compile and
+// collect garbage), read from /proc before and after the run.
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
+import * as nullWorker from './null/launch.mjs';
 import { HUB_BENCH_VARS, runLoadgen, warmUp } from './harness.mjs';
 
 const argv = process.argv.slice(2);
@@ -27,18 +32,26 @@ const sep = argv.indexOf('--');
 const own = sep >= 0 ? argv.slice(0, sep) : argv;
 const loadgenArgs = sep >= 0 ? argv.slice(sep + 1) : ['cost304', '--concurrency', '16', '--secs', '3'];
 const opt = (name, dflt) => (own.includes(`--${name}`) ? own[own.indexOf(`--${name}`) + 1] : dflt);
-const builds = (opt('builds', 'hub=build') ?? '').split(',').map((b) => b.split('='));
 const rounds = Number(opt('rounds', 3));
 
-const variants = builds.map(([name, dir]) => ({
-  name,
-  start: (port, stateDir) => {
-    process.env.HUB_BUILD_DIR = resolve(dir);
-    return startWorkerdHub({ port, stateDir, vars: HUB_BENCH_VARS });
-  },
-  system: 'hub',
-}));
+// `name=dir` or `name=dir+VAR=value+…`: settings on top of the benchmark's.
+const variants = (opt('builds', 'hub=build') ?? '').split(',').map((spec) => {
+  const [named, ...settings] = spec.split('+');
+  const [name, dir] = named.split('=');
+  const vars = { ...HUB_BENCH_VARS, ...Object.fromEntries(settings.map((kv) => kv.split('='))) };
+  return {
+    name,
+    start: (port, stateDir) => {
+      process.env.HUB_BUILD_DIR = resolve(dir);
+      return startWorkerdHub({ port, stateDir, vars });
+    },
+    system: 'hub',
+  };
+});
 if (own.includes('--floor')) variants.push({ name: 'floor', start: (port, storageDir) => floor.start({ port, storageDir }), system: 'floor' });
+// The runtime's own cost per request (bench/null/: answers 304 at once); it
+// speaks no WebSocket, so its warm-up is the polls alone.
+if (own.includes('--null')) variants.push({ name: 'null', start: (port, storageDir) => nullWorker.start({ port, storageDir }), system: 'floor', pollsOnly: true });
 
 // The numbers worth comparing, by scenario.
 function metrics(r) {
@@ -68,16 +81,41 @@ async function launch(v) {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   };
-  const warm = await warmUp(v.system, server);
+  const warm = await warmUp(v.system, server, { pollsOnly: v.pollsOnly });
   if (warm?.error) console.error(`warm-up of ${v.name}: ${warm.error}`);
   return { server, stop };
 }
 
+/** CPU ticks (user + system) of each thread of process `pid`, by thread id. */
+function threadTicks(pid) {
+  const ticks = new Map();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // Fields after the parenthesized name: utime and stime are the 12th and 13th.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks.set(tid, Number(fields[11]) + Number(fields[12]));
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return ticks;
+}
+
+/** The busiest thread's share of the ticks spent between `before` and `after`. */
+function busiestShare(before, after) {
+  const spent = [...after].map(([tid, t]) => t - (before.get(tid) ?? 0));
+  const total = spent.reduce((a, b) => a + b, 0);
+  return total > 0 ? Math.max(...spent) / total : NaN;
+}
+
 /** One measured run of `v` on `server`, recorded as round `round`. */
 async function measure(v, server, round) {
+  const before = own.includes('--threads') ? threadTicks(server.pid) : null;
   const r = await runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'ab']);
   if (r.error) console.error(`round ${round + 1} ${v.name}: ${r.error}`);
   const m = metrics(r);
+  if (before) m.main_share = busiestShare(before, threadTicks(server.pid));
   all.get(v.name).push(m);
   console.log(`round ${round + 1} ${v.name}: ${JSON.stringify(m)}`);
 }
@@ -87,7 +125,12 @@ if (own.includes('--reuse')) {
   try {
     for (const v of variants) running.push({ v, ...(await launch(v)) });
     for (let round = 0; round < rounds; round++) {
-      for (const { v, server } of running) await measure(v, server, round);
+      // Each round starts with the next system, so that no system always
+      // runs first, or right after the same one.
+      for (let i = 0; i < running.length; i++) {
+        const { v, server } = running[(round + i) % running.length];
+        await measure(v, server, round);
+      }
     }
   } finally {
     for (const { stop } of running) await stop();

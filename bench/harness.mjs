@@ -51,12 +51,13 @@ export function runLoadgen(argv, { onStderr = () => {}, timeoutMs = 240_000 } = 
  * per isolate); a deployed isolate lives long. Without the fan-out, a
  * measured fan-out's first broadcasts ran the send loop in the baseline
  * tiers (the likely cause of the hub's higher p99 at 100 subscribers in
- * the rounds before it; see the README). `protocol`: 'hub' or 'floor'.
+ * the rounds before it; see the README). `protocol`: 'hub' or 'floor';
+ * `pollsOnly` skips the fan-out, for a server without WebSockets.
  */
-export async function warmUp(protocol, server) {
+export async function warmUp(protocol, server, { pollsOnly = false } = {}) {
   const common = ['--system', protocol, '--url', server.url, '--pid', server.pid, '--label', 'warm-up'];
   const polls = await runLoadgen(['cost304', '--concurrency', 8, '--secs', 2, ...common]);
-  if (polls.error) return polls;
+  if (polls.error || pollsOnly) return polls;
   return runLoadgen(['fanout', '--transport', 'ws', '--subs', 50, '--rate', 100, '--secs', 2, ...common]);
 }
 

@@ -9,6 +9,6 @@ import { startScriptWorker } from '../../scripts/launch/workerd.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** Returns {url, port, pid, stop()} (plus scripts/launch/workerd.mjs's log/crash/exited). */
-export function start({ port, storageDir, extraArgs }) {
-  return startScriptWorker({ script: join(here, 'worker.js'), className: 'FloorRoom', port, storageDir, extraArgs });
+export function start({ port, storageDir, extraArgs, v8Flags }) {
+  return startScriptWorker({ script: join(here, 'worker.js'), className: 'FloorRoom', port, storageDir, extraArgs, v8Flags });
 }

@@ -25,9 +25,10 @@ const capnpString = (s) => JSON.stringify(String(s));
 
 /**
  * Writes a workerd config for a Worker + SQLite Durable Object namespace.
- * `modules`: [{name, path, type: 'esModule'|'wasm'}]; `vars`: text bindings.
+ * `modules`: [{name, path, type: 'esModule'|'wasm'}]; `vars`: text bindings;
+ * `v8Flags`: V8's own flags (bench/perf.mjs names JIT code for `perf`).
  */
-export function writeConfig({ dir, port, storageDir, modules, vars = {}, className, namespaceBinding = 'ROOMS', compatibilityDate = '2026-04-20', address = '127.0.0.1' }) {
+export function writeConfig({ dir, port, storageDir, modules, vars = {}, className, namespaceBinding = 'ROOMS', compatibilityDate = '2026-04-20', address = '127.0.0.1', v8Flags = [] }) {
   mkdirSync(storageDir, { recursive: true });
   const bindings = [
     ...Object.entries(vars).map(([name, value]) => `(name = ${capnpString(name)}, text = ${capnpString(value)})`),
@@ -44,6 +45,7 @@ const config :Workerd.Config = (
     (name = "internet", network = (allow = ["public", "private", "local"])),
   ],
   sockets = [(name = "http", address = ${capnpString(`${address}:${port}`)}, http = (), service = "main")],
+  v8Flags = [${v8Flags.map(capnpString).join(', ')}],
 );
 const hub :Workerd.Worker = (
   modules = [${mods.join(', ')}],
@@ -90,7 +92,7 @@ export async function startWorkerd(config, { port, removeOnExit = [], readyTimeo
  * only: the benchmarks' reference Workers (bench/floor/, bench/null/).
  * Returns superviseServer's handle.
  */
-export async function startScriptWorker({ script, className, port, storageDir, extraArgs }) {
+export async function startScriptWorker({ script, className, port, storageDir, extraArgs, v8Flags }) {
   storageDir ??= mkdtempSync(join(tmpdir(), 'script-do-'));
   const dir = mkdtempSync(join(tmpdir(), 'script-workerd-'));
   const config = writeConfig({
@@ -99,6 +101,7 @@ export async function startScriptWorker({ script, className, port, storageDir, e
     storageDir,
     className,
     modules: [{ name: 'worker.js', path: script, type: 'esModule' }],
+    v8Flags,
   });
   return startWorkerd(config, { port, removeOnExit: [dir], extraArgs });
 }
@@ -110,7 +113,7 @@ export async function startScriptWorker({ script, className, port, storageDir, e
  * folder after a `crash()` or `stop()` to restart). Returns
  * { url, port, pid, stateDir, log, exited, crash(), stop() }.
  */
-export async function startWorkerdHub({ vars = {}, stateDir, port, readyTimeoutMs, extraArgs } = {}) {
+export async function startWorkerdHub({ vars = {}, stateDir, port, readyTimeoutMs, extraArgs, v8Flags } = {}) {
   port ??= await freePort();
   const removeOnExit = [mkdtempSync(join(tmpdir(), 'hub-workerd-'))];
   if (stateDir === undefined) {
@@ -128,6 +131,7 @@ export async function startWorkerdHub({ vars = {}, stateDir, port, readyTimeoutM
       { name: 'index_bg.wasm', path: join(build, 'index_bg.wasm'), type: 'wasm' },
     ],
     vars,
+    v8Flags,
   });
   const server = await startWorkerd(config, { port, removeOnExit, readyTimeoutMs, extraArgs });
   return { ...server, stateDir };
