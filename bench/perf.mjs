@@ -72,6 +72,7 @@ function samples(file) {
     const m = /^\s*[\d.]+%\s+(\d+)\s+(.+?)\s+\[.\]\s+(.*)$/.exec(line);
     if (m) rows.push({ n: Number(m[1]), dso: m[2].trim(), sym: m[3].trim() });
   }
+  if (rows.length === 0) throw new Error(`perf recorded nothing in ${file} (kernel.perf_event_paranoid <= 2?)`);
   return rows;
 }
 
