@@ -18,14 +18,14 @@
 // its busiest thread (`main_share`: workerd runs the isolate, its event
 // loop, HTTP and SQLite on one thread; V8's helper threads compile and
 // collect garbage), read from /proc before and after the run.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
 import * as nullWorker from './null/launch.mjs';
-import { HUB_BENCH_VARS, runLoadgen, warmUp } from './harness.mjs';
+import { cpuMs, HUB_BENCH_VARS, runLoadgen, warmUp } from './harness.mjs';
 
 const argv = process.argv.slice(2);
 const sep = argv.indexOf('--');
@@ -86,23 +86,20 @@ async function launch(v) {
   return { server, stop };
 }
 
-/** CPU ticks (user + system) of each thread of process `pid`, by thread id. */
-function threadTicks(pid) {
-  const ticks = new Map();
+/** CPU ms (user + system) of each thread of process `pid`, by thread id. */
+function threadCpuMs(pid) {
+  const spent = new Map();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      // Fields after the parenthesized name: utime and stime are the 12th and 13th.
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks.set(tid, Number(fields[11]) + Number(fields[12]));
+      spent.set(tid, cpuMs(pid, tid));
     } catch {
       // The thread ended between the listing and the read.
     }
   }
-  return ticks;
+  return spent;
 }
 
-/** The busiest thread's share of the ticks spent between `before` and `after`. */
+/** The busiest thread's share of the CPU spent between `before` and `after`. */
 function busiestShare(before, after) {
   const spent = [...after].map(([tid, t]) => t - (before.get(tid) ?? 0));
   const total = spent.reduce((a, b) => a + b, 0);
@@ -111,11 +108,11 @@ function busiestShare(before, after) {
 
 /** One measured run of `v` on `server`, recorded as round `round`. */
 async function measure(v, server, round) {
-  const before = own.includes('--threads') ? threadTicks(server.pid) : null;
+  const before = own.includes('--threads') ? threadCpuMs(server.pid) : null;
   const r = await runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'ab']);
   if (r.error) console.error(`round ${round + 1} ${v.name}: ${r.error}`);
   const m = metrics(r);
-  if (before) m.main_share = busiestShare(before, threadTicks(server.pid));
+  if (before) m.main_share = busiestShare(before, threadCpuMs(server.pid));
   all.get(v.name).push(m);
   console.log(`round ${round + 1} ${v.name}: ${JSON.stringify(m)}`);
 }

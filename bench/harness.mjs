@@ -1,8 +1,9 @@
 // What bench/run.mjs, bench/ab.mjs, bench/profile.mjs and
 // bench/crossings.mjs share: the hub's benchmark settings, the one way to
 // run the load generator (bench/loadgen/, built by bench/run.sh), the
-// warm-up, and the single requests the profiler and the crossing counter
-// repeat (`requestKinds`).
+// warm-up, the single requests the profiler and the crossing counter
+// repeat (`requestKinds`), and a process's CPU time from /proc (`cpuMs`,
+// also bench/cost/'s).
 //
 //   const result = await runLoadgen(['cost304', '--secs', 5, '--system', 'hub', '--url', url, '--pid', pid]);
 //
@@ -11,7 +12,8 @@
 // hangs is killed after `timeoutMs` (a hang is a result too). `onStderr`
 // sees each chunk of stderr (the fan-out scenario marks there when it
 // starts and stops publishing).
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,6 +21,16 @@ export const LOADGEN = join(dirname(fileURLToPath(import.meta.url)), 'loadgen/ta
 
 // Limits raised so they measure the systems, not our throttles.
 export const HUB_BENCH_VARS = { RATE_PER_SEC: '0', MAX_CONNECTIONS_PER_USER: '0', HISTORY_LIMIT: '1000' };
+
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+/** The user + system CPU time so far, in ms, of process `pid`, or of its thread `tid` when given. */
+export function cpuMs(pid, tid) {
+  const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
+  // Fields after the command name, which sits in parentheses and may hold spaces.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+}
 
 /** Runs the load generator once (see the header). */
 export function runLoadgen(argv, { onStderr = () => {}, timeoutMs = 240_000 } = {}) {

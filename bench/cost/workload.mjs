@@ -25,23 +25,13 @@
 // Invariants: loopback only; every request, connect and wait has a
 // timeout; every client opened here is closed before it returns.
 import http from 'node:http';
-import { readFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { cpuMs } from '../harness.mjs';
 import { openSocket } from '../../scripts/clients/ws.mjs';
 import { readSse } from '../../scripts/clients/sse.mjs';
 
 export const TRANSPORTS = ['ws', 'sse', 'poll', 'longpoll'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
-
-/** The process's user + system CPU time so far, in ms. */
-export function cpuMs(pid) {
-  // Fields after the command name, which sits in parentheses and may hold spaces.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-}
 
 /** A JSON request on loopback with a deadline; resolves { status, headers, body }. */
 function request(agent, url, { method = 'GET', headers = {}, body, timeoutMs = 10_000 } = {}) {
