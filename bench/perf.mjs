@@ -129,8 +129,9 @@ for (const system of systems) {
   } finally {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
-    // V8 writes its map as /tmp/perf-<pid>.map.
-    rmSync(join('/tmp', `perf-${server.pid}.map`), { force: true });
+    // V8 writes its map as perf-<pid>.map in the system's temporary
+    // folder, where perf reads it.
+    rmSync(join(tmpdir(), `perf-${server.pid}.map`), { force: true });
   }
 }
 
