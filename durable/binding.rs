@@ -12,21 +12,22 @@
 //! glue made every event an `async` export (a promise and a queued
 //! microtask each, even for a `304`; issue 19). A publish whose length the
 //! Worker checked has its body read first, by one promise reaction that
-//! then runs the rest on the spot.
+//! then runs the rest on the spot. A `304` to an immediate conditional
+//! poll is remembered in the entry module's memo (`crate::memo`), which
+//! answers its repeats until the room's ETag may change.
 //!
 //! Invariant: the handlers' futures own an `Rc` of the room, never a
 //! borrow of this object, so a promise that outlives the call is sound.
 
 use super::RoomObject;
 use crate::core::error::HubError;
-use crate::core::request::{RoomRequest, ROOM_REQUEST_HEADER};
-use crate::core::request_head::{RequestHead, READ_HEADERS};
-use crate::head::description_or_head;
-use crate::js_text::js_text;
+use crate::core::request::{RoomAction, RoomRequest};
+use crate::core::request_head::RequestHead;
+use crate::memo::NotModified;
 use crate::settle::settle;
 use std::rc::Rc;
 use wasm_bindgen::prelude::{wasm_bindgen, Closure};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{js_sys, web_sys, worker_sys, Env, State, WebSocketIncomingMessage};
 
 #[wasm_bindgen(inline_js = r#"
@@ -52,16 +53,26 @@ fn respond(
     settle(async move { Ok(room.fetch(req, described, read_ahead).await.into()) })
 }
 
-/// What `req` asks of the room: the Worker's description, or, for a
-/// request the Worker sent as it came, the same read from the request.
-fn described(room: &RoomObject, req: &web_sys::Request) -> Result<RoomRequest, HubError> {
-    let found = description_or_head(req, js_text(ROOM_REQUEST_HEADER), js_text(READ_HEADERS));
+/// What a request asks of the room, from `found` (what the entry module
+/// read of it, `crate::head`): the Worker's description, or, for a request
+/// the Worker sent as it came, its packed head, read as the Worker reads it.
+fn described(room: &RoomObject, found: &str) -> Result<RoomRequest, HubError> {
     if found.starts_with('{') {
-        return RoomRequest::from_header(Some(&found));
+        return RoomRequest::from_header(Some(found));
     }
-    let head = RequestHead::parse(&found)
+    let head = RequestHead::parse(found)
         .ok_or_else(|| HubError::Internal("unreadable room request".into()))?;
     RoomRequest::as_sent(&head, room.settings()?.long_poll_max_secs)
+}
+
+/// Whether the room's `304` to `request` may be remembered (`crate::memo`):
+/// an immediate conditional poll, whose `304` depends on nothing but the
+/// request and the room's ETag. A long poll is held, never remembered.
+fn not_modified_is_memorable(request: &RoomRequest) -> bool {
+    matches!(
+        &request.action,
+        RoomAction::Poll { query, if_none_match: Some(_) } if query.wait_secs == 0
+    )
 }
 
 #[wasm_bindgen(js_name = RoomObject)]
@@ -71,17 +82,24 @@ pub struct RoomBinding {
 
 #[wasm_bindgen(js_class = RoomObject)]
 impl RoomBinding {
+    /// `answers`: the entry module's memo of this room's `304`s.
     #[wasm_bindgen(constructor)]
-    pub fn new(state: worker_sys::DurableObjectState, env: Env) -> RoomBinding {
+    pub fn new(
+        state: worker_sys::DurableObjectState,
+        env: Env,
+        answers: NotModified,
+    ) -> RoomBinding {
         RoomBinding {
-            room: Rc::new(RoomObject::new(State::from(state), env)),
+            room: Rc::new(RoomObject::new(State::from(state), env, answers)),
         }
     }
 
-    /// `Response | Promise<Response>`.
-    pub fn fetch(&self, req: web_sys::Request) -> JsValue {
+    /// `Response | Promise<Response>`. `found`: the request's description
+    /// or packed head, as the entry module read it (the key its memo
+    /// remembers a `304` under).
+    pub fn fetch(&self, req: web_sys::Request, found: String) -> JsValue {
         let room = self.room.clone();
-        let described = described(&room, &req);
+        let described = described(&room, &found);
         if matches!(&described, Ok(r) if room.reads_body_first(r)) {
             // A publish: its body is read by one promise reaction that
             // runs the rest on the spot, where a Rust future awaiting it
@@ -94,7 +112,18 @@ impl RoomBinding {
             });
             return read_body_then(&body_of, &then);
         }
-        respond(room, req, described, None)
+        let memorable = matches!(&described, Ok(r) if not_modified_is_memorable(r));
+        let answer = respond(room, req, described, None);
+        if memorable {
+            // Answered on the spot (no promise): the room's state is the
+            // one the answer was made from.
+            if let Some(resp) = answer.dyn_ref::<web_sys::Response>() {
+                if resp.status() == 304 {
+                    self.room.answers.remember_answer(&found, resp);
+                }
+            }
+        }
+        answer
     }
 
     pub fn alarm(&self) -> JsValue {

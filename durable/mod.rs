@@ -66,6 +66,7 @@ use crate::core::request::{RoomAction, RoomRequest};
 use crate::core::settings::Settings;
 use crate::core::tickets::TicketBook;
 use crate::core::transport::{self, StoredMessage, Transport};
+use crate::memo::NotModified;
 use crate::respond::{self, Cors};
 use budgets::PublishBudgets;
 use log::{Origin, PersistedLog};
@@ -108,6 +109,8 @@ pub struct RoomObject {
     tickets: RefCell<TicketBook>,
     /// What the room did and what it costs (`stats`, `usage`).
     meter: RefCell<Meter>,
+    /// The entry module's memo of this room's `304`s (`crate::memo`).
+    pub(super) answers: NotModified,
     /// Storage rows read and written, for the meter.
     rows: Rc<store::RowCounter>,
     /// When history expires and when the room is idle.
@@ -116,7 +119,7 @@ pub struct RoomObject {
 
 /// The runtime's events, as [`binding::RoomBinding`] hands them on.
 impl RoomObject {
-    fn new(state: State, env: Env) -> Self {
+    fn new(state: State, env: Env, answers: NotModified) -> Self {
         // The runtime answers `ping` with `pong` itself, so keep-alives
         // never wake a hibernated room. Registering is idempotent.
         match WebSocketRequestResponsePair::new("ping", "pong") {
@@ -146,6 +149,7 @@ impl RoomObject {
             deadlines_seen: Cell::new(false),
             tickets: RefCell::new(TicketBook::default()),
             meter: RefCell::new(Meter::default()),
+            answers,
             rows: Rc::new(store::RowCounter::default()),
             retention: retention::Retention::default(),
             settings,
@@ -166,7 +170,9 @@ impl RoomObject {
         read_ahead: Option<JsValue>,
     ) -> web_sys::Response {
         self.event_began();
-        self.meter.borrow_mut().request();
+        // This request and those the memo answered since the last event.
+        let answered = self.answers.take_answered();
+        self.meter.borrow_mut().requests(1 + u64::from(answered));
         // The Worker sends a body with a publish only (`crate::rooms_call`),
         // and a body read ahead was read whole: only a publish not read
         // ahead (or a request the room cannot read) may leave one unread.
@@ -192,6 +198,10 @@ impl RoomObject {
         self.deadlines_seen.set(true);
         self.event_began();
         self.meter.borrow_mut().alarm();
+        let answered = self.answers.take_answered();
+        if answered > 0 {
+            self.meter.borrow_mut().requests(u64::from(answered));
+        }
         self.deliver_webhooks().await;
         let now_s = now_ms() / 1000;
         transport::end(&self.hubs(), &transport::Ending::Expired { now_s });
@@ -364,6 +374,7 @@ impl RoomObject {
             return Ok(());
         }
         let settings = self.settings()?;
+        self.answers_changed();
         let (log, saved) = PersistedLog::open(
             self.state.storage().sql(),
             self.rows.clone(),
@@ -455,6 +466,27 @@ impl RoomObject {
         Ok(f(log))
     }
 
+    /// Accepts a message into the log (or recognises a retry). The
+    /// remembered `304`s are forgotten first: the ETag changes with an
+    /// accepted message, and nothing may answer from the old one once the
+    /// message is stored.
+    fn accept(
+        &self,
+        publish: &Publish,
+        origin: &Origin<'_>,
+        max_message_bytes: usize,
+    ) -> Result<log::Accepted, HubError> {
+        self.answers_changed();
+        self.with_log(|l| l.accept(publish, origin, max_message_bytes, now_ms()))?
+    }
+
+    /// Forgets every remembered `304` (`crate::memo`): called before
+    /// anything that may change the room's ETag (an accepted message, a
+    /// log loaded, the room erased).
+    pub(super) fn answers_changed(&self) {
+        self.answers.forget();
+    }
+
     /// Whether the caller may open one more live connection, on any
     /// transport (`MAX_CONNECTIONS_PER_ROOM`, `MAX_CONNECTIONS_PER_USER`).
     fn admit(&self, request: &RoomRequest) -> Result<(), HubError> {
@@ -521,7 +553,7 @@ impl RoomObject {
             },
             key: idempotency_key,
         };
-        let accepted = self.with_log(|l| l.accept(&publish, &origin, max, now_ms()))??;
+        let accepted = self.accept(&publish, &origin, max)?;
         if let Some(message) = &accepted.stored {
             self.published(message);
         }

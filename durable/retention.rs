@@ -249,6 +249,7 @@ impl RoomObject {
     pub(super) async fn erase(&self) -> Result<(), crate::core::error::HubError> {
         transport::end(&self.hubs(), &transport::Ending::All);
         self.tickets.borrow_mut().clear();
+        self.answers_changed();
         *self.log.borrow_mut() = None;
         self.polls.forget_pages();
         *self.meter.borrow_mut() = Default::default();

@@ -506,11 +506,7 @@ impl RoomObject {
                 let accepted = self
                     .budgets
                     .take(meta.budget_key().as_deref(), &settings, now_ms())
-                    .and_then(|()| {
-                        self.with_log(|l| {
-                            l.accept(&publish, &origin, settings.max_message_bytes, now_ms())
-                        })?
-                    });
+                    .and_then(|()| self.accept(&publish, &origin, settings.max_message_bytes));
                 match accepted {
                     Ok(accepted) => {
                         self.sockets

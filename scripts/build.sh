@@ -32,7 +32,7 @@ node_modules/.bin/wasm-opt "$stage/index_bg.wasm" -O --debuginfo \
   --enable-bulk-memory --enable-multivalue --enable-reference-types \
   --enable-exception-handling -o "$stage/index_bg.opt.wasm"
 mv "$stage/index_bg.opt.wasm" "$stage/index_bg.wasm"
-cp src/worker.js "$stage/worker.js"
+cp src/worker.js src/memo.js "$stage/"
 # wasm-bindgen lists a snippet module used twice under one key twice (the
 # same module both times): silenced, not a bug of ours.
 node_modules/.bin/esbuild "$stage/worker.js" --bundle --format=esm --minify-syntax --minify-whitespace \

@@ -14,8 +14,10 @@
 //! - `publish_many` (wasm32): `POST /publish`, the backend's fan-out.
 //! - `jwks` (wasm32): RS256/ES256 keys from `JWKS`/`JWKS_URL`, checked by
 //!   the runtime's WebCrypto.
-//! - `head` (wasm32): a request's method, URL and headers read in one
-//!   crossing, by the Worker and by the room.
+//! - `head` (wasm32): the headers the entry module (src/worker.js) packs
+//!   with a request's method and URL, handed to the Worker and the room.
+//! - `memo` (wasm32): what the crate asks the entry module to remember
+//!   (src/memo.js), so a repeat of a decided request skips the module.
 //! - `js_text` (wasm32): constant strings made in JavaScript once, passed
 //!   by reference on every request.
 //! - `clock` (wasm32): the runtime's clock, read once per synchronous
@@ -43,6 +45,8 @@ mod head;
 mod js_text;
 #[cfg(target_arch = "wasm32")]
 mod jwks;
+#[cfg(target_arch = "wasm32")]
+mod memo;
 #[cfg(target_arch = "wasm32")]
 mod publish_many;
 #[cfg(target_arch = "wasm32")]

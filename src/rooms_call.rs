@@ -102,7 +102,7 @@ thread_local! {
 /// from `req` in JavaScript rather than copied back out of the module).
 /// Returns the stub's promise of the room's own `Response` (the Worker
 /// hands it to the runtime as it is), followed by
-/// `then(on_answer, on_failure)`.
+/// `then(on_answer, on_failure)`, and how it went.
 pub fn forward(
     env: &Env,
     req: &web_sys::Request,
@@ -110,7 +110,7 @@ pub fn forward(
     client_set_description: bool,
     on_answer: &JsValue,
     on_failure: &JsValue,
-) -> Result<js_sys::Promise, HubError> {
+) -> Result<Forwarded, HubError> {
     if described.travels_as_sent() && !client_set_description {
         // `None` for a poll with a body, which the room would never read:
         // it goes in a request made here, without the body.
@@ -125,7 +125,7 @@ pub fn forward(
         )
         .map_err(|e| HubError::Internal(format!("room fetch: {e:?}")))?;
         if let Some(promise) = sent {
-            return Ok(promise);
+            return Ok(Forwarded::AsSent { promise, body_read });
         }
     }
     let (body, upgrade): (&JsValue, bool) = match described.action {
@@ -149,6 +149,19 @@ pub fn forward(
         described,
         then,
     )
+    .map(Forwarded::Described)
+}
+
+/// How [`forward`] sent a request: the stub's promise of the answer.
+pub enum Forwarded {
+    /// The client's request as it came; `body_read`: whether the room reads
+    /// its body (a publish).
+    AsSent {
+        promise: js_sys::Promise,
+        body_read: bool,
+    },
+    /// A request made here that carries the description.
+    Described(js_sys::Promise),
 }
 
 /// Where the room's request goes.

@@ -16,7 +16,10 @@
 //! (`RoomRequest::travels_as_sent`). Everything else is the room's, except, with
 //! `POLL_CACHE_MS` on, a repeat conditional poll the isolate can answer
 //! `304` from its memory of the room's ETag (`core::poll_cache`; after
-//! authentication, with the headers the room would send).
+//! authentication, with the headers the room would send). A request sent
+//! as it came, decided by its packed head alone, is remembered by the entry
+//! module, which sends its repeats the same way without entering the
+//! module (`crate::memo`).
 //!
 //! A request answered here is never forwarded, and its body never touched:
 //! the runtime drops such a body without complaint (see `crate::body`).
@@ -27,13 +30,14 @@ use crate::core::backend;
 use crate::core::error::HubError;
 use crate::core::poll_cache::{self, PollCache};
 use crate::core::request::{RoomAction, RoomRequest, ROOM_REQUEST_HEADER};
-use crate::core::request_head::{RequestHead, READ_HEADERS};
+use crate::core::request_head::RequestHead;
 use crate::core::route::{route, Action, Method, Route};
 use crate::core::settings::Settings;
 use crate::core::tickets::looks_like_ticket;
 use crate::core::url::UrlParts;
-use crate::js_text::js_text;
+use crate::memo::Forwards;
 use crate::respond::{self, Cors};
+use crate::rooms_call::Forwarded;
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::prelude::{wasm_bindgen, Closure, JsValue};
 use wasm_bindgen::JsCast;
@@ -62,21 +66,46 @@ fn start() {
 /// completes without waiting (everything but JWKS keys and read bodies)
 /// costs no Rust future driven by JavaScript promises, and a room request
 /// returns the stub's own promise (see [`finish`]).
+///
+/// `head`: the request's packed head (`crate::head`); `forwards`: the
+/// isolate's memo of requests sent to their room as they came, which a
+/// repeat of such a request never gets past (`crate::memo`).
 #[wasm_bindgen(js_name = fetch)]
-pub fn fetch(req: web_sys::Request, env: Env, _ctx: JsValue) -> JsValue {
+pub fn fetch(
+    req: web_sys::Request,
+    env: Env,
+    _ctx: JsValue,
+    head: String,
+    forwards: Forwards,
+) -> JsValue {
     let settings = match crate::config::settings(&env) {
         Ok(s) => s,
         Err(e) => return answered(respond::error(&e, &Cors::None)),
     };
-    let incoming = Incoming::read(req);
+    let incoming = Incoming::read(req, head);
     let origin = incoming.header("Origin");
     let cors = Cors::for_origin(&settings.allowed_origins, origin.as_deref());
     // A promise resolved with the room's promise follows it, so a pending
     // handling needs no wait of its own for the room's answer.
     crate::settle::settle(async move {
         let outcome = handle(&incoming, &env, &settings, origin.as_deref(), &cors).await;
-        Ok(finish(outcome, &incoming, &env, &settings, &cors))
+        Ok(finish(
+            outcome, &incoming, &env, &settings, &cors, &forwards,
+        ))
     })
+}
+
+/// The JSON `500` for a room call that the runtime rejected, sent on from
+/// the entry module's memo (`crate::memo`): the answer [`finish`] gives.
+#[wasm_bindgen(js_name = roomFailure)]
+pub fn room_failure_for(error: JsValue, head: String, env: Env) -> web_sys::Response {
+    let origin =
+        RequestHead::parse(&head).and_then(|h| h.header("Origin").flatten().map(str::to_owned));
+    let cors = match crate::config::settings(&env) {
+        Ok(settings) => Cors::for_origin(&settings.allowed_origins, origin.as_deref()),
+        Err(_) => Cors::None,
+    };
+    room_failure(&error, &cors)
 }
 
 /// What a request comes to: an answer made here, or a described request
@@ -102,6 +131,7 @@ fn finish(
     env: &Env,
     settings: &Settings,
     cors: &Cors,
+    forwards: &Forwards,
 ) -> JsValue {
     let described = match outcome {
         Ok(Outcome::Answer(resp)) => return answered(resp),
@@ -139,7 +169,17 @@ fn finish(
         &on_answer,
         &on_failure,
     ) {
-        Ok(promise) => promise.into(),
+        Ok(Forwarded::AsSent { promise, body_read }) => {
+            // Nothing but the head decided it (`travels_as_sent`, and
+            // no header read from outside it), and without the poll
+            // cache nothing must see the answer: a repeat goes the same
+            // way without the module (`crate::memo`).
+            if settings.poll_cache_ms == 0 && !req.read_beyond_head.get() {
+                forwards.remember_forward(&req.packed, described.room.as_str(), body_read);
+            }
+            promise.into()
+        }
+        Ok(Forwarded::Described(promise)) => promise.into(),
         Err(e) => answered(respond::error(&e, cors)),
     }
 }
@@ -172,22 +212,33 @@ fn room_failure_handler(cors: &Cors) -> JsValue {
 }
 
 /// The client's request, read once: its method, URL and the headers the
-/// Worker uses in one crossing (`core::request_head`), the query decoded
-/// once, in Rust.
+/// Worker uses, packed by the entry module (`crate::head`), the query
+/// decoded once, in Rust.
 pub(crate) struct Incoming {
     pub req: web_sys::Request,
     pub head: RequestHead,
+    /// The head as packed: the key of the entry module's memo.
+    packed: String,
     pairs: Vec<(String, String)>,
+    /// Whether a header outside the packed head was read: then the
+    /// handling did not depend on the head alone, and is not remembered.
+    read_beyond_head: Cell<bool>,
 }
 
 impl Incoming {
-    fn read(req: web_sys::Request) -> Incoming {
+    fn read(req: web_sys::Request, packed: String) -> Incoming {
         // A head that does not parse cannot happen (see
         // `core::request_head`); then every header is asked of the runtime.
-        let head = RequestHead::parse(&crate::head::read_head(&req, js_text(READ_HEADERS)))
+        let head = RequestHead::parse(&packed)
             .unwrap_or_else(|| RequestHead::without_headers(req.method(), req.url()));
         let pairs = UrlParts::split(&head.url).pairs();
-        Incoming { req, head, pairs }
+        Incoming {
+            req,
+            head,
+            packed,
+            pairs,
+            read_beyond_head: Cell::new(false),
+        }
     }
 
     pub fn parts(&self) -> UrlParts<'_> {
@@ -198,7 +249,10 @@ impl Incoming {
     pub fn header(&self, name: &str) -> Option<String> {
         match self.head.header(name) {
             Some(value) => value.map(str::to_owned),
-            None => self.req.headers().get(name).ok().flatten(),
+            None => {
+                self.read_beyond_head.set(true);
+                self.req.headers().get(name).ok().flatten()
+            }
         }
     }
 

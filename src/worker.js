@@ -15,9 +15,16 @@
 // and memory), and each room makes its Rust object again when the instance
 // it was made in is gone (its in-memory state is lost; its storage and its
 // hibernated sockets are not).
+//
+// A repeat of a request the crate already decided is handled here, from
+// what the crate asked this module to remember (./memo.js, which says
+// when that is the crate's own answer).
 import * as hub from './index.js';
+import { Forwards, NotModified, RequestHeads } from './memo.js';
 
 const initState = hub.__worker_init_state();
+const heads = new RequestHeads(hub.requestHeadNames(), hub.descriptionHeader());
+const forwards = new Forwards();
 
 function resetIfBroken() {
   if (initState.criticalError) {
@@ -52,7 +59,15 @@ function guarded(call) {
 
 export default {
   fetch(request, env, ctx) {
-    return guarded(() => hub.fetch(request, env, ctx));
+    const head = heads.pack(request);
+    const room = forwards.roomFor(head, request);
+    if (room !== undefined) {
+      // As `crate::rooms_call::forward` sends it, failures included.
+      return env.ROOMS.getByName(room)
+        .fetch(request)
+        .then(undefined, (error) => guarded(() => hub.roomFailure(error, head, env)));
+    }
+    return guarded(() => hub.fetch(request, env, ctx, head, forwards));
   },
 };
 
@@ -61,6 +76,7 @@ export class RoomObject {
   #env;
   #room = null;
   #instanceId = -1;
+  #notModified = new NotModified();
 
   constructor(ctx, env) {
     this.#ctx = ctx;
@@ -73,7 +89,9 @@ export class RoomObject {
   #call(f) {
     return guarded(() => {
       if (this.#instanceId !== initState.instanceId) {
-        this.#room = new hub.RoomObject(this.#ctx, this.#env);
+        // What the lost instance remembered is not this one's to answer.
+        this.#notModified.forget();
+        this.#room = new hub.RoomObject(this.#ctx, this.#env, this.#notModified);
         this.#instanceId = initState.instanceId;
       }
       return f(this.#room);
@@ -81,7 +99,11 @@ export class RoomObject {
   }
 
   fetch(request) {
-    return this.#call((room) => room.fetch(request));
+    const key = heads.describedOrPacked(request);
+    // Not while the instance is broken: a panic may have cut an event
+    // short after it changed the room (it is reset at the next call).
+    const answered = initState.criticalError ? undefined : this.#notModified.answer(key, request);
+    return answered ?? this.#call((room) => room.fetch(request, key));
   }
 
   alarm() {

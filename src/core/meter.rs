@@ -216,9 +216,9 @@ impl Meter {
         self.last_events_ms = [Some(now_ms), self.last_events_ms[0]];
     }
 
-    /// A request reached the room.
-    pub fn request(&mut self) {
-        self.counters.requests += 1;
+    /// `n` requests reached the room.
+    pub fn requests(&mut self, n: u64) {
+        self.counters.requests += n;
         self.changed = true;
     }
 
@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn counts_what_clients_did_per_transport() {
         let mut m = Meter::default();
-        m.request();
+        m.requests(1);
         m.published(100);
         m.delivered(TransportKind::WebSocket, 3, 300);
         m.delivered(TransportKind::Sse, 2, 200);
@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn saved_counters_add_to_what_this_instance_counted_before_loading() {
         let mut m = Meter::default();
-        m.request();
+        m.requests(1);
         m.connections(2);
         let saved = Counters {
             requests: 10,
@@ -364,7 +364,7 @@ mod tests {
     #[test]
     fn a_report_joins_the_counters_with_what_storage_knows() {
         let mut m = Meter::default();
-        m.request();
+        m.requests(1);
         m.delivered(TransportKind::WebSocket, 2, 20);
         let storage = FromStorage {
             published: 9,
@@ -401,7 +401,7 @@ mod tests {
         m.event_ended(2_100, 0);
         assert_eq!(m.save_due(), None);
         m.event_began(3_000, 0);
-        m.request();
+        m.requests(1);
         m.event_ended(3_001, 0);
         m.saved(3_001);
         assert_eq!(m.save_due(), None);
@@ -413,7 +413,7 @@ mod tests {
         let mut m = Meter::default();
         let event = |m: &mut Meter, t: u64, held: usize| {
             m.event_began(t, held);
-            m.request();
+            m.requests(1);
             m.event_ended(t + 5, held);
         };
         // A first event in a fresh instance: the room may hibernate after it.
@@ -442,7 +442,7 @@ mod tests {
     #[test]
     fn saved_counters_round_trip_and_tolerate_missing_fields() {
         let mut m = Meter::default();
-        m.request();
+        m.requests(1);
         m.delivered(TransportKind::Sse, 4, 40);
         let json = serde_json::to_string(m.counters()).unwrap();
         let back: Counters = serde_json::from_str(&json).unwrap();

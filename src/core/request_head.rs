@@ -3,9 +3,12 @@
 //!
 //! Reading the method, the URL, the headers object and each header from
 //! Rust is a crossing each, with a string copied each way (five to eight
-//! per request; measured with bench/profile.mjs, issue 19). The Worker's
-//! JavaScript side packs the method, the URL and the headers of
-//! [`READ_HEADERS`] as lines ([`RequestHead::parse`] reads them back):
+//! per request; measured with bench/profile.mjs, issue 19). The entry
+//! module (`RequestHeads` in src/memo.js) packs the method, the URL and the
+//! headers of [`READ_HEADERS`] as lines ([`RequestHead::parse`] reads them
+//! back), for the Worker and for the room; the packed string is also the
+//! key under which the entry module remembers the crate's decisions, so
+//! whatever the crate reads of a request must be in it:
 //!
 //! ```text
 //! METHOD \n URL \n (for each name in READ_HEADERS: "-" if absent, "+value" if present) \n …
