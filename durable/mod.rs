@@ -32,7 +32,11 @@
 //!   while the room hibernates; it is re-set after every event that may
 //!   have changed it (and after `deleteAll`, which clears it).
 //! - Every event tells the meter when it begins and, in
-//!   [`RoomObject::after_event`], when it ends.
+//!   [`RoomObject::after_event`], when it ends; a request begins by taking
+//!   the count of repeat polls the entry module answered since the last.
+//! - The entry module's remembered `304`s (`crate::memo`) are forgotten
+//!   before anything that may move the room's ETag, in the same
+//!   synchronous stretch ([`RoomObject::answers_changed`]).
 //! - Nothing here panics on input: handlers return errors, which become
 //!   JSON errors, `error` frames or close codes.
 //!
