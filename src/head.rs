@@ -5,6 +5,10 @@
 //!
 //! The entry module asks for the names below once, when it loads: the
 //! crate keeps the one list of headers it reads.
+//!
+//! Invariant: a room request's description is JSON, so it starts with
+//! `{`; a packed head starts with the request's method, a token, which
+//! never does (the room tells the two apart by that).
 
 use crate::core::request::ROOM_REQUEST_HEADER;
 use crate::core::request_head::READ_HEADERS;
