@@ -6,7 +6,15 @@
 // APIs, SQLite, malloc), V8 itself, and the JIT code (the hub's
 // WebAssembly, named by V8's `--perf-basic-prof` map, and JavaScript).
 //
-//   node bench/perf.mjs [--kind 304|200|publish] [--secs 5] [--systems hub,floor] [--top 20]
+//   node bench/perf.mjs [--kind 304|200|publish] [--subs N [--no-deflate]] [--secs 5] [--warm 3] [--systems hub,floor] [--top 20]
+//
+// `--subs N` opens N WebSocket subscribers on the room first (they read
+// and drop every frame), so a publish's CPU includes its fan-out; they
+// offer permessage-deflate, as browsers do, unless `--no-deflate` (local
+// workerd accepts it, and then compresses every frame for every socket).
+// `--warm S`: seconds of the same loop, unrecorded, before recording
+// (V8 moves a WebAssembly function out of its baseline tier only after
+// it has run for a while).
 //
 // bench/profile.mjs samples the isolate's thread from V8's side, which
 // charges a native call's time to whatever JavaScript frame is on top and
@@ -22,6 +30,7 @@ import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
 import { HUB_BENCH_VARS, requestKinds } from './harness.mjs';
+import { openSocket } from '../scripts/clients/ws.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -32,6 +41,10 @@ const kind = opt('kind', '304');
 const secs = Number(opt('secs', 5));
 const systems = opt('systems', 'hub,floor').split(',');
 const top = Number(opt('top', 0));
+const subs = Number(opt('subs', 0));
+const warmSecs = Number(opt('warm', 3));
+// The subscribers offer permessage-deflate (as browsers do) unless told not to.
+const deflate = !args.includes('--no-deflate');
 const CONCURRENCY = 8;
 const SAMPLES_PER_SEC = 2000;
 
@@ -102,10 +115,19 @@ for (const system of systems) {
     system === 'floor'
       ? await floor.start({ port, storageDir: join(dir, 'do'), v8Flags })
       : await startWorkerdHub({ port, stateDir: join(dir, 'do'), vars: HUB_BENCH_VARS, v8Flags });
+  const sockets = [];
   try {
+    for (let i = 0; i < subs; i++) {
+      const ws = openSocket(`${server.url.replace(/^http/, 'ws')}/rooms/perf/ws`, { perMessageDeflate: deflate });
+      sockets.push(ws);
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+    }
     const once = (await requestKinds(`${server.url}/rooms/perf`))[kind];
     if (!once) throw new Error(`unknown --kind ${kind}`);
-    await loop(once, 3000); // the JIT's hot code compiled before recording
+    await loop(once, warmSecs * 1000); // the JIT's hot code compiled before recording
     const file = join(dir, 'perf.data');
     const perf = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', String(SAMPLES_PER_SEC), '-p', String(server.pid), '-o', file], {
       stdio: 'ignore',
@@ -127,6 +149,7 @@ for (const system of systems) {
     results.push({ system, done, buckets, symbols });
     console.log(`${system} ${kind}: ${done} requests in ${secs} s`);
   } finally {
+    for (const ws of sockets) ws.terminate();
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
     // V8 writes its map as perf-<pid>.map in the system's temporary
