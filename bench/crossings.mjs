@@ -33,8 +33,8 @@ const COUNTED = `new WebAssembly.Instance(wasmModule,(()=>{const imports=__wbg_g
 const DECODE = 'function decodeText(bytes){return cachedTextDecoder.decode(bytes)}';
 const DECODE_COUNTED = `function decodeText(bytes){const s=cachedTextDecoder.decode(bytes),c=globalThis.__crossings,k='string '+JSON.stringify(s.slice(0,48));c[k]=(c[k]||0)+1;return s}`;
 // The Worker answers COUNTS_PATH with the counts so far, and resets them.
-const FETCH = 'fetch(request,env,ctx){return guarded(';
-const FETCH_COUNTED = `fetch(request,env,ctx){if(new URL(request.url).pathname==='${COUNTS_PATH}'){const c=globalThis.__crossings;const r=new Response(JSON.stringify(c));for(const k of Object.keys(c))delete c[k];return r}return guarded(`;
+const FETCH = 'fetch(request,env,ctx){';
+const FETCH_COUNTED = `fetch(request,env,ctx){if(new URL(request.url).pathname==='${COUNTS_PATH}'){const c=globalThis.__crossings;const r=new Response(JSON.stringify(c));for(const k of Object.keys(c))delete c[k];return r}`;
 
 const dir = mkdtempSync(join(tmpdir(), 'crossings-'));
 const source = readFileSync(join(buildDir(), 'index.js'), 'utf8');
