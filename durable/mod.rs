@@ -115,6 +115,9 @@ pub struct RoomObject {
     meter: RefCell<Meter>,
     /// The entry module's memo of this room's `304`s (`crate::memo`).
     pub(super) answers: NotModified,
+    /// Whether the storage that loading a never-published room opened was
+    /// let go already ([`RoomObject::release_unused_storage`]).
+    unused_storage_released: Cell<bool>,
     /// Storage rows read and written, for the meter.
     rows: Rc<store::RowCounter>,
     /// When history expires and when the room is idle.
@@ -154,6 +157,7 @@ impl RoomObject {
             tickets: RefCell::new(TicketBook::default()),
             meter: RefCell::new(Meter::default()),
             answers,
+            unused_storage_released: Cell::new(false),
             rows: Rc::new(store::RowCounter::default()),
             retention: retention::Retention::default(),
             settings,
@@ -379,6 +383,8 @@ impl RoomObject {
         }
         let settings = self.settings()?;
         self.answers_changed();
+        // Opening the log opens the database, never-published or not.
+        self.unused_storage_released.set(false);
         let (log, saved) = PersistedLog::open(
             self.state.storage().sql(),
             self.rows.clone(),
@@ -404,9 +410,13 @@ impl RoomObject {
     /// happen in one synchronous stretch, so no publish can fall between
     /// them. (On the platform an object without stored data is not kept;
     /// local workerd leaves an empty 4 KB file where it kept three before.)
+    /// Once per loaded log: only opening the log opens the database before
+    /// a publish creates the room's storage, and a delete per event made
+    /// every frame of a never-published room wait for storage (a flood of
+    /// 5000 frames took 15–26 s to cut off, and held up every other member).
     async fn release_unused_storage(&self) {
         let unused = matches!(self.log.borrow().as_ref(), Some(l) if !l.is_created());
-        if unused {
+        if unused && !self.unused_storage_released.replace(true) {
             // `deleteAll` clears the alarm too: let the next `arm_alarm`
             // set it again if a connection still has a deadline (this
             // instance may have woken without having seen one).
