@@ -46,6 +46,16 @@ impl RoomObject {
         self.meter.borrow_mut().event_began(now_ms(), held);
     }
 
+    /// Counts `own` requests and those the entry module answered from its
+    /// memo since the last count (`crate::memo`). Nothing counted, nothing
+    /// changed: an alarm alone never asks for a save.
+    pub(super) fn count_requests(&self, own: u64) {
+        let requests = own + u64::from(self.answers.take_answered());
+        if requests > 0 {
+            self.meter.borrow_mut().requests(requests);
+        }
+    }
+
     /// The event ended (its storage rows counted with it).
     pub(super) fn event_ended(&self) {
         self.meter_step(Meter::event_ended);

@@ -32,8 +32,9 @@
 //!   while the room hibernates; it is re-set after every event that may
 //!   have changed it (and after `deleteAll`, which clears it).
 //! - Every event tells the meter when it begins and, in
-//!   [`RoomObject::after_event`], when it ends; a request begins by taking
-//!   the count of repeat polls the entry module answered since the last.
+//!   [`RoomObject::after_event`], when it ends; a request or an alarm also
+//!   counts the repeat polls the entry module answered since the last
+//!   count (`RoomObject::count_requests`).
 //! - The entry module's remembered `304`s (`crate::memo`) are forgotten
 //!   before anything that may move the room's ETag, in the same
 //!   synchronous stretch ([`RoomObject::answers_changed`]).
@@ -178,9 +179,7 @@ impl RoomObject {
         read_ahead: Option<JsValue>,
     ) -> web_sys::Response {
         self.event_began();
-        // This request and those the memo answered since the last event.
-        let answered = self.answers.take_answered();
-        self.meter.borrow_mut().requests(1 + u64::from(answered));
+        self.count_requests(1);
         // The Worker sends a body with a publish only (`crate::rooms_call`),
         // and a body read ahead was read whole: only a publish not read
         // ahead (or a request the room cannot read) may leave one unread.
@@ -206,10 +205,7 @@ impl RoomObject {
         self.deadlines_seen.set(true);
         self.event_began();
         self.meter.borrow_mut().alarm();
-        let answered = self.answers.take_answered();
-        if answered > 0 {
-            self.meter.borrow_mut().requests(u64::from(answered));
-        }
+        self.count_requests(0);
         self.deliver_webhooks().await;
         let now_s = now_ms() / 1000;
         transport::end(&self.hubs(), &transport::Ending::Expired { now_s });

@@ -1,6 +1,6 @@
 //! JavaScript copies of the constant strings the hub hands the runtime on
-//! every request: the description's header name, the list of headers the
-//! Worker reads, the SQL of a publish, the slow-consumer close reason.
+//! every request: the description's header name, the SQL of a publish,
+//! the slow-consumer close reason.
 //!
 //! A `&str` argument is copied out of the module's memory and decoded with
 //! `TextDecoder` at every call (issue 19 counted 5 of the 13 strings a
