@@ -2,7 +2,7 @@
 // scenario, in alternating rounds so that a noisy machine weighs on every
 // variant alike. Prints each round and the median per variant.
 //
-//   node bench/ab.mjs --builds name=dir[+VAR=value…],… [--floor] [--null] [--reuse] [--threads] [--rounds 3] -- <loadgen args…>
+//   node bench/ab.mjs --builds name=dir[+VAR=value…],… [--floor] [--null] [--reuse] [--warm-runs N] [--threads] [--rounds 3] -- <loadgen args…>
 //
 // e.g. node bench/ab.mjs --builds old=build-old,new=build --floor -- cost304 --concurrency 16 --secs 3
 // (build-old: a copy of build/ made at an earlier commit)
@@ -13,6 +13,13 @@
 // the systems' runs in one round are seconds apart: on this noisy host
 // the per-round ratios to the floor spread less (each run of the load
 // generator uses a room of its own).
+//
+// --warm-runs N runs the measured scenario N times more, unrecorded, after
+// the common warm-up of each system: V8 moves a function to its optimizing
+// tier only after it has run for a while, and the common warm-up (polls,
+// then a WebSocket fan-out) runs no publish at all. Every system gets the
+// same runs, so the floor's JavaScript warms up as the hub's WebAssembly
+// does.
 //
 // --threads adds, per run, the share of the server process's CPU spent on
 // its busiest thread (`main_share`: workerd runs the isolate, its event
@@ -33,6 +40,7 @@ const own = sep >= 0 ? argv.slice(0, sep) : argv;
 const loadgenArgs = sep >= 0 ? argv.slice(sep + 1) : ['cost304', '--concurrency', '16', '--secs', '3'];
 const opt = (name, dflt) => (own.includes(`--${name}`) ? own[own.indexOf(`--${name}`) + 1] : dflt);
 const rounds = Number(opt('rounds', 3));
+const warmRuns = Number(opt('warm-runs', 0));
 
 // `name=dir` or `name=dir+VAR=value+…`: settings on top of the benchmark's.
 const variants = (opt('builds', 'hub=build') ?? '').split(',').map((spec) => {
@@ -83,6 +91,10 @@ async function launch(v) {
   };
   const warm = await warmUp(v.system, server, { pollsOnly: v.pollsOnly });
   if (warm?.error) console.error(`warm-up of ${v.name}: ${warm.error}`);
+  for (let i = 0; i < warmRuns; i++) {
+    const r = await runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'warm-up']);
+    if (r.error) console.error(`warm-up run of ${v.name}: ${r.error}`);
+  }
   return { server, stop };
 }
 

@@ -6,7 +6,7 @@
 // APIs, SQLite, malloc), V8 itself, and the JIT code (the hub's
 // WebAssembly, named by V8's `--perf-basic-prof` map, and JavaScript).
 //
-//   node bench/perf.mjs [--kind 304|200|publish] [--subs N [--no-deflate]] [--secs 5] [--warm 3] [--systems hub,floor] [--top 20]
+//   node bench/perf.mjs [--kind 304|200|publish] [--subs N [--no-deflate]] [--secs 5] [--warm 3] [--concurrency 8] [--systems hub,floor] [--top 20]
 //
 // `--subs N` opens N WebSocket subscribers on the room first (they read
 // and drop every frame), so a publish's CPU includes its fan-out; they
@@ -45,7 +45,9 @@ const subs = Number(opt('subs', 0));
 const warmSecs = Number(opt('warm', 3));
 // The subscribers offer permessage-deflate (as browsers do) unless told not to.
 const deflate = !args.includes('--no-deflate');
-const CONCURRENCY = 8;
+// Requests in flight at once: 1 exposes each request's fixed costs, which
+// requests that overlap share (the runtime's turns, its batched writes).
+const CONCURRENCY = Number(opt('concurrency', 8));
 const SAMPLES_PER_SEC = 2000;
 
 if (spawnSync('perf', ['--version']).status !== 0) {

@@ -4,7 +4,7 @@
 // most self time (JavaScript glue, wasm functions by name, the runtime's
 // builtins) and the profile's share that was idle.
 //
-//   node bench/profile.mjs [--system hub|floor] [--kind 304|200|publish] [--secs 5] [--top 30] [--out file.cpuprofile]
+//   node bench/profile.mjs [--system hub|floor] [--kind 304|200|publish] [--secs 5] [--concurrency 8] [--top 30] [--out file.cpuprofile]
 //   node bench/profile.mjs [--system hub|floor] --loadgen 'fanout --transport ws --subs 1000 --rate 50 --secs 10'
 //
 // With --loadgen the load is bench/loadgen's scenario (built by
@@ -35,7 +35,8 @@ const secs = Number(opt('secs', 5));
 const top = Number(opt('top', 30));
 const out = opt('out', null);
 const loadgenArgs = opt('loadgen', null);
-const CONCURRENCY = 8;
+// Requests in flight at once (bench/perf.mjs says why 1 is worth a look).
+const CONCURRENCY = Number(opt('concurrency', 8));
 
 /**
  * Runs the load generator on `url`; calls `onPublishing` when a fan-out
