@@ -211,7 +211,10 @@ impl PersistedLog {
     pub fn page(&self, cursor: Cursor, limit: u32) -> Result<Page, HubError> {
         match cursor {
             Cursor::Latest => {
-                let (joined, count) = self.store.joined(None, limit, POLL_PAGE_BYTES)?;
+                // The newest rows, no more than the window holds: storage
+                // may still hold older ones (`core::log::TRIM_BATCH`).
+                let within = u64::from(limit).min(self.position.kept()) as u32;
+                let (joined, count) = self.store.joined(None, within, POLL_PAGE_BYTES)?;
                 Ok(Page {
                     joined,
                     count,

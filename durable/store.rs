@@ -2,8 +2,11 @@
 //! the room's saved counters and the webhook outbox.
 //!
 //! Invariants:
-//! - `hub_messages` holds the contiguous ids `first_kept ..= last_id`, each
-//!   row the envelope exactly as it was sent and the time it was published.
+//! - `hub_messages` holds contiguous ids up to `last_id`, each row the
+//!   envelope exactly as it was sent and the time it was published: the
+//!   log's window `first_kept ..= last_id` and, since storage trims in
+//!   batches (`core::log::TRIM_BATCH`), fewer than a batch of older rows
+//!   that no read serves (every read starts from the window).
 //! - The last id ever assigned is the largest id in `hub_messages`: count
 //!   retention keeps at least one message, so ids continue after a restart
 //!   and are never reused, without a second write per publish. Age
@@ -104,16 +107,13 @@ const OUTBOX_SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS hub_webhooks (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
      body TEXT NOT NULL, attempts INTEGER NOT NULL, due INTEGER NOT NULL)";
 
-/// Idempotency keys of dropped messages are deleted every this many ids.
-const IDEMPOTENCY_PRUNE_EVERY: u64 = 64;
-
 /// A message to store in one step.
 pub struct NewMessage<'a> {
     pub message: &'a StoredMessage,
     pub ts_ms: u64,
     /// `(scope, key)` of an `Idempotency-Key` or WebSocket `cid`.
     pub idempotency: Option<(&'a str, &'a str)>,
-    /// Retention: drop every message with an id up to this one.
+    /// Retention: delete the rows (and keys) of every id up to this one.
     pub drop_through: Option<Seq>,
 }
 
@@ -634,15 +634,13 @@ impl Store {
                     through.0 as f64,
                 )
             })?;
-            // A key outlives nothing it protects: once its message is gone
-            // from history, so is the key. Pruned in batches: a key lives
-            // at most IDEMPOTENCY_PRUNE_EVERY messages longer than its message.
-            if msg.message.id.0 % IDEMPOTENCY_PRUNE_EVERY == 0 {
-                self.run(
-                    "DELETE FROM hub_idempotency WHERE id <= ?",
-                    vec![int(through.0)],
-                )?;
-            }
+            // A key outlives nothing it protects: its row goes with its
+            // message's, so it lives at most a trim batch longer than its
+            // message stays in the window.
+            self.run(
+                "DELETE FROM hub_idempotency WHERE id <= ?",
+                vec![int(through.0)],
+            )?;
         }
         Ok(())
     }

@@ -7,6 +7,13 @@
 //! a new [`Epoch`]), yields [`Resume::Reset`]: we never skip silently
 //! (cf. centrifuge's `StreamPosition.Epoch`).
 //!
+//! Storage trims in batches: a dropped message's row is deleted with up to
+//! [`TRIM_BATCH`] others, one statement per batch instead of one per
+//! publish (cf. Redis Streams' `MAXLEN ~`). Storage may therefore hold up to
+//! `min(TRIM_BATCH, HISTORY_LIMIT) - 1` rows older than `first_kept`; no
+//! read serves them: replays and pages start from the window, which lives
+//! here, never from the rows that storage holds.
+//!
 //! The log also owns the room's current ETag, recomputed once per accepted
 //! message so a conditional poll compares two strings and nothing more.
 //!
@@ -15,6 +22,10 @@
 
 use super::cursor::{Epoch, Seq};
 use super::etag::etag_for;
+
+/// Dropped messages whose rows storage deletes in one statement (fewer when
+/// `HISTORY_LIMIT` is smaller, so storage never holds twice the limit).
+pub const TRIM_BATCH: u64 = 64;
 
 /// Why a resume could not continue exactly where the client stood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,13 +108,22 @@ impl RoomLog {
         self.last_id.next()
     }
 
-    /// Retention: once the message `id` is stored, every id up to the
-    /// returned one (inclusive) is dropped. Computed from the id alone, so
-    /// a lowered `HISTORY_LIMIT` trims the surplus on the next publish.
+    /// Retention in storage: once the message `id` is stored, the rows of
+    /// every id up to the returned one (inclusive) are to be deleted.
+    /// `Some` once per batch of dropped ids (see the module doc), computed
+    /// from the id alone, so a lowered `HISTORY_LIMIT` trims the surplus
+    /// within one batch. The window ([`Self::first_kept`]) moves with every
+    /// message regardless.
     pub fn drop_through(&self, id: Seq) -> Option<Seq> {
+        let batch = TRIM_BATCH.min(self.history_limit);
         id.0.checked_sub(self.history_limit)
-            .filter(|&n| n > 0)
+            .filter(|&n| n > 0 && n % batch == 0)
             .map(Seq)
+    }
+
+    /// How many messages the window holds (`first_kept ..= last_id`).
+    pub fn kept(&self) -> u64 {
+        self.kept
     }
 
     /// Records that the message with [`Self::next_id`] is stored.
@@ -162,12 +182,46 @@ mod tests {
     }
 
     #[test]
-    fn retention_drops_all_but_the_last_limit() {
+    fn retention_trims_storage_in_batches_of_the_limit_when_small() {
         let l = log(0, 0, 2);
         assert_eq!(l.drop_through(Seq(1)), None);
         assert_eq!(l.drop_through(Seq(2)), None);
-        assert_eq!(l.drop_through(Seq(3)), Some(Seq(1)));
+        assert_eq!(l.drop_through(Seq(3)), None);
+        assert_eq!(l.drop_through(Seq(4)), Some(Seq(2)));
+        assert_eq!(l.drop_through(Seq(5)), None);
         assert_eq!(l.drop_through(Seq(10)), Some(Seq(8)));
+    }
+
+    #[test]
+    fn retention_trims_storage_once_per_batch() {
+        let l = log(0, 0, 1000);
+        let trims: Vec<u64> = (1..=1200)
+            .filter_map(|id| l.drop_through(Seq(id)).map(|s| s.0))
+            .collect();
+        assert_eq!(trims, vec![64, 128, 192]);
+    }
+
+    #[test]
+    fn storage_never_holds_a_batch_more_than_the_window() {
+        // Rows held after each publish, trimming as `drop_through` says.
+        for limit in [1u32, 2, 5, 63, 64, 65, 1000] {
+            let mut l = log(0, 0, limit);
+            let mut oldest_row = 1;
+            for _ in 0..3000 {
+                let id = l.next_id();
+                l.append();
+                if let Some(through) = l.drop_through(id) {
+                    oldest_row = through.0 + 1;
+                }
+                assert!(oldest_row <= l.first_kept().0, "limit {limit} at {id:?}");
+                let held = id.0 + 1 - oldest_row;
+                let slack = TRIM_BATCH.min(u64::from(limit)) - 1;
+                assert!(
+                    held <= l.kept() + slack,
+                    "limit {limit} at {id:?}: {held} rows"
+                );
+            }
+        }
     }
 
     #[test]
