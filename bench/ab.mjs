@@ -70,7 +70,8 @@ function metrics(r) {
   // steals time from its guest the rate swings by half between rounds.
   if (r.per_sec !== undefined) {
     const each = r.acked ? { cpu_us_each: (r.server_cpu_ms * 1000) / r.acked } : {};
-    return { per_sec: r.per_sec, cpu_ms: r.server_cpu_ms, ...each };
+    const settled = r.subs > 0 ? { settle_s: r.settle_secs } : {};
+    return { per_sec: r.per_sec, cpu_ms: r.server_cpu_ms, ...each, ...settled };
   }
   if (r.result?.latency_ms) {
     const l = r.result.latency_ms;

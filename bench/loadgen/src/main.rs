@@ -435,6 +435,14 @@ async fn publish_throughput(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (handles, failed) =
         subscribers(system, Transport::Ws, base, room, n, 1_000_000, stop_rx).await;
+    // As in fan-out: the connect phase's own traffic (the hub announces
+    // every join to every member) is drained before the measured window,
+    // so the CPU counted is the publishes' and their deliveries'.
+    let settle_secs = if n > 0 {
+        until_quiet(Duration::from_millis(500), Duration::from_secs(60)).await
+    } else {
+        0.0
+    };
     let acked = Arc::new(AtomicU64::new(0));
     let failed_pub = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
@@ -465,7 +473,7 @@ async fn publish_throughput(
     let acked = acked.load(Ordering::Relaxed);
     let all = drain(handles, stop_tx, Duration::from_secs(3), 0).await;
     let totals = Totals::merge(&all);
-    json!({"concurrency": conc, "subs": n, "failed_subs": failed, "secs": elapsed, "acked": acked,
+    json!({"concurrency": conc, "subs": n, "failed_subs": failed, "settle_secs": settle_secs, "secs": elapsed, "acked": acked,
            "failed": failed_pub.load(Ordering::Relaxed), "per_sec": acked as f64 / elapsed,
            "server_cpu_ms": cpu as f64 / 1000.0,
            "fanout": if n > 0 { totals.json(acked * (n as u64 - failed)) } else { Value::Null }})
