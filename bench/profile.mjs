@@ -46,7 +46,8 @@ const CONCURRENCY = Number(opt('concurrency', 8));
  */
 async function profiledLoadgen(url, pid, onPublishing, onPublished) {
   const argv = [...loadgenArgs.split(/\s+/), '--system', system, '--url', url, '--pid', pid, '--label', 'profile'];
-  if (!loadgenArgs.startsWith('fanout')) onPublishing();
+  // Fan-out and publish mark their measured window on stderr.
+  if (!/^(fanout|publish)\b/.test(loadgenArgs)) onPublishing();
   const result = await runLoadgen(argv, {
     onStderr: (text) => {
       if (text.includes('subscribed: publishing')) onPublishing();
@@ -106,8 +107,8 @@ try {
   let requests = 0;
   let stopped = null;
   if (loadgenArgs) {
-    // Fan-out is profiled from its first publish to its last: connecting
-    // and closing are not part of what a message costs.
+    // Fan-out and publish are profiled from the first publish to the
+    // last: connecting and closing are not part of what a message costs.
     let started;
     const result = await profiledLoadgen(
       server.url,

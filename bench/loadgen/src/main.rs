@@ -443,6 +443,8 @@ async fn publish_throughput(
     } else {
         0.0
     };
+    // The marks tools that watch the run wait for (as in fan-out).
+    eprintln!("subscribed: publishing");
     let acked = Arc::new(AtomicU64::new(0));
     let failed_pub = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
@@ -470,6 +472,7 @@ async fn publish_throughput(
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = procfs::cpu_micros(pid) - cpu0;
+    eprintln!("published: draining");
     let acked = acked.load(Ordering::Relaxed);
     let all = drain(handles, stop_tx, Duration::from_secs(3), 0).await;
     let totals = Totals::merge(&all);
