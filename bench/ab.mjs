@@ -82,6 +82,11 @@ function metrics(r) {
 
 const all = new Map(variants.map((v) => [v.name, []]));
 
+/** One run of the measured scenario against `v` on `server`. */
+function runScenario(v, server, label) {
+  return runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', label]);
+}
+
 /** Starts `v` in a fresh state directory and warms it up. */
 async function launch(v) {
   const dir = mkdtempSync(join(tmpdir(), 'ab-'));
@@ -93,7 +98,7 @@ async function launch(v) {
   const warm = await warmUp(v.system, server, { pollsOnly: v.pollsOnly });
   if (warm?.error) console.error(`warm-up of ${v.name}: ${warm.error}`);
   for (let i = 0; i < warmRuns; i++) {
-    const r = await runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'warm-up']);
+    const r = await runScenario(v, server, 'warm-up');
     if (r.error) console.error(`warm-up run of ${v.name}: ${r.error}`);
   }
   return { server, stop };
@@ -122,7 +127,7 @@ function busiestShare(before, after) {
 /** One measured run of `v` on `server`, recorded as round `round`. */
 async function measure(v, server, round) {
   const before = own.includes('--threads') ? threadCpuMs(server.pid) : null;
-  const r = await runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', 'ab']);
+  const r = await runScenario(v, server, 'ab');
   if (r.error) console.error(`round ${round + 1} ${v.name}: ${r.error}`);
   const m = metrics(r);
   if (before) m.main_share = busiestShare(before, threadCpuMs(server.pid));
