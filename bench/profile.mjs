@@ -6,6 +6,7 @@
 //
 //   node bench/profile.mjs [--system hub|floor] [--kind 304|200|publish] [--secs 5] [--concurrency 8] [--top 30] [--out file.cpuprofile]
 //   node bench/profile.mjs [--system hub|floor] --loadgen 'fanout --transport ws --subs 1000 --rate 50 --secs 10'
+//   node bench/profile.mjs --heap [--system hub|floor] [--kind …|--loadgen '…']
 //
 // With --loadgen the load is bench/loadgen's scenario (built by
 // bench/run.sh), and the times are per published message for fan-out and
@@ -14,6 +15,14 @@
 // A sampling profile sees only the isolate's thread: the runtime's C++ off
 // that thread (network, SQLite I/O) shows as idle. Compare two systems'
 // profiles side by side, never absolute times across runs.
+//
+// --heap records V8's sampling heap profile instead (every allocation on
+// the JavaScript heap, those collected since included): bytes allocated
+// per request or message, by the function that allocated them. What the
+// runtime's own code allocates is charged to the JavaScript function that
+// called into it (a WebSocket `send` to the loop that calls it). The
+// allocation rate sets how often V8 collects garbage, and its pauses are
+// where a fan-out's p99 lives (README, issue 19's ninth pass).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +44,15 @@ const secs = Number(opt('secs', 5));
 const top = Number(opt('top', 30));
 const out = opt('out', null);
 const loadgenArgs = opt('loadgen', null);
+const heap = args.includes('--heap');
+// What is recorded: the CPU profile, or (--heap) the allocation profile.
+const recorder = heap
+  ? {
+      enable: ['HeapProfiler.enable'],
+      start: ['HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }],
+      stop: 'HeapProfiler.stopSampling',
+    }
+  : { enable: ['Profiler.setSamplingInterval', { interval: 100 }], start: ['Profiler.start'], stop: 'Profiler.stop' };
 // Requests in flight at once (bench/perf.mjs says why 1 is worth a look).
 const CONCURRENCY = Number(opt('concurrency', 8));
 
@@ -103,7 +121,7 @@ try {
     });
 
   await call('Profiler.enable');
-  await call('Profiler.setSamplingInterval', { interval: 100 });
+  await call(...recorder.enable);
   let requests = 0;
   let stopped = null;
   if (loadgenArgs) {
@@ -113,14 +131,14 @@ try {
     const result = await profiledLoadgen(
       server.url,
       server.pid,
-      () => (started ??= call('Profiler.start')),
-      () => (stopped ??= started.then(() => call('Profiler.stop'))),
+      () => (started ??= call(...recorder.start)),
+      () => (stopped ??= started.then(() => call(recorder.stop))),
     );
     await started;
     console.log(JSON.stringify(result).slice(0, 600));
     requests = result.acked ?? result.published ?? result.sent ?? 1;
   } else {
-    await call('Profiler.start');
+    await call(...recorder.start);
     const deadline = Date.now() + secs * 1000;
     await Promise.all(
       Array.from({ length: CONCURRENCY }, async () => {
@@ -131,32 +149,59 @@ try {
       }),
     );
   }
-  const { profile } = await (stopped ?? call('Profiler.stop'));
+  const { profile } = await (stopped ?? call(recorder.stop));
   ws.close();
   if (out) writeFileSync(out, JSON.stringify(profile));
+  const what = loadgenArgs ? `loadgen ${loadgenArgs}` : kind;
+  if (heap) reportAllocations(profile, requests, what);
+  else reportSelfTime(profile, requests, what);
+} finally {
+  await server.stop();
+  await sleep(50);
+  rmSync(dir, { recursive: true, force: true });
+}
 
-  // Self time per function, from the samples' time deltas.
+/** A profile node's function, file and line. */
+function frameName(f) {
+  const file = f.url ? f.url.split('/').pop() : '';
+  return `${f.functionName || '(anonymous)'} ${file}${f.url ? `:${f.lineNumber + 1}` : ''}`;
+}
+
+/** Prints the `top` largest of `totals` (name -> amount), each as `per` formats it. */
+function printTop(totals, per) {
+  const rows = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, top);
+  for (const [name, n] of rows) console.log(`${per(n)}  ${name}`);
+}
+
+/** CPU profile: self time per function, from the samples' time deltas. */
+function reportSelfTime(profile, requests, what) {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map();
   let total = 0;
   profile.samples.forEach((id, i) => {
     const dt = profile.timeDeltas[i] ?? 0;
     total += dt;
-    const f = byId.get(id).callFrame;
-    const file = f.url ? f.url.split('/').pop() : '';
-    const key = `${f.functionName || '(anonymous)'} ${file}${f.url ? `:${f.lineNumber + 1}` : ''}`;
+    const key = frameName(byId.get(id).callFrame);
     selfUs.set(key, (selfUs.get(key) ?? 0) + dt);
   });
   const idle = selfUs.get('(idle) ') ?? 0;
   const busy = total - idle;
-  const what = loadgenArgs ? `loadgen ${loadgenArgs}` : kind;
+  selfUs.delete('(idle) ');
   console.log(`${system} ${what}: ${requests} requests/messages; isolate busy ${(busy / 1000).toFixed(0)} ms = ${(busy / requests).toFixed(1)} µs each`);
-  const rows = [...selfUs.entries()].filter(([k]) => k !== '(idle) ').sort((a, b) => b[1] - a[1]).slice(0, top);
-  for (const [name, us] of rows) {
-    console.log(`${((100 * us) / busy).toFixed(1).padStart(5)}%  ${(us / requests).toFixed(2).padStart(7)} µs each  ${name}`);
-  }
-} finally {
-  await server.stop();
-  await sleep(50);
-  rmSync(dir, { recursive: true, force: true });
+  printTop(selfUs, (us) => `${((100 * us) / busy).toFixed(1).padStart(5)}%  ${(us / requests).toFixed(2).padStart(7)} µs each`);
+}
+
+/** Heap profile: bytes allocated per function (each node's self size, summed by name). */
+function reportAllocations(profile, requests, what) {
+  const bytes = new Map();
+  let total = 0;
+  const walk = (node) => {
+    const key = frameName(node.callFrame);
+    bytes.set(key, (bytes.get(key) ?? 0) + node.selfSize);
+    total += node.selfSize;
+    node.children.forEach(walk);
+  };
+  walk(profile.head);
+  console.log(`${system} ${what}: ${requests} requests/messages; ${(total / requests).toFixed(0)} bytes allocated each`);
+  printTop(bytes, (n) => `${((100 * n) / total).toFixed(1).padStart(5)}%  ${(n / requests).toFixed(0).padStart(7)} B each`);
 }
