@@ -46,13 +46,18 @@ const out = opt('out', null);
 const loadgenArgs = opt('loadgen', null);
 const heap = args.includes('--heap');
 // What is recorded: the CPU profile, or (--heap) the allocation profile.
+// `setUp`: the inspector calls that come first, each [method, params].
 const recorder = heap
   ? {
-      enable: ['HeapProfiler.enable'],
+      setUp: [['HeapProfiler.enable']],
       start: ['HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }],
       stop: 'HeapProfiler.stopSampling',
     }
-  : { enable: ['Profiler.setSamplingInterval', { interval: 100 }], start: ['Profiler.start'], stop: 'Profiler.stop' };
+  : {
+      setUp: [['Profiler.enable'], ['Profiler.setSamplingInterval', { interval: 100 }]],
+      start: ['Profiler.start'],
+      stop: 'Profiler.stop',
+    };
 // Requests in flight at once (bench/perf.mjs says why 1 is worth a look).
 const CONCURRENCY = Number(opt('concurrency', 8));
 
@@ -120,8 +125,7 @@ try {
       ws.send(JSON.stringify({ id, method, params }));
     });
 
-  await call('Profiler.enable');
-  await call(...recorder.enable);
+  for (const step of recorder.setUp) await call(...step);
   let requests = 0;
   let stopped = null;
   if (loadgenArgs) {
