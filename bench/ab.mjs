@@ -2,7 +2,7 @@
 // scenario, in alternating rounds so that a noisy machine weighs on every
 // variant alike. Prints each round and the median per variant.
 //
-//   node bench/ab.mjs --builds name=dir[+VAR=value…],… [--floor] [--null] [--reuse] [--warm-runs N] [--threads] [--rounds 3] -- <loadgen args…>
+//   node bench/ab.mjs --builds name=dir[+VAR=value…],… [--floor] [--null] [--reuse] [--warm-runs N] [--threads] [--gc] [--rounds 3] -- <loadgen args…>
 //
 // e.g. node bench/ab.mjs --builds old=build-old,new=build --floor -- cost304 --concurrency 16 --secs 3
 // (build-old: a copy of build/ made at an earlier commit)
@@ -21,6 +21,20 @@
 // same runs, so the floor's JavaScript warms up as the hub's WebAssembly
 // does.
 //
+// --gc runs every system with V8's `--trace-gc-nvp` and prints, once the
+// systems have stopped, each one's garbage-collection pauses by kind
+// (count, mean, longest, how many of 8 ms or more) and the phases that
+// take most of a pause. For fan-out and publish, only the pauses inside
+// the measured runs' publishing windows count (the load generator marks
+// them; the connect phase, where the hub announces every join, is left
+// out). A pause is placed by V8's clock since the isolate started,
+// counted from when the process was spawned: that places it early by at
+// most the process's start-up (spawn to listening), so each window's end
+// is moved that much earlier and no pause from after a window (the
+// subscribers leaving) is counted in it. Other scenarios count the
+// process's whole life, warm-up included. At a fan-out's p99 a handful
+// of pauses is the tail (README, "Benchmarks").
+//
 // --threads adds, per run, the share of the server process's CPU spent on
 // its busiest thread (`main_share`: workerd runs the isolate, its event
 // loop, HTTP and SQLite on one thread; V8's helper threads compile and
@@ -28,6 +42,7 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
@@ -41,6 +56,8 @@ const loadgenArgs = sep >= 0 ? argv.slice(sep + 1) : ['cost304', '--concurrency'
 const opt = (name, dflt) => (own.includes(`--${name}`) ? own[own.indexOf(`--${name}`) + 1] : dflt);
 const rounds = Number(opt('rounds', 3));
 const warmRuns = Number(opt('warm-runs', 0));
+const gcTrace = own.includes('--gc');
+const v8Flags = gcTrace ? ['--trace-gc-nvp'] : [];
 
 // `name=dir` or `name=dir+VAR=value+…`: settings on top of the benchmark's.
 const variants = (opt('builds', 'hub=build') ?? '').split(',').map((spec) => {
@@ -51,12 +68,12 @@ const variants = (opt('builds', 'hub=build') ?? '').split(',').map((spec) => {
     name,
     start: (port, stateDir) => {
       process.env.HUB_BUILD_DIR = resolve(dir);
-      return startWorkerdHub({ port, stateDir, vars });
+      return startWorkerdHub({ port, stateDir, vars, v8Flags });
     },
     system: 'hub',
   };
 });
-if (own.includes('--floor')) variants.push({ name: 'floor', start: (port, storageDir) => floor.start({ port, storageDir }), system: 'floor' });
+if (own.includes('--floor')) variants.push({ name: 'floor', start: (port, storageDir) => floor.start({ port, storageDir, v8Flags }), system: 'floor' });
 // The runtime's own cost per request (bench/null/: answers 304 at once); it
 // speaks no WebSocket, so its warm-up is the polls alone.
 if (own.includes('--null')) variants.push({ name: 'null', start: (port, storageDir) => nullWorker.start({ port, storageDir }), system: 'floor', pollsOnly: true });
@@ -81,19 +98,80 @@ function metrics(r) {
 }
 
 const all = new Map(variants.map((v) => [v.name, []]));
+// --gc: each system's garbage-collection records, by name.
+const gcPauses = new Map();
+
+/**
+ * V8's `--trace-gc-nvp` records in a server's log (`[pid:isolate] N ms:
+ * GC: {…}`, one per collection), each with `at`: `spawnedAt` + N.
+ */
+function gcRecords(log, spawnedAt) {
+  return log
+    .split('\n')
+    .map((line) => line.match(/\s(\d+) ms: GC: (\{.*\})\s*$/))
+    .filter(Boolean)
+    .map((m) => ({ ...JSON.parse(m[2]), at: spawnedAt + Number(m[1]) }));
+}
+
+/** Prints one system's pauses by kind of collection, and their costliest phases. */
+function printGc(name, records) {
+  if (records.length === 0) console.log(`gc ${name}: no pauses`);
+  const kinds = new Map();
+  for (const r of records) kinds.set(r.gc, [...(kinds.get(r.gc) ?? []), r]);
+  for (const [kind, rs] of kinds) {
+    const pauses = rs.map((r) => r.pause);
+    const mean = (key) => rs.reduce((sum, r) => sum + (Number(r[key]) || 0), 0) / rs.length;
+    // Phase names are dotted (`scavenge.roots`); the top level is the sum.
+    const phases = Object.keys(rs[0])
+      .filter((k) => k.includes('.') && !k.startsWith('background') && typeof rs[0][k] === 'number')
+      .map((k) => [k, mean(k)])
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 4);
+    // What a collection had to keep: bytes that survived a scavenge (and
+    // those it moved to the old generation), or live after a full one.
+    const kept =
+      kind === 's'
+        ? `, ${(mean('new_space_survived') / 1024).toFixed(0)} KiB survived (${(mean('promoted') / 1024).toFixed(0)} promoted)`
+        : `, ${(mean('end_object_size') / 1024).toFixed(0)} KiB live after`;
+    console.log(
+      `gc ${name} ${kind}: ${rs.length} pauses, mean ${mean('pause').toFixed(2)} ms, longest ${Math.max(...pauses).toFixed(2)}, ` +
+        `${pauses.filter((p) => p >= 8).length} of 8 ms or more${kept}; ${phases.map(([k, ms]) => `${k} ${ms.toFixed(2)}`).join(', ')}`,
+    );
+  }
+}
+
+// --gc: the measured runs' publishing windows ([from, to] in ms since
+// the epoch), by system name.
+const publishingWindows = new Map(variants.map((v) => [v.name, []]));
 
 /** One run of the measured scenario against `v` on `server`. */
 function runScenario(v, server, label) {
-  return runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', label]);
+  let from;
+  const onStderr = (text) => {
+    if (label !== 'ab') return;
+    if (text.includes('subscribed: publishing')) from = Date.now();
+    else if (text.includes('published: draining') && from !== undefined) publishingWindows.get(v.name).push([from, Date.now()]);
+  };
+  return runLoadgen([...loadgenArgs, '--system', v.system, '--url', server.url, '--pid', server.pid, '--label', label], { onStderr });
 }
 
 /** Starts `v` in a fresh state directory and warms it up. */
 async function launch(v) {
   const dir = mkdtempSync(join(tmpdir(), 'ab-'));
+  const spawnedAt = Date.now();
   const server = await v.start(await freePort(), join(dir, 'do'));
+  const startupMs = Date.now() - spawnedAt;
   const stop = async () => {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
+    if (gcTrace) {
+      // workerd buffers its stdout: the last records arrive after its exit.
+      await sleep(300);
+      const records = gcRecords(server.log(), spawnedAt);
+      const windows = publishingWindows.get(v.name);
+      const inWindow = (r) => windows.some(([from, to]) => r.at >= from && r.at <= to - startupMs);
+      gcPauses.set(v.name, windows.length ? records.filter(inWindow) : records);
+    }
   };
   const warm = await warmUp(v.system, server, { pollsOnly: v.pollsOnly });
   if (warm?.error) console.error(`warm-up of ${v.name}: ${warm.error}`);
@@ -162,6 +240,7 @@ if (own.includes('--reuse')) {
     }
   }
 }
+for (const [name, records] of gcPauses) printGc(name, records);
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
