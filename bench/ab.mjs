@@ -42,7 +42,6 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startWorkerdHub } from '../scripts/launch/workerd.mjs';
 import { freePort } from '../scripts/launch/ports.mjs';
 import * as floor from './floor/launch.mjs';
@@ -76,7 +75,7 @@ const variants = (opt('builds', 'hub=build') ?? '').split(',').map((spec) => {
 if (own.includes('--floor')) variants.push({ name: 'floor', start: (port, storageDir) => floor.start({ port, storageDir, v8Flags }), system: 'floor' });
 // The runtime's own cost per request (bench/null/: answers 304 at once); it
 // speaks no WebSocket, so its warm-up is the polls alone.
-if (own.includes('--null')) variants.push({ name: 'null', start: (port, storageDir) => nullWorker.start({ port, storageDir }), system: 'floor', pollsOnly: true });
+if (own.includes('--null')) variants.push({ name: 'null', start: (port, storageDir) => nullWorker.start({ port, storageDir, v8Flags }), system: 'floor', pollsOnly: true });
 
 // The numbers worth comparing, by scenario.
 function metrics(r) {
@@ -117,7 +116,10 @@ function gcRecords(log, spawnedAt) {
 function printGc(name, records) {
   if (records.length === 0) console.log(`gc ${name}: no pauses`);
   const kinds = new Map();
-  for (const r of records) kinds.set(r.gc, [...(kinds.get(r.gc) ?? []), r]);
+  for (const r of records) {
+    if (!kinds.has(r.gc)) kinds.set(r.gc, []);
+    kinds.get(r.gc).push(r);
+  }
   for (const [kind, rs] of kinds) {
     const pauses = rs.map((r) => r.pause);
     const mean = (key) => rs.reduce((sum, r) => sum + (Number(r[key]) || 0), 0) / rs.length;
@@ -148,7 +150,7 @@ const publishingWindows = new Map(variants.map((v) => [v.name, []]));
 function runScenario(v, server, label) {
   let from;
   const onStderr = (text) => {
-    if (label !== 'ab') return;
+    if (!gcTrace || label !== 'ab') return;
     if (text.includes('subscribed: publishing')) from = Date.now();
     else if (text.includes('published: draining') && from !== undefined) publishingWindows.get(v.name).push([from, Date.now()]);
   };
@@ -165,8 +167,7 @@ async function launch(v) {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
     if (gcTrace) {
-      // workerd buffers its stdout: the last records arrive after its exit.
-      await sleep(300);
+      // A stopped server's log is whole (scripts/launch/workerd.mjs).
       const records = gcRecords(server.log(), spawnedAt);
       const windows = publishingWindows.get(v.name);
       const inWindow = (r) => windows.some(([from, to]) => r.at >= from && r.at <= to - startupMs);

@@ -7,6 +7,6 @@ import { startScriptWorker } from '../../scripts/launch/workerd.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** Returns {url, port, pid, stop()} (plus scripts/launch/workerd.mjs's log/crash/exited). */
-export function start({ port, storageDir }) {
-  return startScriptWorker({ script: join(here, 'worker.js'), className: 'NullRoom', port, storageDir });
+export function start({ port, storageDir, v8Flags }) {
+  return startScriptWorker({ script: join(here, 'worker.js'), className: 'NullRoom', port, storageDir, v8Flags });
 }

@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT, buildDir } from './paths.mjs';
 import { freePort } from './ports.mjs';
 import { stateDir as tempStateDir } from './state.mjs';
@@ -65,14 +66,20 @@ const hub :Workerd.Worker = (
  * Spawns workerd on a config and waits for its socket on `port`. Every
  * folder in `removeOnExit` is removed once the process has exited.
  * `extraArgs` go to `workerd serve` (e.g. `--inspector-addr=…` for
- * bench/profile.mjs). Returns superviseServer's handle.
+ * bench/profile.mjs). Returns superviseServer's handle, whose `stop()`
+ * also waits (up to 2 s) for the last of workerd's output: it buffers its
+ * stdout, which may arrive after the process has exited, and a stopped
+ * server's `log()` is then whole (bench/ab.mjs --gc reads V8's records
+ * there).
  */
 export async function startWorkerd(config, { port, removeOnExit = [], readyTimeoutMs, extraArgs = [] } = {}) {
   const child = spawn(WORKERD_BIN, ['serve', config, '--experimental', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d) => (log += d));
   child.stderr.on('data', (d) => (log += d));
-  return superviseServer(child, {
+  // 'close': the process has exited and its output pipes have ended.
+  const outputEnded = new Promise((res) => child.once('close', res));
+  const server = await superviseServer(child, {
     port,
     name: 'workerd',
     log: () => log,
@@ -83,6 +90,14 @@ export async function startWorkerd(config, { port, removeOnExit = [], readyTimeo
       for (const dir of removeOnExit) rmSync(dir, { recursive: true, force: true });
     },
   });
+  return {
+    ...server,
+    async stop() {
+      await server.stop();
+      // An unref'd timer: it never keeps a finished test run alive.
+      await Promise.race([outputEnded, sleep(2000, undefined, { ref: false })]);
+    },
+  };
 }
 
 /**
